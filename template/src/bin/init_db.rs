@@ -1,0 +1,75 @@
+//! `init_db`: create the database if missing, apply pending migrations, optionally seed
+//! demo data. Safe to run again: the second run changes nothing.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use {{crate_name}}::db::{self, DatabaseUrl};
+use {{crate_name}}::{migrations, seed};
+
+/// Create the database, run pending migrations and optionally seed demo data.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Database URL, e.g. postgres://user:password@localhost:5432/app
+    /// [default: $DATABASE_URL, also read from .env]
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    url: Option<String>,
+    /// Insert demo users, teams, tasks and tags (skipped when already present).
+    #[arg(long)]
+    seed: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("init_db: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let _ = dotenvy::dotenv();
+    let raw = match args.url.or_else(|| std::env::var("DATABASE_URL").ok()) {
+        Some(raw) => raw,
+        None => anyhow::bail!("no database URL: pass --url or set DATABASE_URL"),
+    };
+    let url = DatabaseUrl::parse(&raw)?;
+    let name = url.database();
+
+    let created = db::ensure_database(&url).await?;
+    println!(
+        "database {name}: {} ({url})",
+        if created { "created" } else { "exists" }
+    );
+
+    let applied = migrations::run_pending(&url).await?;
+    if applied.is_empty() {
+        println!("migrations: up to date");
+    } else {
+        println!(
+            "migrations: applied {}: {}",
+            applied.len(),
+            applied.join(", ")
+        );
+    }
+
+    let mut conn = db::connect(&url).await?;
+    if args.seed {
+        match seed::demo(&mut conn).await? {
+            seed::Seeded::Inserted => println!("seed: demo data inserted"),
+            seed::Seeded::AlreadyPresent => {
+                println!("seed: demo data already present, nothing written")
+            }
+        }
+    }
+    println!("tables:");
+    for (table, rows) in db::table_counts(&mut conn).await? {
+        println!("  {table:<14} {rows:>6} rows");
+    }
+    Ok(())
+}

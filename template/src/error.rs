@@ -1,0 +1,70 @@
+//! One error type for the data layer: callers match on what went wrong, not on strings.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the data layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The row asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the row.
+    #[error("conflicts with an existing row (constraint {constraint})")]
+    Conflict { constraint: String },
+    /// A CHECK or NOT NULL constraint, or our own validation, refused the value.
+    #[error("invalid value (constraint {constraint})")]
+    Invalid { constraint: String },
+    /// A foreign key refused the write: the referenced row is missing or still referenced.
+    #[error("foreign key violation (constraint {constraint})")]
+    ForeignKey { constraint: String },
+    /// The database URL cannot be used; the URL in the message has its password masked.
+    #[error("invalid database URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// The server could not be reached or refused the login.
+    #[error("cannot connect to {url}: {reason}")]
+    Connection { url: String, reason: String },
+    /// No pooled connection became available in time, or the pool is misconfigured.
+    #[error("connection pool: {0}")]
+    Pool(String),
+    /// A migration failed; the message names it.
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(DieselError),
+}
+
+impl From<DieselError> for Error {
+    fn from(err: DieselError) -> Self {
+        let name = |info: &dyn diesel::result::DatabaseErrorInformation| {
+            info.constraint_name().unwrap_or("unknown").to_owned()
+        };
+        match err {
+            DieselError::NotFound => Error::NotFound,
+            DieselError::DatabaseError(kind, ref info) => match kind {
+                DatabaseErrorKind::UniqueViolation => Error::Conflict {
+                    constraint: name(info.as_ref()),
+                },
+                DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
+                    Error::Invalid {
+                        constraint: name(info.as_ref()),
+                    }
+                }
+                DatabaseErrorKind::ForeignKeyViolation => Error::ForeignKey {
+                    constraint: name(info.as_ref()),
+                },
+                _ => Error::Database(err),
+            },
+            other => Error::Database(other),
+        }
+    }
+}
+
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for Error {
+    fn from(err: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        Error::Pool(err.to_string())
+    }
+}

@@ -1,0 +1,14 @@
+//! Data layer of {{project-name}}: Diesel models over PostgreSQL, a deadpool pool of
+//! diesel-async connections and embedded migrations. No libpq anywhere.
+//!
+//! Start with [`db::DbConfig::from_env`] and [`db::build_pool`]; every query is an associated
+//! function of the model it returns, taking `&mut AsyncPgConnection`.
+
+pub mod db;
+pub mod error;
+pub mod migrations;
+pub mod models;
+pub mod schema;
+pub mod seed;
+
+pub use error::{Error, Result};

@@ -1,0 +1,109 @@
+//! Tags and the `task_tags` link table (many-to-many between tasks and tags).
+
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+
+use crate::models::Task;
+use crate::schema::{tags, task_tags};
+use crate::{Error, Result};
+
+/// A row of `tags`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Serialize)]
+#[diesel(table_name = tags, check_for_backend(Pg))]
+pub struct Tag {
+    pub id: i64,
+    pub name: String,
+}
+
+/// A tag to insert: lowercase letters, digits and dashes (`tags_name_format`).
+#[derive(Debug, Insertable)]
+#[diesel(table_name = tags)]
+pub struct NewTag<'a> {
+    pub name: &'a str,
+}
+
+/// A row of `task_tags`: one tag on one task.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Associations)]
+#[diesel(table_name = task_tags, primary_key(task_id, tag_id))]
+#[diesel(belongs_to(Task), belongs_to(Tag), check_for_backend(Pg))]
+pub struct TaskTag {
+    pub task_id: i64,
+    pub tag_id: i64,
+    pub tagged_at: DateTime<Utc>,
+}
+
+impl Tag {
+    /// Inserts a tag; a taken name is `Error::Conflict`.
+    pub async fn create(conn: &mut AsyncPgConnection, new: &NewTag<'_>) -> Result<Tag> {
+        Ok(diesel::insert_into(tags::table)
+            .values(new)
+            .returning(Tag::as_returning())
+            .get_result(conn)
+            .await?)
+    }
+
+    /// The tag with this name, created if missing, in one statement (upsert).
+    pub async fn find_or_create(conn: &mut AsyncPgConnection, name: &str) -> Result<Tag> {
+        Ok(diesel::insert_into(tags::table)
+            .values(tags::name.eq(name))
+            // A no-op update, so RETURNING yields the existing row too.
+            .on_conflict(tags::name)
+            .do_update()
+            .set(tags::name.eq(excluded(tags::name)))
+            .returning(Tag::as_returning())
+            .get_result(conn)
+            .await?)
+    }
+
+    /// Renames a tag.
+    pub async fn rename(conn: &mut AsyncPgConnection, id: i64, name: &str) -> Result<Tag> {
+        Ok(diesel::update(tags::table.find(id))
+            .set(tags::name.eq(name))
+            .returning(Tag::as_returning())
+            .get_result(conn)
+            .await?)
+    }
+
+    /// Deletes a tag and its links to tasks.
+    pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> Result<()> {
+        match diesel::delete(tags::table.find(id)).execute(conn).await? {
+            0 => Err(Error::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts the tag on the task; doing it twice is harmless.
+    pub async fn attach(conn: &mut AsyncPgConnection, task_id: i64, tag_id: i64) -> Result<()> {
+        diesel::insert_into(task_tags::table)
+            .values((task_tags::task_id.eq(task_id), task_tags::tag_id.eq(tag_id)))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the tag off the task.
+    pub async fn detach(conn: &mut AsyncPgConnection, task_id: i64, tag_id: i64) -> Result<()> {
+        let deleted = diesel::delete(task_tags::table.find((task_id, tag_id)))
+            .execute(conn)
+            .await?;
+        match deleted {
+            0 => Err(Error::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    /// The tags of a task, by name, through the link table.
+    pub async fn of_task(conn: &mut AsyncPgConnection, task: &Task) -> Result<Vec<Tag>> {
+        Ok(TaskTag::belonging_to(task)
+            .inner_join(tags::table)
+            .order(tags::name)
+            .select(Tag::as_select())
+            .load(conn)
+            .await?)
+    }
+}

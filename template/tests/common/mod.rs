@@ -1,0 +1,215 @@
+//! Test databases: each test gets its own database, cloned from a migrated template
+//! database that is built once per migration set and shared by every test process.
+//!
+//! The server comes from `DATABASE_URL` (also read from `.env`), else
+//! `postgres://postgres@127.0.0.1:5432/postgres`; `scripts/dev_db.sh` can start a private one.
+
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use {{crate_name}}::db::{self, DatabaseUrl, DbConfig, Pool, quote_ident};
+use {{crate_name}}::migrations;
+use tokio::sync::OnceCell;
+
+/// A database of its own for one test, dropped when the value is dropped.
+pub struct TestDb {
+    /// URL of the test's database.
+    pub url: DatabaseUrl,
+    admin: DatabaseUrl,
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The server under test, as an admin URL on its `postgres` database.
+pub fn server_url() -> DatabaseUrl {
+    let _ = dotenvy::dotenv();
+    let raw = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    DatabaseUrl::parse(&raw)
+        .expect("DATABASE_URL is not a valid postgres URL")
+        .with_database("postgres")
+}
+
+/// Database names start with the crate name, cut so names stay under PostgreSQL's 63 bytes.
+fn prefix() -> String {
+    let name = env!("CARGO_PKG_NAME").replace('-', "_").to_lowercase();
+    name.chars().take(20).collect()
+}
+
+/// A name no other test, in this or another process, is using.
+pub fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{n}_{nanos}", std::process::id())
+}
+
+impl TestDb {
+    /// A fresh, fully migrated database.
+    pub async fn new() -> TestDb {
+        let admin = server_url();
+        let template = TEMPLATE
+            .get_or_init(|| build_template(admin.clone()))
+            .await
+            .clone();
+        let name = unique_name(&prefix());
+        let mut conn = admin_conn(&admin).await;
+        let sql = format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            quote_ident(&name),
+            quote_ident(&template)
+        );
+        diesel::sql_query(sql)
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        TestDb {
+            url: admin.with_database(&name),
+            admin,
+        }
+    }
+
+    /// A name for a database that does not exist yet, dropped with this value if created.
+    pub fn not_created() -> TestDb {
+        let admin = server_url();
+        let name = unique_name(&format!("{}_new", prefix()));
+        TestDb {
+            url: admin.with_database(&name),
+            admin,
+        }
+    }
+
+    /// One connection to the test database.
+    pub async fn conn(&self) -> AsyncPgConnection {
+        db::connect(&self.url)
+            .await
+            .expect("connect to test database")
+    }
+
+    /// A pool on the test database.
+    pub fn pool(&self, max_size: usize) -> Pool {
+        let mut config = DbConfig::new(self.url.clone());
+        config.max_size = max_size;
+        db::build_pool(&config).expect("build pool")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.url.database();
+        // Drop runs inside a Tokio runtime: do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = db::connect(&admin).await {
+                    let sql = format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        quote_ident(&name)
+                    );
+                    let _ = diesel::sql_query(sql).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn admin_conn(admin: &DatabaseUrl) -> AsyncPgConnection {
+    db::connect(admin).await.unwrap_or_else(|e| {
+        panic!(
+            "tests need a PostgreSQL server: {e}\n\
+             Set DATABASE_URL, start one at 127.0.0.1:5432, or run scripts/dev_db.sh"
+        )
+    })
+}
+
+/// Creates `<crate>_tpl_<hash of migrations>` once (under an advisory lock, so parallel
+/// test processes agree) and returns its name.
+async fn build_template(admin: DatabaseUrl) -> String {
+    let name = format!("{}_tpl_{:016x}", prefix(), migrations_hash());
+    let mut conn = admin_conn(&admin).await;
+    let lock_key = 0x7e57_0000_i64; // any constant shared by all test processes
+    diesel::sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<BigInt, _>(lock_key)
+        .execute(&mut conn)
+        .await
+        .expect("lock");
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let found: Found =
+        diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+            .bind::<Text, _>(&name)
+            .get_result(&mut conn)
+            .await
+            .expect("look up template");
+    if found.n == 0 {
+        // Build under a temporary name and rename when complete, so a crash half-way
+        // never leaves a half-migrated template behind.
+        let wip = format!("{name}_wip");
+        let drop_wip = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&wip));
+        diesel::sql_query(drop_wip)
+            .execute(&mut conn)
+            .await
+            .expect("drop stale template");
+        let url = admin.with_database(&wip);
+        db::ensure_database(&url).await.expect("create template");
+        migrations::run_pending(&url)
+            .await
+            .expect("migrate template");
+        let rename = format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&wip),
+            quote_ident(&name)
+        );
+        diesel::sql_query(rename)
+            .execute(&mut conn)
+            .await
+            .expect("publish template");
+    }
+    diesel::sql_query("SELECT pg_advisory_unlock($1)")
+        .bind::<BigInt, _>(lock_key)
+        .execute(&mut conn)
+        .await
+        .expect("unlock");
+    name
+}
+
+/// Changes whenever a migration file changes, so an edited migration gets a new template.
+fn migrations_hash() -> u64 {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<_> = walk(&dir);
+    files.sort();
+    let mut hasher = DefaultHasher::new();
+    for file in files {
+        file.strip_prefix(&dir).unwrap().hash(&mut hasher);
+        std::fs::read(&file).unwrap().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
