@@ -25,6 +25,8 @@ else
   PG_EXTRA_OPTS="-c fsync=off -c max_connections=200" server=$(pg_private_start "$cluster")
 fi
 export DATABASE_URL=$server
+# PG_FORCE_PRIVATE chose the server above; the tests pass their own servers explicitly.
+unset PG_FORCE_PRIVATE
 
 say "harness: fmt, clippy"
 cargo fmt --all -- --check
