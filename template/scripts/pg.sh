@@ -5,6 +5,7 @@
 #   3. else a private throwaway cluster (initdb + pg_ctl) on a Unix socket in a directory;
 #   4. else a message saying how to install PostgreSQL or set DATABASE_URL.
 # PG_FORCE_PRIVATE=1 skips 1 and 2 (tests of step 3 on machines that have a server).
+# PG_PASSWORD=secret makes a new private cluster require that password (scram-sha-256).
 #
 # As a command:  scripts/pg.sh start DIR   start (or reuse) a private cluster in DIR, print its URL
 #                scripts/pg.sh stop DIR    stop it
@@ -86,8 +87,16 @@ pg_private_start() {
       return 1
     fi
   fi
+  local auth=(-A trust) userinfo=postgres
+  if [ -n "${PG_PASSWORD:-}" ]; then
+    # A cluster that checks passwords, e.g. to test what a wrong one does.
+    printf '%s\n' "$PG_PASSWORD" >"$dir/pwfile"
+    [ "$(id -u)" -ne 0 ] || chown "$(pg_cluster_user)" "$dir/pwfile"
+    auth=(-A scram-sha-256 --pwfile="$dir/pwfile")
+    userinfo="postgres:$PG_PASSWORD"
+  fi
   if [ ! -f "$dir/data/PG_VERSION" ]; then
-    pg_as_owner "$bindir/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C \
+    pg_as_owner "$bindir/initdb" -D "$dir/data" -U postgres "${auth[@]}" -E UTF8 --locale=C \
       --no-sync >"$dir/initdb.log" 2>&1 || {
       echo "pg.sh: initdb failed, see $dir/initdb.log" >&2
       return 1
@@ -102,7 +111,8 @@ pg_private_start() {
     }
   fi
   # The socket directory, percent-encoded, is the host: libpq and tokio-postgres agree.
-  echo "postgres://postgres@${dir//\//%2F}:5432/postgres"
+  rm -f "$dir/pwfile"
+  echo "postgres://$userinfo@${dir//\//%2F}:5432/postgres"
 }
 
 # Stops the private cluster in DIR, if one runs there.

@@ -176,11 +176,26 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
         .map_err(|e| Error::Pool(e.to_string()))
 }
 
-/// Opens one connection, with an error that names the (masked) URL.
+/// Opens one connection, with an error that names the (masked) URL and the cause.
 pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
-    AsyncPgConnection::establish(url.expose())
-        .await
-        .map_err(|e| connection_error(url, e))
+    match AsyncPgConnection::establish(url.expose()).await {
+        Ok(conn) => Ok(conn),
+        Err(err) => {
+            let mut error = connection_error(url, err);
+            if let Error::Connection { reason, .. } = &mut error {
+                if reason.starts_with("error ") && !reason.contains(':') {
+                    // diesel-async keeps only the top line ("error connecting to server");
+                    // one more attempt with tokio-postgres yields the cause chain.
+                    if let Err(cause) =
+                        tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await
+                    {
+                        *reason = error_chain(&cause);
+                    }
+                }
+            }
+            Err(error)
+        }
+    }
 }
 
 /// Turns a driver connection error into ours, with the URL masked.
@@ -193,6 +208,17 @@ pub fn connection_error(url: &DatabaseUrl, err: diesel::ConnectionError) -> Erro
         url: url.to_string(),
         reason: reason.trim().to_owned(),
     }
+}
+
+/// An error and its sources on one line: "error connecting to server: Connection refused".
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line = format!("{line}: {cause}");
+        source = cause.source();
+    }
+    line
 }
 
 #[derive(QueryableByName)]

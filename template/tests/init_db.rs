@@ -110,6 +110,10 @@ fn unreachable_server_is_one_line_with_password_masked() {
         "hunter2",
         "cannot connect to postgres://app:***@127.0.0.1",
     );
+    assert!(
+        text(&out.stderr).contains("Connection refused"),
+        "the cause is named"
+    );
 }
 
 #[test]
