@@ -179,6 +179,7 @@ async fn build_template(admin: DatabaseUrl) -> String {
             .execute(&mut conn)
             .await
             .expect("publish template");
+        drop_stale_templates(&mut conn, &name).await;
     }
     diesel::sql_query("SELECT pg_advisory_unlock($1)")
         .bind::<BigInt, _>(lock_key)
@@ -186,6 +187,29 @@ async fn build_template(admin: DatabaseUrl) -> String {
         .await
         .expect("unlock");
     name
+}
+
+/// Templates of older migration sets are dead weight once a new one exists.
+async fn drop_stale_templates(conn: &mut AsyncPgConnection, current: &str) {
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        datname: String,
+    }
+    let pattern = format!("{}\\_tpl\\_%", prefix());
+    let stale: Vec<Name> = diesel::sql_query(
+        "SELECT datname::text AS datname FROM pg_database WHERE datname LIKE $1 AND datname <> $2",
+    )
+    .bind::<Text, _>(pattern)
+    .bind::<Text, _>(current)
+    .load(conn)
+    .await
+    .unwrap_or_default();
+    for Name { datname } in stale {
+        // Without FORCE: a template another test run is still cloning stays.
+        let sql = format!("DROP DATABASE IF EXISTS {}", quote_ident(&datname));
+        let _ = diesel::sql_query(sql).execute(conn).await;
+    }
 }
 
 /// Changes whenever a migration file changes, so an edited migration gets a new template.
