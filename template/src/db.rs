@@ -178,23 +178,25 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
 
 /// Opens one connection, with an error that names the (masked) URL and the cause.
 pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
-    match AsyncPgConnection::establish(url.expose()).await {
-        Ok(conn) => Ok(conn),
-        Err(err) => {
-            let mut error = connection_error(url, err);
-            if let Error::Connection { reason, .. } = &mut error {
-                if reason.starts_with("error ") && !reason.contains(':') {
-                    // diesel-async keeps only the top line ("error connecting to server");
-                    // one more attempt with tokio-postgres yields the cause chain.
-                    if let Err(cause) =
-                        tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await
-                    {
-                        *reason = error_chain(&cause);
-                    }
-                }
-            }
-            Err(error)
+    let err = match AsyncPgConnection::establish(url.expose()).await {
+        Ok(conn) => return Ok(conn),
+        Err(err) => connection_error(url, err),
+    };
+    match err {
+        // diesel-async keeps only tokio-postgres's top line ("error connecting to server");
+        // one more attempt with tokio-postgres itself yields the cause chain.
+        Error::Connection {
+            url: masked,
+            reason,
+        } if reason.starts_with("error ") => {
+            let retry = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await;
+            let reason = retry.err().map_or(reason, |cause| error_chain(&cause));
+            Err(Error::Connection {
+                url: masked,
+                reason,
+            })
         }
+        other => Err(other),
     }
 }
 
