@@ -14,9 +14,10 @@ pub enum Error {
     /// A unique constraint refused the row.
     #[error("conflicts with an existing row (constraint {constraint})")]
     Conflict { constraint: String },
-    /// A CHECK or NOT NULL constraint, or our own validation, refused the value.
-    #[error("invalid value (constraint {constraint})")]
-    Invalid { constraint: String },
+    /// A CHECK or NOT NULL constraint, or our own validation before any SQL, refused the
+    /// value. Validation names the CHECK constraint that would have refused it.
+    #[error("invalid value: {message} (constraint {constraint})")]
+    Invalid { constraint: String, message: String },
     /// A foreign key refused the write: the referenced row is missing or still referenced.
     #[error("foreign key violation (constraint {constraint})")]
     ForeignKey { constraint: String },
@@ -51,6 +52,7 @@ impl From<DieselError> for Error {
                 DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
                     Error::Invalid {
                         constraint: name(info.as_ref()),
+                        message: info.message().to_owned(),
                     }
                 }
                 DatabaseErrorKind::ForeignKeyViolation => Error::ForeignKey {
@@ -59,6 +61,16 @@ impl From<DieselError> for Error {
                 _ => Error::Database(err),
             },
             other => Error::Database(other),
+        }
+    }
+}
+
+impl Error {
+    /// A validation error, named after the CHECK constraint that enforces the same rule.
+    pub fn invalid(constraint: &str, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            constraint: constraint.to_owned(),
+            message: message.into(),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod db;
 pub mod error;
+pub mod explain;
 pub mod migrations;
 pub mod models;
 pub mod schema;

@@ -4,7 +4,10 @@ use chrono::{Days, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use crate::models::{NewTask, NewTeam, NewUser, Role, Tag, Task, TaskStatus, Team, User};
+use crate::models::{
+    Bug, Channel, Comment, CommentOn, Email, NewBug, NewTask, NewTeam, NewUser,
+    NotificationChannel, Priority, Role, Tag, Task, TaskStatus, Team, Title, User,
+};
 use crate::schema::users;
 use crate::{Error, Result};
 
@@ -43,97 +46,118 @@ pub async fn demo(conn: &mut AsyncPgConnection) -> Result<Seeded> {
 }
 
 async fn insert_demo(conn: &mut AsyncPgConnection) -> Result<()> {
-    let alice = User::create(
-        conn,
-        &NewUser {
-            email: DEMO_MARKER_EMAIL,
-            name: "Alice",
-        },
-    )
-    .await?;
-    let bob = User::create(
-        conn,
-        &NewUser {
-            email: "bob@example.com",
-            name: "Bob",
-        },
-    )
-    .await?;
-    let carol = User::create(
-        conn,
-        &NewUser {
-            email: "carol@example.com",
-            name: "Carol",
-        },
-    )
-    .await?;
+    let mut users = Vec::new();
+    for (email, name) in [
+        (DEMO_MARKER_EMAIL, "Alice"),
+        ("bob@example.com", "Bob"),
+        ("carol@example.com", "Carol"),
+    ] {
+        let email = Email::parse(email)?;
+        users.push(
+            User::create(
+                conn,
+                &NewUser {
+                    email: &email,
+                    name,
+                },
+            )
+            .await?,
+        );
+    }
+    let [alice, bob, carol] = [users[0].id, users[1].id, users[2].id];
 
     let platform = Team::create(conn, &NewTeam { name: "Platform" }).await?;
     let web = Team::create(conn, &NewTeam { name: "Web" }).await?;
-    Team::add_member(conn, platform.id, alice.id, Role::Owner).await?;
-    Team::add_member(conn, platform.id, bob.id, Role::Member).await?;
-    Team::add_member(conn, web.id, bob.id, Role::Admin).await?;
-    Team::add_member(conn, web.id, carol.id, Role::Member).await?;
+    Team::add_member(conn, platform.id, alice, Role::Owner).await?;
+    Team::add_member(conn, platform.id, bob, Role::Member).await?;
+    Team::add_member(conn, web.id, bob, Role::Admin).await?;
+    Team::add_member(conn, web.id, carol, Role::Member).await?;
 
     let today = Utc::now().date_naive();
+    let title = Title::parse("Ship the 1.0 release")?;
     let release = Task::create(
         conn,
         &NewTask {
-            owner_id: alice.id,
             team_id: Some(platform.id),
-            title: "Ship the 1.0 release",
             description: Some("Everything needed before tagging 1.0"),
-            priority: Some(1),
+            priority: Some(Priority::new(1)?),
             due_date: today.checked_add_days(Days::new(14)),
-            ..NewTask::default()
+            checklist: Some(vec!["Changelog".into(), "Tag".into(), "Announce".into()]),
+            ..NewTask::new(alice, &title)
         },
     )
     .await?;
     let subtasks = [
-        ("Write the changelog", alice.id, TaskStatus::Done),
-        (
-            "Run the migration on staging",
-            bob.id,
-            TaskStatus::InProgress,
-        ),
-        ("Announce the release", alice.id, TaskStatus::Todo),
+        ("Write the changelog", alice, TaskStatus::Done),
+        ("Run the migration on staging", bob, TaskStatus::InProgress),
+        ("Announce the release", alice, TaskStatus::Todo),
     ];
     for (title, owner_id, status) in subtasks {
-        Task::create(
-            conn,
-            &NewTask {
-                owner_id,
-                team_id: Some(platform.id),
-                parent_id: Some(release.id),
-                title,
-                status: Some(status),
-                ..NewTask::default()
-            },
-        )
-        .await?;
+        let title = Title::parse(title)?;
+        let new = NewTask {
+            team_id: Some(platform.id),
+            parent_id: Some(release.id),
+            status: Some(status),
+            ..NewTask::new(owner_id, &title)
+        };
+        Task::create(conn, &new).await?;
     }
-    let landing = Task::create(
+    let title = Title::parse("Redesign the landing page")?;
+    let new = NewTask {
+        team_id: Some(web.id),
+        ..NewTask::new(carol, &title)
+    };
+    let landing = Task::create(conn, &new).await?;
+    let title = Title::parse("Renew the TLS certificate")?;
+    let new = NewTask {
+        priority: Some(Priority::new(2)?),
+        due_date: today.checked_add_days(Days::new(3)),
+        ..NewTask::new(bob, &title)
+    };
+    let personal = Task::create(conn, &new).await?;
+    let title = Title::parse("Login fails with a plus sign in the email")?;
+    let bug = NewBug {
+        severity: 2,
+        reproduction: Some("Sign up as a+b@example.com, then log in"),
+        found_in_version: Some("0.9.0"),
+    };
+    let team_task = NewTask {
+        team_id: Some(web.id),
+        ..NewTask::new(carol, &title)
+    };
+    Bug::create(conn, &team_task, &bug).await?;
+
+    Comment::create(conn, bob, CommentOn::Task(release.id), "Staging is green.").await?;
+    Comment::create(
         conn,
-        &NewTask {
-            owner_id: carol.id,
-            team_id: Some(web.id),
-            title: "Redesign the landing page",
-            priority: Some(3),
-            ..NewTask::default()
-        },
+        carol,
+        CommentOn::Team(web.id),
+        "Design review on Friday.",
     )
     .await?;
-    let personal = Task::create(
-        conn,
-        &NewTask {
-            owner_id: bob.id,
-            title: "Renew the TLS certificate",
-            priority: Some(2),
-            due_date: today.checked_add_days(Days::new(3)),
-            ..NewTask::default()
-        },
-    )
-    .await?;
+    let channels = [
+        (
+            alice,
+            Channel::Email {
+                address: Email::parse("alice+alerts@example.com")?,
+            },
+        ),
+        (
+            bob,
+            Channel::Sms {
+                phone: "+4915112345678".into(),
+            },
+        ),
+        (
+            carol,
+            Channel::Webhook {
+                url: "https://hooks.example.com/carol".into(),
+            },
+        ),
+    ];
+    for (user_id, channel) in &channels {
+        NotificationChannel::create(conn, *user_id, channel).await?;
+    }
 
     for (task, names) in [
         (&release, &["release", "urgent"][..]),

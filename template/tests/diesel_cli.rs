@@ -72,7 +72,7 @@ async fn diesel_migration_run_revert_and_redo_work_on_our_folder() {
     let tables =
         |counts: Vec<(String, i64)>| counts.into_iter().map(|(t, _)| t).collect::<Vec<_>>();
     let migrated = tables(db::table_counts(&mut conn).await.unwrap());
-    assert_eq!(migrated.len(), 6, "{migrated:?}");
+    assert!(migrated.contains(&"users".to_owned()), "{migrated:?}");
 
     migration(&["revert", "--all"]);
     assert!(tables(db::table_counts(&mut conn).await.unwrap()).is_empty());

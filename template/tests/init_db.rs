@@ -71,6 +71,9 @@ async fn without_seed_tables_are_empty() {
     assert_eq!(
         names,
         [
+            "bugs",
+            "comments",
+            "notification_channels",
             "tags",
             "task_tags",
             "tasks",

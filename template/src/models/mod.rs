@@ -1,12 +1,18 @@
 //! One module per table family. Each holds the row struct (`Queryable + Selectable`),
 //! the insert struct (`Insertable`), the update struct (`AsChangeset`) and its queries.
 
+pub mod bug;
+pub mod comment;
+pub mod notification_channel;
 pub mod tag;
 pub mod task;
 pub mod team;
 pub mod user;
 
+pub use bug::{Bug, BugDetails, NewBug};
+pub use comment::{Comment, CommentOn};
+pub use notification_channel::{Channel, NotificationChannel};
 pub use tag::{NewTag, Tag, TaskTag};
-pub use task::{NewTask, Task, TaskChanges, TaskStatus};
+pub use task::{NewTask, Priority, Task, TaskChanges, TaskStatus, Title, TreeTask};
 pub use team::{NewTeam, Role, Team, TeamChanges, TeamMember};
-pub use user::{NewUser, User, UserChanges};
+pub use user::{Email, NewUser, Preferences, Theme, User, UserChanges};

@@ -1,5 +1,6 @@
 //! Tasks: owned by a user (one-to-many), optionally in a team, optionally the subtask of
-//! another task (self-referential), with a PostgreSQL enum for the status.
+//! another task (self-referential, with a recursive subtree query). Shows a PostgreSQL enum
+//! (`TaskStatus`), validated newtypes (`Title`, `Priority`), a `text[]` column and soft delete.
 
 use std::io::Write;
 
@@ -9,6 +10,7 @@ use diesel::expression::AsExpression;
 use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
 use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::{BigInt, Integer, SmallInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
@@ -52,8 +54,94 @@ impl FromSql<sql_types::TaskStatus, Pg> for TaskStatus {
     }
 }
 
+/// A task title: trimmed, 1 to 200 characters (the `tasks_title_length` CHECK).
+#[derive(Debug, Clone, PartialEq, Eq, AsExpression, FromSqlRow, Serialize)]
+#[diesel(sql_type = Text)]
+pub struct Title(String);
+
+impl Title {
+    /// Trims and checks the length.
+    pub fn parse(raw: &str) -> Result<Title> {
+        let title = raw.trim();
+        match title.chars().count() {
+            1..=200 => Ok(Title(title.to_owned())),
+            n => Err(Error::invalid(
+                "tasks_title_length",
+                format!("a title has 1 to 200 characters, not {n}"),
+            )),
+        }
+    }
+
+    /// The title as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl ToSql<Text, Pg> for Title {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(&self.0, out)
+    }
+}
+
+impl FromSql<Text, Pg> for Title {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        <String as FromSql<Text, Pg>>::from_sql(bytes).map(Title)
+    }
+}
+
+/// Priority 1 (highest) to 5 (lowest), the `tasks_priority_range` CHECK.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, AsExpression, FromSqlRow, Serialize,
+)]
+#[diesel(sql_type = SmallInt)]
+pub struct Priority(i16);
+
+impl Priority {
+    /// The default of the column.
+    pub const NORMAL: Priority = Priority(3);
+
+    /// Checks the range.
+    pub fn new(value: i64) -> Result<Priority> {
+        match i16::try_from(value) {
+            Ok(v @ 1..=5) => Ok(Priority(v)),
+            _ => Err(Error::invalid(
+                "tasks_priority_range",
+                format!("priority is 1 to 5, not {value}"),
+            )),
+        }
+    }
+
+    /// The number stored.
+    pub fn get(self) -> i16 {
+        self.0
+    }
+}
+
+impl ToSql<SmallInt, Pg> for Priority {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <i16 as ToSql<SmallInt, Pg>>::to_sql(&self.0, out)
+    }
+}
+
+impl FromSql<SmallInt, Pg> for Priority {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        <i16 as FromSql<SmallInt, Pg>>::from_sql(bytes).map(Priority)
+    }
+}
+
 /// A row of `tasks`.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Associations, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Queryable,
+    QueryableByName,
+    Selectable,
+    Identifiable,
+    Associations,
+    Serialize,
+)]
 #[diesel(table_name = tasks, check_for_backend(Pg))]
 #[diesel(belongs_to(User, foreign_key = owner_id), belongs_to(Team))]
 pub struct Task {
@@ -61,27 +149,49 @@ pub struct Task {
     pub owner_id: i64,
     pub team_id: Option<i64>,
     pub parent_id: Option<i64>,
-    pub title: String,
+    pub title: Title,
     pub description: Option<String>,
     pub status: TaskStatus,
-    pub priority: i16,
+    pub priority: Priority,
     pub due_date: Option<NaiveDate>,
+    pub checklist: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set by [`Task::soft_delete`]; such tasks are hidden from the default queries.
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// A task to insert. `None` for status or priority takes the column default.
-#[derive(Debug, Clone, Default, Insertable)]
+/// A task to insert. `None` for status, priority or checklist takes the column default.
+/// Start from [`NewTask::new`] and set what differs.
+#[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = tasks)]
 pub struct NewTask<'a> {
     pub owner_id: i64,
-    pub title: &'a str,
+    pub title: &'a Title,
     pub team_id: Option<i64>,
     pub parent_id: Option<i64>,
     pub description: Option<&'a str>,
     pub status: Option<TaskStatus>,
-    pub priority: Option<i16>,
+    pub priority: Option<Priority>,
     pub due_date: Option<NaiveDate>,
+    pub checklist: Option<Vec<String>>,
+}
+
+impl<'a> NewTask<'a> {
+    /// A task with only the required fields set.
+    pub fn new(owner_id: i64, title: &'a Title) -> Self {
+        NewTask {
+            owner_id,
+            title,
+            team_id: None,
+            parent_id: None,
+            description: None,
+            status: None,
+            priority: None,
+            due_date: None,
+            checklist: None,
+        }
+    }
 }
 
 /// A partial update. `None` leaves a column alone; for nullable columns
@@ -89,11 +199,12 @@ pub struct NewTask<'a> {
 #[derive(Debug, Clone, Default, AsChangeset)]
 #[diesel(table_name = tasks)]
 pub struct TaskChanges {
-    pub title: Option<String>,
+    pub title: Option<Title>,
     pub description: Option<Option<String>>,
     pub status: Option<TaskStatus>,
-    pub priority: Option<i16>,
+    pub priority: Option<Priority>,
     pub due_date: Option<Option<NaiveDate>>,
+    pub checklist: Option<Vec<String>>,
     pub team_id: Option<Option<i64>>,
     pub parent_id: Option<Option<i64>>,
 }
@@ -105,12 +216,40 @@ impl TaskChanges {
             && self.status.is_none()
             && self.priority.is_none()
             && self.due_date.is_none()
+            && self.checklist.is_none()
             && self.team_id.is_none()
             && self.parent_id.is_none()
     }
 }
 
+/// A task in a subtree, with its depth below the root (the root is 0).
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct TreeTask {
+    #[diesel(embed)]
+    pub task: Task,
+    #[diesel(sql_type = Integer)]
+    pub depth: i32,
+}
+
+/// Tasks not soft-deleted: the start of every default query.
+type Live = diesel::dsl::Filter<tasks::table, diesel::dsl::IsNull<tasks::deleted_at>>;
+
 impl Task {
+    /// All tasks that are not soft-deleted.
+    pub fn live() -> Live {
+        tasks::table.filter(tasks::deleted_at.is_null())
+    }
+
+    /// Open (not done), live tasks of an owner, soonest due first. Its WHERE clause matches
+    /// the partial index `tasks_open_by_owner_idx`, so the planner can use it.
+    pub fn open_for_owner(owner_id: i64) -> tasks::BoxedQuery<'static, Pg> {
+        Task::live()
+            .filter(tasks::owner_id.eq(owner_id))
+            .filter(tasks::status.ne(TaskStatus::Done))
+            .order((tasks::due_date.asc().nulls_last(), tasks::id))
+            .into_boxed()
+    }
+
     /// Inserts a task and returns the stored row.
     pub async fn create(conn: &mut AsyncPgConnection, new: &NewTask<'_>) -> Result<Task> {
         Ok(diesel::insert_into(tasks::table)
@@ -120,8 +259,17 @@ impl Task {
             .await?)
     }
 
-    /// The task with this id.
+    /// The task with this id, unless soft-deleted.
     pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> Result<Task> {
+        Ok(Task::live()
+            .filter(tasks::id.eq(id))
+            .select(Task::as_select())
+            .first(conn)
+            .await?)
+    }
+
+    /// The task with this id, soft-deleted or not.
+    pub async fn find_with_deleted(conn: &mut AsyncPgConnection, id: i64) -> Result<Task> {
         Ok(tasks::table
             .find(id)
             .select(Task::as_select())
@@ -138,14 +286,45 @@ impl Task {
         if changes.is_empty() {
             return Task::find(conn, id).await;
         }
-        Ok(diesel::update(tasks::table.find(id))
+        Ok(diesel::update(Task::live().filter(tasks::id.eq(id)))
             .set(changes)
             .returning(Task::as_returning())
             .get_result(conn)
             .await?)
     }
 
-    /// Deletes the task with its subtasks and tag links (ON DELETE CASCADE).
+    /// Hides the task from the default queries; [`Task::restore`] brings it back.
+    pub async fn soft_delete(conn: &mut AsyncPgConnection, id: i64) -> Result<Task> {
+        Ok(diesel::update(Task::live().filter(tasks::id.eq(id)))
+            .set(tasks::deleted_at.eq(diesel::dsl::now))
+            .returning(Task::as_returning())
+            .get_result(conn)
+            .await?)
+    }
+
+    /// Undoes [`Task::soft_delete`].
+    pub async fn restore(conn: &mut AsyncPgConnection, id: i64) -> Result<Task> {
+        Ok(diesel::update(tasks::table.find(id))
+            .filter(tasks::deleted_at.is_not_null())
+            .set(tasks::deleted_at.eq(None::<DateTime<Utc>>))
+            .returning(Task::as_returning())
+            .get_result(conn)
+            .await?)
+    }
+
+    /// Deletes for good the tasks soft-deleted before `cutoff`; returns how many.
+    pub async fn purge_deleted_before(
+        conn: &mut AsyncPgConnection,
+        cutoff: DateTime<Utc>,
+    ) -> Result<usize> {
+        Ok(
+            diesel::delete(tasks::table.filter(tasks::deleted_at.lt(cutoff)))
+                .execute(conn)
+                .await?,
+        )
+    }
+
+    /// Deletes the task for good, with its subtasks and tag links (ON DELETE CASCADE).
     pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> Result<()> {
         match diesel::delete(tasks::table.find(id)).execute(conn).await? {
             0 => Err(Error::NotFound),
@@ -156,6 +335,7 @@ impl Task {
     /// A user's tasks (one-to-many through `belonging_to`), by id.
     pub async fn owned_by(conn: &mut AsyncPgConnection, owner: &User) -> Result<Vec<Task>> {
         Ok(Task::belonging_to(owner)
+            .filter(tasks::deleted_at.is_null())
             .order(tasks::id)
             .select(Task::as_select())
             .load(conn)
@@ -165,6 +345,7 @@ impl Task {
     /// A team's tasks, by id.
     pub async fn of_team(conn: &mut AsyncPgConnection, team: &Team) -> Result<Vec<Task>> {
         Ok(Task::belonging_to(team)
+            .filter(tasks::deleted_at.is_null())
             .order(tasks::id)
             .select(Task::as_select())
             .load(conn)
@@ -173,11 +354,33 @@ impl Task {
 
     /// The direct subtasks of this task, by id.
     pub async fn subtasks(&self, conn: &mut AsyncPgConnection) -> Result<Vec<Task>> {
-        Ok(tasks::table
+        Ok(Task::live()
             .filter(tasks::parent_id.eq(self.id))
             .order(tasks::id)
             .select(Task::as_select())
             .load(conn)
             .await?)
+    }
+
+    /// The task and every live task below it, depth-first by path. Diesel has no CTE
+    /// builder (diesel issue 356), so this is typed `sql_query` with a bound parameter.
+    pub async fn subtree(conn: &mut AsyncPgConnection, root_id: i64) -> Result<Vec<TreeTask>> {
+        let rows: Vec<TreeTask> = diesel::sql_query(
+            "WITH RECURSIVE tree AS ( \
+                 SELECT t.*, 0 AS depth, ARRAY[t.id] AS path \
+                 FROM tasks t WHERE t.id = $1 AND t.deleted_at IS NULL \
+               UNION ALL \
+                 SELECT c.*, tree.depth + 1, tree.path || c.id \
+                 FROM tasks c JOIN tree ON c.parent_id = tree.id \
+                 WHERE c.deleted_at IS NULL AND NOT c.id = ANY(tree.path) \
+             ) SELECT * FROM tree ORDER BY path",
+        )
+        .bind::<BigInt, _>(root_id)
+        .load(conn)
+        .await?;
+        if rows.is_empty() {
+            return Err(Error::NotFound);
+        }
+        Ok(rows)
     }
 }

@@ -1,17 +1,114 @@
-//! Users: the owners of tasks and members of teams.
+//! Users: the owners of tasks and members of teams. Shows a validated newtype (`Email`),
+//! a typed `jsonb` column (`Preferences`) and a public `Uuid` beside the internal id.
+
+use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use diesel::pg::Pg;
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
+use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
+use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::{Jsonb, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use crate::Result;
 use crate::schema::users;
+use crate::{Error, Result};
 
 diesel::define_sql_function! {
     /// SQL `lower(text)`, to match the case-insensitive unique index on email.
-    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
+    fn lower(x: Text) -> Text;
+}
+
+/// An email address, checked before any SQL. The same rule is the `users_email_format`
+/// CHECK, so rows written by other clients obey it too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, AsExpression, FromSqlRow, Serialize)]
+#[diesel(sql_type = Text)]
+pub struct Email(String);
+
+impl Email {
+    /// Trims and checks the address: one `@`, a dot in the domain, no spaces, ≤ 254 bytes.
+    pub fn parse(raw: &str) -> Result<Email> {
+        let email = raw.trim();
+        let valid = email.len() <= 254
+            && !email.chars().any(char::is_whitespace)
+            && match email.split_once('@') {
+                Some((local, domain)) => {
+                    !local.is_empty()
+                        && !domain.contains('@')
+                        && domain
+                            .split_once('.')
+                            .is_some_and(|(name, tld)| !name.is_empty() && !tld.is_empty())
+                }
+                None => false,
+            };
+        if valid {
+            Ok(Email(email.to_owned()))
+        } else {
+            Err(Error::invalid(
+                "users_email_format",
+                format!("{raw:?} is not an email address"),
+            ))
+        }
+    }
+
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl ToSql<Text, Pg> for Email {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(&self.0, out)
+    }
+}
+
+impl FromSql<Text, Pg> for Email {
+    // Rows come from the database, whose CHECK already holds them to the rule.
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        <String as FromSql<Text, Pg>>::from_sql(bytes).map(Email)
+    }
+}
+
+/// A user's settings, stored as `jsonb`. Missing keys take their defaults, so old rows
+/// keep loading when a field is added.
+#[derive(Debug, Clone, Default, PartialEq, AsExpression, FromSqlRow, Serialize, Deserialize)]
+#[diesel(sql_type = Jsonb)]
+#[serde(default)]
+pub struct Preferences {
+    /// `"light"` or `"dark"`.
+    pub theme: Theme,
+    /// Send a daily digest of due tasks.
+    pub daily_digest: bool,
+    /// IANA time zone name, e.g. `Europe/Berlin`.
+    pub time_zone: Option<String>,
+}
+
+/// UI theme inside [`Preferences`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Theme {
+    #[default]
+    Light,
+    Dark,
+}
+
+impl ToSql<Jsonb, Pg> for Preferences {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(&[1])?; // jsonb's binary format: a version byte, then the JSON text
+        serde_json::to_writer(out, self)?;
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<Jsonb, Pg> for Preferences {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let value = <serde_json::Value as FromSql<Jsonb, Pg>>::from_sql(bytes)?;
+        Ok(serde_json::from_value(value)?)
+    }
 }
 
 /// A row of `users`.
@@ -19,17 +116,19 @@ diesel::define_sql_function! {
 #[diesel(table_name = users, check_for_backend(Pg))]
 pub struct User {
     pub id: i64,
-    pub email: String,
+    pub public_id: Uuid,
+    pub email: Email,
     pub name: String,
+    pub preferences: Preferences,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-/// A user to insert; the database fills in id and timestamps.
+/// A user to insert; the database fills in ids, preferences and timestamps.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = users)]
 pub struct NewUser<'a> {
-    pub email: &'a str,
+    pub email: &'a Email,
     pub name: &'a str,
 }
 
@@ -37,13 +136,14 @@ pub struct NewUser<'a> {
 #[derive(Debug, Default, Clone, AsChangeset)]
 #[diesel(table_name = users)]
 pub struct UserChanges {
-    pub email: Option<String>,
+    pub email: Option<Email>,
     pub name: Option<String>,
+    pub preferences: Option<Preferences>,
 }
 
 impl UserChanges {
     fn is_empty(&self) -> bool {
-        self.email.is_none() && self.name.is_none()
+        self.email.is_none() && self.name.is_none() && self.preferences.is_none()
     }
 }
 
@@ -66,12 +166,34 @@ impl User {
             .await?)
     }
 
-    /// The user with this email, ignoring case.
-    pub async fn by_email(conn: &mut AsyncPgConnection, email: &str) -> Result<User> {
+    /// The user with this public id (the one to put in URLs).
+    pub async fn by_public_id(conn: &mut AsyncPgConnection, public_id: Uuid) -> Result<User> {
         Ok(users::table
-            .filter(lower(users::email).eq(email.to_lowercase()))
+            .filter(users::public_id.eq(public_id))
             .select(User::as_select())
             .first(conn)
+            .await?)
+    }
+
+    /// The user with this email, ignoring case (served by the `lower(email)` index).
+    pub async fn by_email(conn: &mut AsyncPgConnection, email: &str) -> Result<User> {
+        Ok(users::table
+            .filter(lower(users::email).eq(email.trim().to_lowercase()))
+            .select(User::as_select())
+            .first(conn)
+            .await?)
+    }
+
+    /// Users whose preferences contain `subset`, e.g. `{"theme": "dark"}` (GIN index).
+    pub async fn with_preferences(
+        conn: &mut AsyncPgConnection,
+        subset: &serde_json::Value,
+    ) -> Result<Vec<User>> {
+        Ok(users::table
+            .filter(users::preferences.contains(subset))
+            .order(users::id)
+            .select(User::as_select())
+            .load(conn)
             .await?)
     }
 
@@ -100,11 +222,12 @@ impl User {
             .await?)
     }
 
-    /// Deletes the user and, by cascade, their tasks and memberships.
+    /// Deletes the user and, by cascade, their tasks and memberships. A user who wrote
+    /// comments is kept (`Error::ForeignKey`): comments restrict the delete.
     pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> Result<()> {
         let deleted = diesel::delete(users::table.find(id)).execute(conn).await?;
         if deleted == 0 {
-            return Err(crate::Error::NotFound);
+            return Err(Error::NotFound);
         }
         Ok(())
     }

@@ -237,3 +237,46 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Inserts a user with this email (which must be valid).
+pub async fn user(conn: &mut AsyncPgConnection, email: &str) -> {{crate_name}}::models::User {
+    use {{crate_name}}::models::{Email, NewUser, User};
+    let email = Email::parse(email).expect("valid test email");
+    User::create(
+        conn,
+        &NewUser {
+            email: &email,
+            name: "Test User",
+        },
+    )
+    .await
+    .expect("insert test user")
+}
+
+/// Inserts a task with this title for `owner`.
+pub async fn task(
+    conn: &mut AsyncPgConnection,
+    owner: &{{crate_name}}::models::User,
+    title: &str,
+) -> {{crate_name}}::models::Task {
+    use {{crate_name}}::models::{NewTask, Task, Title};
+    let title = Title::parse(title).expect("valid test title");
+    Task::create(conn, &NewTask::new(owner.id, &title))
+        .await
+        .expect("insert test task")
+}
+
+/// Exact row count of a table (name quoted, never interpolated raw).
+pub async fn count(conn: &mut AsyncPgConnection, table: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let sql = format!("SELECT count(*) AS n FROM {}", quote_ident(table));
+    let Count { n } = diesel::sql_query(sql)
+        .get_result(conn)
+        .await
+        .expect("count rows");
+    n
+}

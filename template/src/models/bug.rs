@@ -1,0 +1,99 @@
+//! Joined-table inheritance: a bug is a task. `bugs` shares the primary key of `tasks`
+//! (`bugs.task_id`) and adds its own columns; a `Bug` is the two rows joined.
+
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+
+use crate::models::{NewTask, Task};
+use crate::schema::{bugs, tasks};
+use crate::{Error, Result};
+
+/// The bug-only columns: a row of `bugs`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Queryable,
+    Selectable,
+    Identifiable,
+    Associations,
+    Insertable,
+    Serialize,
+)]
+#[diesel(table_name = bugs, primary_key(task_id), check_for_backend(Pg))]
+#[diesel(belongs_to(Task))]
+pub struct BugDetails {
+    pub task_id: i64,
+    /// 1 (critical) to 4 (cosmetic): the `bugs_severity_range` CHECK.
+    pub severity: i16,
+    pub reproduction: Option<String>,
+    pub found_in_version: Option<String>,
+}
+
+/// A bug: the base task and its bug-only columns.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[diesel(check_for_backend(Pg))]
+pub struct Bug {
+    #[diesel(embed)]
+    pub task: Task,
+    #[diesel(embed)]
+    pub details: BugDetails,
+}
+
+/// The bug-only part of a new bug.
+#[derive(Debug, Clone)]
+pub struct NewBug<'a> {
+    pub severity: i16,
+    pub reproduction: Option<&'a str>,
+    pub found_in_version: Option<&'a str>,
+}
+
+impl Bug {
+    /// Inserts the task row and the bug row in one transaction: both or neither.
+    pub async fn create(
+        conn: &mut AsyncPgConnection,
+        task: &NewTask<'_>,
+        bug: &NewBug<'_>,
+    ) -> Result<Bug> {
+        conn.transaction::<_, Error, _>(async |conn| {
+            let task = Task::create(conn, task).await?;
+            let details = diesel::insert_into(bugs::table)
+                .values((
+                    bugs::task_id.eq(task.id),
+                    bugs::severity.eq(bug.severity),
+                    bugs::reproduction.eq(bug.reproduction),
+                    bugs::found_in_version.eq(bug.found_in_version),
+                ))
+                .returning(BugDetails::as_returning())
+                .get_result(conn)
+                .await?;
+            Ok(Bug { task, details })
+        })
+        .await
+    }
+
+    /// The bug with this task id; a plain task (no `bugs` row) is `Error::NotFound`.
+    pub async fn find(conn: &mut AsyncPgConnection, task_id: i64) -> Result<Bug> {
+        Ok(tasks::table
+            .inner_join(bugs::table)
+            .filter(tasks::id.eq(task_id))
+            .filter(tasks::deleted_at.is_null())
+            .select(Bug::as_select())
+            .first(conn)
+            .await?)
+    }
+
+    /// Live bugs at least as severe as `severity` (1 is the most severe), worst first.
+    pub async fn at_least(conn: &mut AsyncPgConnection, severity: i16) -> Result<Vec<Bug>> {
+        Ok(tasks::table
+            .inner_join(bugs::table)
+            .filter(bugs::severity.le(severity))
+            .filter(tasks::deleted_at.is_null())
+            .order((bugs::severity, tasks::id))
+            .select(Bug::as_select())
+            .load(conn)
+            .await?)
+    }
+}
