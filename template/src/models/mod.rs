@@ -15,4 +15,4 @@ pub use notification_channel::{Channel, NotificationChannel};
 pub use tag::{NewTag, Tag, TaskTag};
 pub use task::{NewTask, Priority, Task, TaskChanges, TaskStatus, Title, TreeTask};
 pub use team::{NewTeam, Role, Team, TeamChanges, TeamMember};
-pub use user::{Email, NewUser, Preferences, Theme, User, UserChanges};
+pub use user::{Email, NewUser, Preferences, Theme, User, UserChanges, lower};
