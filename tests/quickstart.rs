@@ -22,14 +22,36 @@ fn quickstart(dir: &std::path::Path, database_url: Option<&str>) -> String {
     stdout(&out)
 }
 
+/// The row counts init_db printed: every table of the model exists and has demo rows.
 fn assert_seeded(out: &str) {
-    for (table, rows) in [("users", 3), ("teams", 2), ("tasks", 6), ("tags", 4)] {
-        let line = out
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(table))
-            .unwrap_or_else(|| panic!("no row count for {table} in:\n{out}"));
-        assert!(line.contains(&format!(" {rows} rows")), "{line}");
+    let counts: Vec<(&str, u64)> = out
+        .lines()
+        .skip_while(|l| l.trim() != "tables:")
+        .skip(1)
+        .map_while(|l| {
+            let mut words = l.split_whitespace();
+            let table = words.next()?;
+            let rows = words.next()?.parse().ok()?;
+            (words.next() == Some("rows")).then_some((table, rows))
+        })
+        .collect();
+    for table in [
+        "users",
+        "teams",
+        "team_members",
+        "tasks",
+        "tags",
+        "task_tags",
+    ] {
+        assert!(
+            counts.iter().any(|(t, _)| *t == table),
+            "no {table} in:\n{out}"
+        );
     }
+    assert!(
+        counts.iter().all(|(_, rows)| *rows > 0),
+        "empty tables in:\n{out}"
+    );
     assert!(
         out.contains("cargo test"),
         "next commands are printed:\n{out}"
