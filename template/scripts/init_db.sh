@@ -10,17 +10,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg.sh
 
-has_url=0
-for arg in "$@"; do
-  case "$arg" in --url|--url=*|-h|--help|-V|--version) has_url=1 ;; esac
-done
-if [ $has_url = 0 ] && [ -z "${DATABASE_URL:-}" ] && ! grep -qs '^DATABASE_URL=' .env; then
-  if server=$(pg_resolve); then
-    set -- --url "$(pg_with_database "$server" {{crate_name}})" "$@"
-  else
-    echo "init_db.sh: no database: pass --url, set DATABASE_URL, or start a private server:" >&2
-    echo "  scripts/pg.sh start .pg   # then pass --url with the URL it prints" >&2
-    exit 1
-  fi
-fi
+pg_default_url {{crate_name}} "$@"
 exec cargo run --quiet --bin init_db -- "$@"

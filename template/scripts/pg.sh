@@ -147,6 +147,25 @@ pg_resolve() {
   fi
 }
 
+# For the project scripts: unless the arguments carry --url, DATABASE_URL is set or .env
+# has it, exports DATABASE_URL for the server steps 1-2 find, with database DBNAME.
+# Never fails: without a server the binaries say themselves what is missing.
+pg_default_url() {
+  local db=$1 arg server
+  shift
+  for arg in "$@"; do
+    case "$arg" in --url | --url=*) return 0 ;; esac
+  done
+  if [ -n "${DATABASE_URL:-}" ] || grep -qs '^DATABASE_URL=' .env; then
+    return 0
+  fi
+  if server=$(pg_resolve); then
+    DATABASE_URL=$(pg_with_database "$server" "$db")
+    export DATABASE_URL
+  fi
+  return 0
+}
+
 # Replaces the database name of a URL (keeps any ?query).
 pg_with_database() {
   local url=$1 name=$2 query=""

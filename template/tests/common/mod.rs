@@ -76,6 +76,15 @@ impl TestDb {
         }
     }
 
+    /// A fresh database with nothing in it, not even migrations.
+    pub async fn empty() -> TestDb {
+        let db = TestDb::not_created();
+        db::ensure_database(&db.url)
+            .await
+            .expect("create empty database");
+        db
+    }
+
     /// A name for a database that does not exist yet, dropped with this value if created.
     pub fn not_created() -> TestDb {
         let admin = server_url();
@@ -212,14 +221,16 @@ async fn drop_stale_templates(conn: &mut AsyncPgConnection, current: &str) {
     }
 }
 
-/// Changes whenever a migration file changes, so an edited migration gets a new template.
+/// Changes whenever a migration file or the runner's code changes, so either gets a new
+/// template.
 fn migrations_hash() -> u64 {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    let mut files: Vec<_> = walk(&dir);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = walk(&root.join("migrations"));
+    files.extend(walk(&root.join("src/migrations")));
     files.sort();
     let mut hasher = DefaultHasher::new();
     for file in files {
-        file.strip_prefix(&dir).unwrap().hash(&mut hasher);
+        file.strip_prefix(root).unwrap().hash(&mut hasher);
         std::fs::read(&file).unwrap().hash(&mut hasher);
     }
     hasher.finish()
@@ -279,4 +290,22 @@ pub async fn count(conn: &mut AsyncPgConnection, table: &str) -> i64 {
         .await
         .expect("count rows");
     n
+}
+
+/// A folder of its own under the system temp dir, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Creates an empty folder.
+    pub fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique_name(label));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

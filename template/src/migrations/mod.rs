@@ -1,0 +1,27 @@
+//! Migrations: diesel_cli's folder format and version table, run by our own async runner
+//! (no libpq) that adds what diesel_migrations lacks: an advisory lock, lock and statement
+//! timeouts with retry, checksums of applied files, errors that name the failing statement,
+//! out-of-order detection, `stamp`, SQL previews, and squawk's linter.
+
+mod lint;
+mod runner;
+mod scratch;
+mod source;
+
+pub use lint::{LintFinding, lint};
+pub use runner::{Applied, Config, LOCK_KEY, Migrator, Problem, Target};
+pub use scratch::{
+    RoundTripFailure, Scratch, dump_schema, round_trip, schema_drift, tool, unindexed_foreign_keys,
+};
+pub use source::{
+    EMBEDDED, EmbeddedMigration, Migration, Settings, Statement, parse_duration, statements,
+};
+
+use crate::Result;
+use crate::db::DatabaseUrl;
+
+/// Applies every pending embedded migration with the default settings; returns the folders
+/// applied. What `init_db` and the tests use.
+pub async fn run_pending(url: &DatabaseUrl) -> Result<Vec<String>> {
+    Migrator::embedded()?.upgrade(url, Target::Head).await
+}

@@ -1,0 +1,262 @@
+//! `migrate test` and `migrate check`: work on a scratch database, created next to the
+//! target one and dropped afterwards, never on the real data.
+
+use std::path::Path;
+use std::process::Command;
+
+use diesel::sql_types::Text;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::runner::{Migrator, Target};
+use crate::db::{self, DatabaseUrl, quote_ident};
+use crate::{Error, Result};
+
+/// A database that exists for one command and is dropped with it.
+pub struct Scratch {
+    /// URL of the scratch database.
+    pub url: DatabaseUrl,
+    admin: DatabaseUrl,
+}
+
+impl Scratch {
+    /// Creates `<db>_scratch_<pid>` on the server of `url`.
+    pub async fn create(url: &DatabaseUrl) -> Result<Scratch> {
+        let name: String = format!("{}_scratch_{}", url.database(), std::process::id())
+            .chars()
+            .rev()
+            .take(63)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let scratch = Scratch {
+            url: url.with_database(&name),
+            admin: url.with_database("postgres"),
+        };
+        scratch.drop_now().await?;
+        db::ensure_database(&scratch.url).await?;
+        Ok(scratch)
+    }
+
+    /// Drops the scratch database.
+    pub async fn drop_now(&self) -> Result<()> {
+        let mut admin = db::connect(&self.admin).await?;
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&self.url.database())
+        );
+        diesel::sql_query(sql).execute(&mut admin).await?;
+        Ok(())
+    }
+}
+
+/// `pg_dump --schema-only` of a database, without the runner's own bookkeeping, so two
+/// dumps of the same schema compare equal.
+pub fn dump_schema(url: &DatabaseUrl) -> Result<String> {
+    let out = Command::new(tool("pg_dump"))
+        .args([
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "--exclude-schema=migrate",
+        ])
+        .args([
+            "--exclude-table=public.__diesel_schema_migrations",
+            "--dbname",
+            url.expose(),
+        ])
+        .output()
+        .map_err(|e| {
+            Error::Migration(format!(
+                "cannot run pg_dump ({e}): install PostgreSQL's client tools"
+            ))
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).replace(url.expose(), &url.to_string());
+        return Err(Error::Migration(format!(
+            "pg_dump failed: {}",
+            stderr.trim()
+        )));
+    }
+    // Drop comment lines: they carry versions and timestamps, not schema.
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            !l.starts_with("--") && !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict")
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// pg_dump and friends: on PATH, else where Debian keeps them.
+pub fn tool(name: &str) -> String {
+    if Command::new(name).arg("--version").output().is_ok() {
+        return name.to_owned();
+    }
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin").join(name))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.pop()
+        .filter(|p| p.exists())
+        .map_or(name.to_owned(), |p| p.display().to_string())
+}
+
+/// What `migrate test` found wrong with one migration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoundTripFailure {
+    /// The migration folder.
+    pub folder: String,
+    /// What went wrong, with the schema diff when down.sql left something behind.
+    pub problem: String,
+}
+
+/// Every migration up; each one down and up again, checking the schema after each down equals
+/// the schema before its up, and after the second up equals the first. Then every foreign
+/// key must have an index that starts with its columns.
+pub async fn round_trip(
+    migrator: &Migrator,
+    url: &DatabaseUrl,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<RoundTripFailure>> {
+    let scratch = Scratch::create(url).await?;
+    let result = round_trip_on(migrator, &scratch.url, progress).await;
+    scratch.drop_now().await?;
+    result
+}
+
+async fn round_trip_on(
+    migrator: &Migrator,
+    url: &DatabaseUrl,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<RoundTripFailure>> {
+    let mut failures = Vec::new();
+    let mut fail = |folder: &str, problem: String| {
+        failures.push(RoundTripFailure {
+            folder: folder.to_owned(),
+            problem,
+        });
+    };
+    for m in migrator.migrations() {
+        let before = dump_schema(url)?;
+        if let Err(e) = migrator.upgrade(url, Target::Steps(1)).await {
+            fail(&m.folder, e.to_string());
+            return Ok(failures);
+        }
+        let after_up = dump_schema(url)?;
+        if m.down.is_none() {
+            progress(&format!("{}: up ok, no down.sql", m.folder));
+            continue;
+        }
+        if let Err(e) = migrator.downgrade(url, Target::Steps(1)).await {
+            fail(&m.folder, e.to_string());
+            return Ok(failures);
+        }
+        let after_down = dump_schema(url)?;
+        if after_down != before {
+            let diff = diff(&before, &after_down);
+            fail(
+                &m.folder,
+                format!("down.sql does not restore the schema:\n{diff}"),
+            );
+            // Applying up.sql again on top of the leftovers would only fail: stop here.
+            return Ok(failures);
+        }
+        if let Err(e) = migrator.upgrade(url, Target::Steps(1)).await {
+            fail(&m.folder, format!("up.sql fails after down.sql: {e}"));
+            return Ok(failures);
+        }
+        let again = dump_schema(url)?;
+        if again != after_up {
+            let diff = diff(&after_up, &again);
+            fail(
+                &m.folder,
+                format!("up.sql after down.sql gives another schema:\n{diff}"),
+            );
+        }
+        progress(&format!("{}: up, down, up ok", m.folder));
+    }
+    let mut conn = db::connect(url).await?;
+    for fk in unindexed_foreign_keys(&mut conn).await? {
+        fail(
+            "(head)",
+            format!("foreign key {fk} has no index starting with its columns"),
+        );
+    }
+    Ok(failures)
+}
+
+/// Lines only in `a` (`-`) and only in `b` (`+`): enough to see what down.sql missed.
+fn diff(a: &str, b: &str) -> String {
+    let only = |x: &str, y: &str, sign: char| {
+        x.lines()
+            .filter(|l| !l.trim().is_empty() && !y.lines().any(|m| m == *l))
+            .map(|l| format!("{sign} {l}"))
+            .collect::<Vec<_>>()
+    };
+    let mut lines = only(a, b, '-');
+    lines.extend(only(b, a, '+'));
+    lines.join("\n")
+}
+
+#[derive(diesel::QueryableByName)]
+struct Unindexed {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// Foreign keys (as `table.constraint`) whose columns do not lead any index.
+pub async fn unindexed_foreign_keys(conn: &mut AsyncPgConnection) -> Result<Vec<String>> {
+    let rows: Vec<Unindexed> = diesel::sql_query(
+        "SELECT c.conrelid::regclass::text || '.' || c.conname AS name \
+         FROM pg_constraint c \
+         WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace \
+         AND NOT EXISTS ( \
+             SELECT 1 FROM pg_index i WHERE i.indrelid = c.conrelid \
+             AND (i.indkey::int2[])[0:array_length(c.conkey, 1) - 1] @> c.conkey \
+             AND (i.indkey::int2[])[0:array_length(c.conkey, 1) - 1] <@ c.conkey) \
+         ORDER BY 1",
+    )
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.name).collect())
+}
+
+/// Applies every migration to a scratch database and compares `diesel print-schema` there
+/// with `src/schema.rs`; returns the differing lines (empty when equal).
+pub async fn schema_drift(
+    migrator: &Migrator,
+    url: &DatabaseUrl,
+    project: &Path,
+) -> Result<String> {
+    let scratch = Scratch::create(url).await?;
+    let result = async {
+        migrator.upgrade(&scratch.url, Target::Head).await?;
+        let out = Command::new("diesel")
+            .args(["print-schema", "--database-url", scratch.url.expose()])
+            .current_dir(project)
+            .output()
+            .map_err(|_| {
+                Error::Migration(
+                    "check needs diesel_cli: cargo install diesel_cli --no-default-features --features postgres"
+                        .into(),
+                )
+            })?;
+        if !out.status.success() {
+            return Err(Error::Migration(format!(
+                "diesel print-schema failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let committed = std::fs::read_to_string(project.join("src/schema.rs"))
+            .map_err(|e| Error::Migration(format!("src/schema.rs: {e}")))?;
+        Ok(diff(&committed, &String::from_utf8_lossy(&out.stdout)))
+    }
+    .await;
+    scratch.drop_now().await?;
+    result
+}
