@@ -58,7 +58,7 @@ async fn insert_demo(conn: &mut AsyncPgConnection) -> Result<()> {
                 conn,
                 &NewUser {
                     email: &email,
-                    name,
+                    display_name: name,
                 },
             )
             .await?,

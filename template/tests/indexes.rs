@@ -14,7 +14,7 @@ use {{crate_name}}::schema::{tasks, users};
 /// Owners of open tasks are users 1, 11, 21, ...: `1 + g % 2000` where `g % 10 = 0`.
 async fn fill(conn: &mut AsyncPgConnection) {
     for sql in [
-        "INSERT INTO users (email, name, preferences) \
+        "INSERT INTO users (email, display_name, preferences) \
          SELECT 'user' || g || '@example.com', 'User ' || g, \
                 CASE WHEN g % 500 = 0 THEN '{\"theme\": \"dark\"}'::jsonb ELSE '{}' END \
          FROM generate_series(1, 20000) g",

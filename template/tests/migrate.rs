@@ -149,6 +149,8 @@ async fn upgrade_current_history_downgrade_redo_and_stamp() {
     );
     assert!(ok(migrate(url, &["history"])).contains("create_users"));
 
+    // From here on, steps are counted from the last of the model's own migrations.
+    ok(migrate(url, &["downgrade", "20250101000007"]));
     let out = ok(migrate(url, &["downgrade"]));
     assert!(
         out.contains("reverted 2025-01-01-000007_create_comments"),
@@ -315,7 +317,7 @@ async fn a_failed_migration_outside_a_transaction_is_dirty_not_applied() {
     std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
     std::fs::write(
         folder.join("up.sql"),
-        "CREATE INDEX CONCURRENTLY users_name_idx ON users (name);\nSELECT * FROM no_such_table;\n",
+        "CREATE INDEX CONCURRENTLY users_name_idx ON users (display_name);\nSELECT * FROM no_such_table;\n",
     )
     .unwrap();
     std::fs::write(
@@ -351,7 +353,7 @@ async fn a_failed_migration_outside_a_transaction_is_dirty_not_applied() {
     // Repair by hand, then stamp records where the schema stands.
     std::fs::write(
         folder.join("up.sql"),
-        "CREATE INDEX CONCURRENTLY users_name_idx ON users (name);\n",
+        "CREATE INDEX CONCURRENTLY users_name_idx ON users (display_name);\n",
     )
     .unwrap();
     ok(migrate(
@@ -497,7 +499,7 @@ async fn migrate_test_requires_an_index_on_every_foreign_key() {
 fn lint_flags_unsafe_ddl_and_honours_a_reasoned_ignore() {
     let dir = migrations_with(&[(
         "2099-01-01-000000_index_names",
-        "CREATE INDEX users_name_idx ON users (name);",
+        "CREATE INDEX users_name_idx ON users (display_name);",
         "DROP INDEX users_name_idx;",
     )]);
     let dir_arg = dir.0.to_str().unwrap();
@@ -513,7 +515,7 @@ fn lint_flags_unsafe_ddl_and_honours_a_reasoned_ignore() {
     add(
         &dir.0,
         "2099-01-01-000000_index_names",
-        "-- squawk-ignore require-concurrent-index-creation -- users is tiny and not yet live\nCREATE INDEX users_name_idx ON users (name);",
+        "-- squawk-ignore require-concurrent-index-creation -- users is tiny and not yet live\nCREATE INDEX users_name_idx ON users (display_name);",
         "DROP INDEX users_name_idx;",
     );
     assert!(ok(migrate(None, &["lint", "--dir", dir_arg])).contains("no findings"));
@@ -670,4 +672,98 @@ fn every_verb_has_help() {
             "{verb}"
         );
     }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Number {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn number(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
+    let row: Number = diesel::sql_query(sql).get_result(conn).await.unwrap();
+    row.n
+}
+
+#[tokio::test]
+async fn zero_downtime_rename_keeps_data_and_both_writers_working() {
+    let db = TestDb::empty().await;
+    let url = Some(&db.url);
+    ok(migrate(url, &["upgrade", "20250101000007"]));
+    let mut conn = db.conn().await;
+    // Rows written before the sequence, more than one backfill batch of them.
+    diesel::sql_query(
+        "INSERT INTO users (email, name) \
+         SELECT 'early' || g || '@example.com', 'Early ' || g FROM generate_series(1, 2500) g",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // Phase 1, expand: old code (name) and new code (display_name) can both write.
+    ok(migrate(url, &["upgrade", "+1"]));
+    diesel::sql_query("INSERT INTO users (email, name) VALUES ('old@example.com', 'Old Writer')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query(
+        "INSERT INTO users (email, display_name) VALUES ('new@example.com', 'New Writer')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let synced = "SELECT count(*) AS n FROM users WHERE email IN ('old@example.com', 'new@example.com') \
+                  AND name = display_name";
+    assert_eq!(
+        number(&mut conn, synced).await,
+        2,
+        "the trigger fills the other column"
+    );
+    assert_eq!(
+        number(
+            &mut conn,
+            "SELECT count(*) AS n FROM users WHERE display_name IS NULL"
+        )
+        .await,
+        2500
+    );
+
+    // Phase 2, backfill in batches.
+    ok(migrate(url, &["upgrade", "+1"]));
+    assert_eq!(
+        number(
+            &mut conn,
+            "SELECT count(*) AS n FROM users WHERE display_name IS NULL"
+        )
+        .await,
+        0
+    );
+
+    // Phase 3: new rows are checked at once, then the column becomes NOT NULL.
+    ok(migrate(url, &["upgrade", "+1"]));
+    let blank = diesel::sql_query(
+        "INSERT INTO users (email, display_name) VALUES ('blank@example.com', '  ')",
+    )
+    .execute(&mut conn)
+    .await
+    .map_err({{crate_name}}::Error::from)
+    .unwrap_err();
+    assert!(
+        matches!(&blank, {{crate_name}}::Error::Invalid { constraint, .. } if constraint == "users_display_name_not_blank")
+    );
+    ok(migrate(url, &["upgrade", "+1"]));
+    let not_null = "SELECT count(*) AS n FROM pg_attribute WHERE attrelid = 'users'::regclass \
+                    AND attname = 'display_name' AND attnotnull";
+    assert_eq!(number(&mut conn, not_null).await, 1);
+
+    // Phase 4, contract: the old column is gone, every early row kept its name.
+    ok(migrate(url, &["upgrade"]));
+    let kept = "SELECT count(*) AS n FROM users WHERE email LIKE 'early%' \
+                AND display_name = 'Early ' || substring(email FROM 'early([0-9]+)@')";
+    assert_eq!(number(&mut conn, kept).await, 2500);
+    let user = {{crate_name}}::models::User::by_email(&mut conn, "early7@example.com")
+        .await
+        .unwrap();
+    assert_eq!(user.display_name, "Early 7");
+    ok(migrate(url, &["verify"]));
 }

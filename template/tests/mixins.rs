@@ -15,7 +15,7 @@ async fn updates_move_updated_at_and_keep_created_at() {
     let mut conn = db.conn().await;
     let ann = user(&mut conn, "ann@example.com").await;
     let changes = UserChanges {
-        name: Some("Ann B.".into()),
+        display_name: Some("Ann B.".into()),
         ..Default::default()
     };
     let updated = User::update(&mut conn, ann.id, &changes).await.unwrap();

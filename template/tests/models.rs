@@ -21,7 +21,7 @@ async fn user_crud() {
         &mut conn,
         &NewUser {
             email: &email,
-            name: "Ann",
+            display_name: "Ann",
         },
     )
     .await
@@ -39,11 +39,11 @@ async fn user_crud() {
     );
 
     let changes = UserChanges {
-        name: Some("Ann B.".into()),
+        display_name: Some("Ann B.".into()),
         ..Default::default()
     };
     let updated = User::update(&mut conn, created.id, &changes).await.unwrap();
-    assert_eq!(updated.name, "Ann B.");
+    assert_eq!(updated.display_name, "Ann B.");
     assert_eq!(updated.email, created.email, "untouched column kept");
 
     User::delete(&mut conn, created.id).await.unwrap();

@@ -82,7 +82,7 @@ fn title_and_priority_newtypes_refuse_out_of_range_values() {
 async fn database_refuses_a_malformed_email_from_other_clients() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
-    let sql = "INSERT INTO users (email, name) SELECT $2, 'Raw' WHERE $1 > 0";
+    let sql = "INSERT INTO users (email, display_name) SELECT $2, 'Raw' WHERE $1 > 0";
     let err = raw(&mut conn, sql, 1, "not-an-email").await;
     assert_eq!(constraint_of(&err), "users_email_format");
     assert_eq!(count(&mut conn, "users").await, 0, "nothing written");
@@ -125,7 +125,7 @@ async fn unique_violations_are_conflicts_and_change_nothing() {
         &mut conn,
         &NewUser {
             email: &shouted,
-            name: "Again",
+            display_name: "Again",
         },
     )
     .await

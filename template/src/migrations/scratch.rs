@@ -78,14 +78,39 @@ pub fn dump_schema(url: &DatabaseUrl) -> Result<String> {
             stderr.trim()
         )));
     }
-    // Drop comment lines: they carry versions and timestamps, not schema.
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            !l.starts_with("--") && !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict")
-        })
-        .collect::<Vec<_>>()
-        .join("\n"))
+    Ok(normalize(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Drops comment lines (versions, timestamps) and sorts the lines inside each
+/// `CREATE TABLE (...)`: a down.sql that re-adds a dropped column cannot put it back in its
+/// old position, and column order is not what a round trip must preserve.
+fn normalize(dump: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut table: Option<Vec<String>> = None;
+    for line in dump.lines() {
+        if line.starts_with("--")
+            || line.starts_with("\\restrict")
+            || line.starts_with("\\unrestrict")
+        {
+            continue;
+        }
+        match table.as_mut() {
+            Some(columns) if line.starts_with(')') => {
+                columns.sort();
+                out.append(columns);
+                out.push(line.to_owned());
+                table = None;
+            }
+            Some(columns) => columns.push(line.trim_end_matches(',').to_owned()),
+            None => {
+                out.push(line.to_owned());
+                if line.starts_with("CREATE TABLE ") && line.ends_with('(') {
+                    table = Some(Vec::new());
+                }
+            }
+        }
+    }
+    out.join("\n")
 }
 
 /// pg_dump and friends: on PATH, else where Debian keeps them.

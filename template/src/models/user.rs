@@ -118,10 +118,11 @@ pub struct User {
     pub id: i64,
     pub public_id: Uuid,
     pub email: Email,
-    pub name: String,
     pub preferences: Preferences,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Was `name` until the zero-downtime rename in migrations 2025-02-01-*.
+    pub display_name: String,
 }
 
 /// A user to insert; the database fills in ids, preferences and timestamps.
@@ -129,7 +130,7 @@ pub struct User {
 #[diesel(table_name = users)]
 pub struct NewUser<'a> {
     pub email: &'a Email,
-    pub name: &'a str,
+    pub display_name: &'a str,
 }
 
 /// A partial update: `None` leaves the column as it is.
@@ -137,13 +138,13 @@ pub struct NewUser<'a> {
 #[diesel(table_name = users)]
 pub struct UserChanges {
     pub email: Option<Email>,
-    pub name: Option<String>,
+    pub display_name: Option<String>,
     pub preferences: Option<Preferences>,
 }
 
 impl UserChanges {
     fn is_empty(&self) -> bool {
-        self.email.is_none() && self.name.is_none() && self.preferences.is_none()
+        self.email.is_none() && self.display_name.is_none() && self.preferences.is_none()
     }
 }
 

@@ -257,7 +257,7 @@ pub async fn user(conn: &mut AsyncPgConnection, email: &str) -> {{crate_name}}::
         conn,
         &NewUser {
             email: &email,
-            name: "Test User",
+            display_name: "Test User",
         },
     )
     .await
