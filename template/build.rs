@@ -27,10 +27,12 @@ fn main() {
         let name = folder.file_name().unwrap().to_string_lossy().into_owned();
         writeln!(
             out,
-            "    EmbeddedMigration {{ folder: {name:?}, up: include_str!({:?}), down: {}, metadata: {} }},",
+            "    EmbeddedMigration {{ folder: {name:?}, up: include_str!({:?}), down: {}, metadata: {}, test_data: {}, test_expect: {} }},",
             folder.join("up.sql").display().to_string(),
             file("down.sql"),
             file("metadata.toml"),
+            file("test_data.sql"),
+            file("test_expect.sql"),
         )
         .unwrap();
     }

@@ -82,6 +82,18 @@ fn quickstart_forced_private_cluster_ends_migrated_and_seeded() {
     assert_success("init_db.sh again", &again);
     let again = stdout(&again);
     assert!(again.contains("already present"), "{again}");
+
+    // The migration wrapper finds the same database through .env.
+    for args in [&["current", "--check"][..], &["verify"][..]] {
+        let out = Command::new(dir.join("scripts/migrate.sh"))
+            .args(args)
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", target_dir())
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        assert_success(&format!("migrate.sh {args:?}"), &out);
+    }
 }
 
 /// Stops the private cluster quickstart left running, even when the test fails.

@@ -767,3 +767,53 @@ async fn zero_downtime_rename_keeps_data_and_both_writers_working() {
     assert_eq!(user.display_name, "Early 7");
     ok(migrate(url, &["verify"]));
 }
+
+#[tokio::test]
+async fn migrate_test_catches_a_migration_that_loses_early_data() {
+    let db = TestDb::empty().await;
+    // Schema-wise harmless, but it throws away the comment written at an early step.
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_prune_comments",
+        "DELETE FROM comments WHERE created_at < now() + interval '1 day';",
+        "SELECT 1;",
+    )]);
+    let out = migrate(Some(&db.url), &["test", "--dir", dir.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("2025-02-01-000005_users_drop_name: test_expect.sql returned false"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn autogenerate_drafts_a_migration_with_diesel_cli() {
+    if Command::new("diesel").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("REQUIRE_DIESEL_CLI").is_none(),
+            "diesel_cli required"
+        );
+        return;
+    }
+    let db = TestDb::new().await;
+    let dir = TempDir::new("autogen");
+    let out = ok(migrate(
+        Some(&db.url),
+        &[
+            "create",
+            "--autogenerate",
+            "Sync schema",
+            "--dir",
+            dir.0.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains("review it"), "{out}");
+    // diesel also leaves a .diesel_lock behind; count migration folders only.
+    let folders: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("up.sql").exists())
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    assert!(folders[0].join("up.sql").exists() && folders[0].join("down.sql").exists());
+}

@@ -206,6 +206,7 @@ async fn round_trip_on(
         progress(&format!("{}: up, down, up ok", m.folder));
     }
     let mut conn = db::connect(url).await?;
+    survival_pass(migrator, url, &mut conn, &mut fail, progress).await?;
     for fk in unindexed_foreign_keys(&mut conn).await? {
         fail(
             "(head)",
@@ -213,6 +214,56 @@ async fn round_trip_on(
         );
     }
     Ok(failures)
+}
+
+#[derive(diesel::QueryableByName)]
+struct Expect {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    ok: bool,
+}
+
+/// From an empty schema again: each migration up, then its `test_data.sql`; at head every
+/// `test_expect.sql` must return `true` (`SELECT ... AS ok`): data written early survives.
+async fn survival_pass(
+    migrator: &Migrator,
+    url: &DatabaseUrl,
+    conn: &mut AsyncPgConnection,
+    fail: &mut dyn FnMut(&str, String),
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    use diesel_async::SimpleAsyncConnection;
+    if migrator
+        .migrations()
+        .iter()
+        .all(|m| m.test_data.is_none() && m.test_expect.is_none())
+    {
+        return Ok(());
+    }
+    migrator.downgrade(url, Target::Base).await?;
+    for m in migrator.migrations() {
+        migrator.upgrade(url, Target::Steps(1)).await?;
+        let Some(data) = &m.test_data else { continue };
+        if let Err(e) = conn.batch_execute(data).await {
+            fail(&m.folder, format!("test_data.sql failed: {e}"));
+            return Ok(());
+        }
+    }
+    for m in migrator.migrations() {
+        let Some(expect) = &m.test_expect else {
+            continue;
+        };
+        match diesel::sql_query(expect.as_str())
+            .get_result::<Expect>(conn)
+            .await
+        {
+            Ok(Expect { ok: true }) => progress(&format!("{}: data survived to head", m.folder)),
+            Ok(Expect { ok: false }) => {
+                fail(&m.folder, "test_expect.sql returned false at head".into())
+            }
+            Err(e) => fail(&m.folder, format!("test_expect.sql failed at head: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// Lines only in `a` (`-`) and only in `b` (`+`): enough to see what down.sql missed.

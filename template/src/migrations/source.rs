@@ -19,6 +19,10 @@ pub struct EmbeddedMigration {
     pub down: Option<&'static str>,
     /// The metadata.toml text, if any.
     pub metadata: Option<&'static str>,
+    /// test_data.sql: rows `migrate test` inserts right after this migration.
+    pub test_data: Option<&'static str>,
+    /// test_expect.sql: a query returning one boolean, `true` at head when data survived.
+    pub test_expect: Option<&'static str>,
 }
 
 /// The `migrations/` folder as it was when this binary was built.
@@ -38,6 +42,11 @@ pub struct Migration {
     pub down: Option<String>,
     /// Settings from metadata.toml.
     pub settings: Settings,
+    /// `test_data.sql`: inserted by `migrate test` right after this migration (diesel_cli
+    /// ignores the file).
+    pub test_data: Option<String>,
+    /// `test_expect.sql`: checked by `migrate test` at head; must return one `true`.
+    pub test_expect: Option<String>,
 }
 
 /// Per-migration settings from `metadata.toml`.
@@ -109,7 +118,16 @@ impl Migration {
             up: up.to_owned(),
             down: down.map(str::to_owned),
             settings,
+            test_data: None,
+            test_expect: None,
         })
+    }
+
+    /// Adds the `migrate test` fixtures (not part of the checksum: tests may evolve).
+    pub fn with_fixtures(mut self, data: Option<&str>, expect: Option<&str>) -> Self {
+        self.test_data = data.map(str::to_owned);
+        self.test_expect = expect.map(str::to_owned);
+        self
     }
 
     /// SHA-256 of up.sql, down.sql and metadata settings, hex: what `verify` compares.
@@ -152,7 +170,10 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 pub fn embedded() -> Result<Vec<Migration>> {
     let mut all = EMBEDDED
         .iter()
-        .map(|m| Migration::new(m.folder, m.up, m.down, m.metadata))
+        .map(|m| {
+            Migration::new(m.folder, m.up, m.down, m.metadata)
+                .map(|mig| mig.with_fixtures(m.test_data, m.test_expect))
+        })
         .collect::<Result<Vec<_>>>()?;
     sort_and_check(&mut all)?;
     Ok(all)
@@ -182,12 +203,10 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Migration>> {
             .into_owned();
         let down = read(path.join("down.sql"))?;
         let metadata = read(path.join("metadata.toml"))?;
-        all.push(Migration::new(
-            &folder,
-            &up,
-            down.as_deref(),
-            metadata.as_deref(),
-        )?);
+        let data = read(path.join("test_data.sql"))?;
+        let expect = read(path.join("test_expect.sql"))?;
+        let migration = Migration::new(&folder, &up, down.as_deref(), metadata.as_deref())?;
+        all.push(migration.with_fixtures(data.as_deref(), expect.as_deref()));
     }
     sort_and_check(&mut all)?;
     Ok(all)
