@@ -4,6 +4,7 @@
 //! Start with [`db::DbConfig::from_env`] and [`db::build_pool`]; every query is an associated
 //! function of the model it returns, taking `&mut AsyncPgConnection`.
 
+pub mod bulk;
 pub mod db;
 pub mod error;
 pub mod explain;

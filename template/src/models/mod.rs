@@ -13,6 +13,8 @@ pub use bug::{Bug, BugDetails, NewBug};
 pub use comment::{Comment, CommentOn};
 pub use notification_channel::{Channel, NotificationChannel};
 pub use tag::{NewTag, Tag, TaskTag};
-pub use task::{NewTask, Priority, Task, TaskChanges, TaskStatus, Title, TreeTask};
-pub use team::{NewTeam, Role, Team, TeamChanges, TeamMember};
-pub use user::{Email, NewUser, Preferences, Theme, User, UserChanges, lower};
+pub use task::{
+    NewTask, Priority, Task, TaskChanges, TaskStatus, TaskStatusUpdate, Title, TreeTask,
+};
+pub use team::{Membership, NewTeam, Role, Team, TeamChanges, TeamMember};
+pub use user::{Email, NewUser, Preferences, Theme, User, UserChanges, UserRow, lower};

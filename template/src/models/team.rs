@@ -193,3 +193,33 @@ impl Team {
             .await?)
     }
 }
+
+/// A membership for bulk writes; upsert it on `(team_id, user_id)` to change roles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    pub team_id: i64,
+    pub user_id: i64,
+    pub role: Role,
+}
+
+impl crate::bulk::BulkRow for Membership {
+    const TABLE: &'static str = "team_members";
+
+    fn columns(rows: &[Self]) -> Vec<crate::bulk::Column> {
+        use crate::bulk::{Column, Values};
+        vec![
+            Column::new(
+                "team_id",
+                Values::BigInt(rows.iter().map(|r| r.team_id).collect()),
+            ),
+            Column::new(
+                "user_id",
+                Values::BigInt(rows.iter().map(|r| r.user_id).collect()),
+            ),
+            Column::new(
+                "role",
+                Values::Text(rows.iter().map(|r| r.role.as_str().to_owned()).collect()),
+            ),
+        ]
+    }
+}

@@ -233,3 +233,28 @@ impl User {
         Ok(())
     }
 }
+
+/// A user row for bulk writes (seeding, imports): owned, so large batches need no borrows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub email: Email,
+    pub display_name: String,
+}
+
+impl crate::bulk::BulkRow for UserRow {
+    const TABLE: &'static str = "users";
+
+    fn columns(rows: &[Self]) -> Vec<crate::bulk::Column> {
+        use crate::bulk::{Column, Values};
+        vec![
+            Column::new(
+                "email",
+                Values::Text(rows.iter().map(|r| r.email.as_str().to_owned()).collect()),
+            ),
+            Column::new(
+                "display_name",
+                Values::Text(rows.iter().map(|r| r.display_name.clone()).collect()),
+            ),
+        ]
+    }
+}
