@@ -8,6 +8,8 @@ pub mod bulk;
 pub mod db;
 pub mod error;
 pub mod explain;
+pub mod instrument;
+pub mod loaders;
 pub mod migrations;
 pub mod models;
 pub mod schema;

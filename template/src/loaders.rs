@@ -1,0 +1,121 @@
+//! Loading parents with their children without the N+1 problem (SQLAlchemy's selectinload /
+//! joinedload), next to the naive version for comparison. Query counts are in the docs of
+//! each function and asserted in `tests/loaders.rs`.
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::Result;
+use crate::models::{Tag, Task, TaskTag, User};
+use crate::schema::{tags, task_tags, tasks, users};
+
+/// A user with their live tasks, each with its tags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserTasks {
+    pub user: User,
+    pub tasks: Vec<(Task, Vec<Tag>)>,
+}
+
+/// The N+1 way: one query for the users, then one per user for tasks and one per task for
+/// tags. Shown for comparison (and the benchmark); do not write this.
+pub async fn naive(conn: &mut AsyncPgConnection, user_ids: &[i64]) -> Result<Vec<UserTasks>> {
+    let users: Vec<User> = users::table
+        .filter(users::id.eq_any(user_ids))
+        .order(users::id)
+        .select(User::as_select())
+        .load(conn)
+        .await?;
+    let mut out = Vec::with_capacity(users.len());
+    for user in users {
+        let mut with_tags = Vec::new();
+        for task in Task::owned_by(conn, &user).await? {
+            let tags = Tag::of_task(conn, &task).await?;
+            with_tags.push((task, tags));
+        }
+        out.push(UserTasks {
+            user,
+            tasks: with_tags,
+        });
+    }
+    Ok(out)
+}
+
+/// selectinload: three queries whatever the number of users: the users, their tasks
+/// (`belonging_to` + `grouped_by`), and the tags of all those tasks through the link table.
+pub async fn eager(conn: &mut AsyncPgConnection, user_ids: &[i64]) -> Result<Vec<UserTasks>> {
+    let users: Vec<User> = users::table
+        .filter(users::id.eq_any(user_ids))
+        .order(users::id)
+        .select(User::as_select())
+        .load(conn)
+        .await?;
+    let tasks: Vec<Task> = Task::belonging_to(&users)
+        .filter(tasks::deleted_at.is_null())
+        .order(tasks::id)
+        .select(Task::as_select())
+        .load(conn)
+        .await?;
+    let links: Vec<(TaskTag, Tag)> = TaskTag::belonging_to(&tasks)
+        .inner_join(tags::table)
+        .order((task_tags::task_id, tags::name))
+        .select((TaskTag::as_select(), Tag::as_select()))
+        .load(conn)
+        .await?;
+    let tags_per_task = links.grouped_by(&tasks);
+    let tasks_with_tags: Vec<(Task, Vec<Tag>)> = tasks
+        .into_iter()
+        .zip(tags_per_task)
+        .map(|(task, links)| (task, links.into_iter().map(|(_, tag)| tag).collect()))
+        .collect();
+    let per_user = tasks_with_tags.grouped_by(&users);
+    Ok(users
+        .into_iter()
+        .zip(per_user)
+        .map(|(user, tasks)| UserTasks { user, tasks })
+        .collect())
+}
+
+/// joinedload: one query, users LEFT JOIN tasks LEFT JOIN tags, folded in Rust. Fewer round
+/// trips, but each user row repeats once per task and tag: better for few children per parent.
+pub async fn joined(conn: &mut AsyncPgConnection, user_ids: &[i64]) -> Result<Vec<UserTasks>> {
+    let rows: Vec<(User, Option<Task>, Option<Tag>)> = users::table
+        .left_join(
+            tasks::table.on(tasks::owner_id
+                .eq(users::id)
+                .and(tasks::deleted_at.is_null())),
+        )
+        .left_join(task_tags::table.on(task_tags::task_id.eq(tasks::id)))
+        .left_join(tags::table.on(tags::id.eq(task_tags::tag_id)))
+        .filter(users::id.eq_any(user_ids))
+        .order((users::id, tasks::id, tags::name))
+        .select((
+            User::as_select(),
+            Option::<Task>::as_select(),
+            Option::<Tag>::as_select(),
+        ))
+        .load(conn)
+        .await?;
+    let mut out: Vec<UserTasks> = Vec::new();
+    let mut task_index: HashMap<i64, usize> = HashMap::new();
+    for (user, task, tag) in rows {
+        if out.last().is_none_or(|last| last.user.id != user.id) {
+            out.push(UserTasks {
+                user,
+                tasks: Vec::new(),
+            });
+            task_index.clear();
+        }
+        let current = out.last_mut().expect("pushed above");
+        let Some(task) = task else { continue };
+        let slot = *task_index.entry(task.id).or_insert_with(|| {
+            current.tasks.push((task, Vec::new()));
+            current.tasks.len() - 1
+        });
+        if let Some(tag) = tag {
+            current.tasks[slot].1.push(tag);
+        }
+    }
+    Ok(out)
+}
