@@ -225,3 +225,32 @@ async fn update_by_key_delete_and_soft_delete_by_ids() {
     );
     assert_eq!(count(&mut conn, "tasks").await, 1_000 - all.len() as i64);
 }
+
+#[tokio::test]
+async fn copy_inserts_all_or_nothing_with_typed_errors() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let owners = users(&mut conn, 100).await;
+    let title = Title::parse("Copied").unwrap();
+    let mut rows = tasks(&owners, &title, 100_000);
+    rows[99_999].owner_id = -1;
+    let err = bulk::copy_insert(&db.url, &rows).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ForeignKey { constraint } if constraint == "tasks_owner_id_fkey"),
+        "{err:?}"
+    );
+    assert_eq!(count(&mut conn, "tasks").await, 0);
+    rows[99_999].owner_id = owners[0];
+    rows[7].status = Some(TaskStatus::Done);
+    assert_eq!(bulk::copy_insert(&db.url, &rows).await.unwrap(), 100_000);
+    assert_eq!(count(&mut conn, "tasks").await, 100_000);
+    let done: i64 = diesel_async::RunQueryDsl::get_result(
+        diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT count(*) FROM tasks WHERE status = 'done')",
+        )),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, 1, "enum values go through COPY as labels");
+}

@@ -28,15 +28,21 @@ pub enum TaskStatus {
     Done,
 }
 
+impl TaskStatus {
+    /// The enum label in PostgreSQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Todo => "todo",
+            TaskStatus::InProgress => "in_progress",
+            TaskStatus::Done => "done",
+        }
+    }
+}
+
 // PostgreSQL sends enum values as their label in text: map labels both ways.
 impl ToSql<sql_types::TaskStatus, Pg> for TaskStatus {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        let label: &[u8] = match self {
-            TaskStatus::Todo => b"todo",
-            TaskStatus::InProgress => b"in_progress",
-            TaskStatus::Done => b"done",
-        };
-        out.write_all(label)?;
+        out.write_all(self.as_str().as_bytes())?;
         Ok(IsNull::No)
     }
 }
