@@ -4,6 +4,8 @@ use chrono::{Days, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use crate::bulk;
+use crate::models::UserRow;
 use crate::models::{
     Bug, Channel, Comment, CommentOn, Email, NewBug, NewTask, NewTeam, NewUser,
     NotificationChannel, Priority, Role, Tag, Task, TaskStatus, Team, Title, User,
@@ -170,4 +172,69 @@ async fn insert_demo(conn: &mut AsyncPgConnection) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Rows per bulk call in [`volume`]: one progress step each.
+const VOLUME_CHUNK: usize = 10_000;
+
+/// Inserts `users` users and `tasks` tasks spread over them through the bulk path, in one
+/// transaction, calling `progress` with the rows written after each chunk. Skipped (nothing
+/// written) when a previous volume seed is present.
+pub async fn volume(
+    conn: &mut AsyncPgConnection,
+    users: usize,
+    tasks: usize,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<Seeded> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('volume seed'))")
+            .execute(conn)
+            .await?;
+        let present: bool = diesel::select(diesel::dsl::exists(
+            users::table.filter(users::email.eq("volume0@example.com")),
+        ))
+        .get_result(conn)
+        .await?;
+        if present || users == 0 {
+            return Ok(Seeded::AlreadyPresent);
+        }
+        let rows: Vec<UserRow> = (0..users)
+            .map(|i| {
+                Ok(UserRow {
+                    email: Email::parse(&format!("volume{i}@example.com"))?,
+                    display_name: format!("Volume user {i}"),
+                })
+            })
+            .collect::<Result<_>>()?;
+        for chunk in rows.chunks(VOLUME_CHUNK) {
+            bulk::insert(conn, chunk).await?;
+            progress(chunk.len());
+        }
+        let owners: Vec<i64> = users::table
+            .filter(users::email.like("volume%@example.com"))
+            .order(users::id)
+            .select(users::id)
+            .load(conn)
+            .await?;
+        let titles: Vec<Title> = (0..VOLUME_CHUNK.min(tasks))
+            .map(|i| Title::parse(&format!("Volume task {i}")))
+            .collect::<Result<_>>()?;
+        let mut written = 0;
+        while written < tasks {
+            let n = VOLUME_CHUNK.min(tasks - written);
+            let chunk: Vec<NewTask> = (0..n)
+                .map(|i| {
+                    Ok(NewTask {
+                        priority: Some(Priority::new(1 + ((written + i) % 5) as i64)?),
+                        ..NewTask::new(owners[(written + i) % owners.len()], &titles[i])
+                    })
+                })
+                .collect::<Result<_>>()?;
+            bulk::insert(conn, &chunk).await?;
+            written += n;
+            progress(n);
+        }
+        Ok(Seeded::Inserted)
+    })
+    .await
 }

@@ -141,3 +141,22 @@ fn missing_url_says_how_to_give_one() {
     let out = init_db(&[]);
     assert_one_clear_line(&out, "\u{0}", "pass --url or set DATABASE_URL");
 }
+
+#[tokio::test]
+async fn volume_seed_uses_the_bulk_path_once() {
+    let db = TestDb::not_created();
+    let url = db.url.expose().to_owned();
+    let args = ["--url", &url, "--seed", "--users", "50", "--tasks", "25000"];
+    let first = init_db(&args);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stdout).contains("50 users and 25000 tasks inserted"));
+    let mut conn = db.conn().await;
+    let counts = db::table_counts(&mut conn).await.unwrap();
+    let rows = |table: &str| counts.iter().find(|(t, _)| t == table).unwrap().1;
+    let (users, tasks) = (rows("users"), rows("tasks"));
+    assert!(users >= 50 && tasks >= 25_000, "{counts:?}");
+
+    let second = init_db(&args);
+    assert!(text(&second.stdout).contains("volume data already present"));
+    assert_eq!(db::table_counts(&mut conn).await.unwrap(), counts);
+}

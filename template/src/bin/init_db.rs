@@ -18,6 +18,12 @@ struct Args {
     /// Insert demo users, teams, tasks and tags (skipped when already present).
     #[arg(long)]
     seed: bool,
+    /// With --seed: also this many generated users, through the bulk path.
+    #[arg(long, value_name = "N", requires = "seed", default_value_t = 0)]
+    users: usize,
+    /// With --seed and --users: this many generated tasks spread over those users.
+    #[arg(long, value_name = "M", requires = "users", default_value_t = 0)]
+    tasks: usize,
 }
 
 #[tokio::main]
@@ -67,9 +73,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    if args.users > 0 {
+        let bar = indicatif::ProgressBar::new((args.users + args.tasks) as u64);
+        bar.set_style(indicatif::ProgressStyle::with_template(
+            "seed: {bar:40} {pos}/{len} rows ({per_sec}, eta {eta})",
+        )?);
+        let mut step = |rows: usize| bar.inc(rows as u64);
+        let outcome = seed::volume(&mut conn, args.users, args.tasks, &mut step).await;
+        bar.finish_and_clear();
+        match outcome? {
+            seed::Seeded::Inserted => {
+                println!(
+                    "seed: {} users and {} tasks inserted",
+                    args.users, args.tasks
+                )
+            }
+            seed::Seeded::AlreadyPresent => {
+                println!("seed: volume data already present, nothing written")
+            }
+        }
+    }
     println!("tables:");
     for (table, rows) in db::table_counts(&mut conn).await? {
-        println!("  {table:<14} {rows:>6} rows");
+        println!("  {table:<22} {rows:>8} rows");
     }
     Ok(())
 }
