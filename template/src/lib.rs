@@ -12,6 +12,7 @@ pub mod instrument;
 pub mod loaders;
 pub mod migrations;
 pub mod models;
+pub mod reports;
 pub mod schema;
 pub mod seed;
 
