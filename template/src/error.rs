@@ -27,7 +27,13 @@ pub enum Error {
     /// The server could not be reached or refused the login.
     #[error("cannot connect to {url}: {reason}")]
     Connection { url: String, reason: String },
-    /// No pooled connection became available in time, or the pool is misconfigured.
+    /// Every pooled connection stayed busy for the configured wait (`DATABASE_POOL_TIMEOUT_SECS`).
+    #[error(
+        "timed out waiting for a pooled connection: all are in use; raise DATABASE_POOL_SIZE \
+         or DATABASE_POOL_TIMEOUT_SECS, or hold connections for less time"
+    )]
+    PoolTimeout,
+    /// The pool could not open a connection, or is misconfigured.
     #[error("connection pool: {0}")]
     Pool(String),
     /// A migration failed; the message names it.
@@ -77,6 +83,10 @@ impl Error {
 
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for Error {
     fn from(err: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
-        Error::Pool(err.to_string())
+        use deadpool::managed::{PoolError, TimeoutType};
+        match err {
+            PoolError::Timeout(TimeoutType::Wait) => Error::PoolTimeout,
+            other => Error::Pool(other.to_string()),
+        }
     }
 }

@@ -188,9 +188,9 @@ async fn upgrade_current_history_downgrade_redo_and_stamp() {
 }
 
 #[tokio::test]
-async fn concurrent_upgrades_apply_each_migration_once() {
+async fn four_concurrent_upgrades_apply_each_migration_once() {
     let db = TestDb::empty().await;
-    // A slow extra migration makes the two runs overlap.
+    // A slow extra migration makes the runs overlap.
     let dir = migrations_with(&[(
         "2099-01-01-000000_slow",
         "SELECT pg_sleep(1);\nCREATE TABLE slow_marker (id int);",
@@ -211,18 +211,21 @@ async fn concurrent_upgrades_apply_each_migration_once() {
             .spawn()
             .unwrap()
     };
-    let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert!(
-        a.status.success() && b.status.success(),
-        "{}{}",
-        stderr(&a),
-        stderr(&b)
-    );
-    let mut applied: Vec<String> = [stdout(&a), stdout(&b)]
+    // Four at once, as when every replica of a service migrates on start-up.
+    let runs: Vec<Output> = (0..4)
+        .map(|_| spawn())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect();
+    for run in &runs {
+        assert!(run.status.success(), "{}", stderr(run));
+    }
+    let mut applied: Vec<String> = runs
         .iter()
-        .flat_map(|out| {
-            out.lines()
+        .flat_map(|run| {
+            stdout(run)
+                .lines()
                 .filter_map(|l| l.strip_prefix("applied "))
                 .map(str::to_owned)
                 .collect::<Vec<_>>()

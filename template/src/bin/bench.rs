@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
     /// Server to create the scratch database on [default: $DATABASE_URL, also from .env]
-    #[arg(long, value_name = "URL", hide_env_values = true)]
+    #[arg(long, value_name = "URL")]
     url: Option<String>,
 }
 

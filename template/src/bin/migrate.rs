@@ -15,7 +15,7 @@ use {{crate_name}}::migrations::{self, Migrator, Target, parse_duration};
 #[command(version, about)]
 struct Cli {
     /// Database URL [default: $DATABASE_URL, also read from .env]
-    #[arg(long, global = true, value_name = "URL", hide_env_values = true)]
+    #[arg(long, global = true, value_name = "URL")]
     url: Option<String>,
     /// Read migrations from this folder instead of those compiled into the binary.
     #[arg(long, global = true, value_name = "DIR")]

@@ -2,7 +2,7 @@
 //! database that is built once per migration set and shared by every test process.
 //!
 //! The server comes from `DATABASE_URL` (also read from `.env`), else
-//! `postgres://postgres@127.0.0.1:5432/postgres`; `scripts/dev_db.sh` can start a private one.
+//! `postgres://postgres@127.0.0.1:5432/postgres`; `scripts/pg.sh start DIR` starts a private one and prints its URL.
 
 #![allow(dead_code)] // each test file uses its own part of this module
 
@@ -138,7 +138,7 @@ async fn admin_conn(admin: &DatabaseUrl) -> AsyncPgConnection {
     db::connect(admin).await.unwrap_or_else(|e| {
         panic!(
             "tests need a PostgreSQL server: {e}\n\
-             Set DATABASE_URL, start one at 127.0.0.1:5432, or run scripts/dev_db.sh"
+             Set DATABASE_URL, start one at 127.0.0.1:5432, or run scripts/pg.sh start /tmp/pg and set DATABASE_URL to the URL it prints"
         )
     })
 }
