@@ -13,6 +13,7 @@ pub mod loaders;
 pub mod migrations;
 pub mod models;
 pub mod reports;
+pub mod roles;
 pub mod schema;
 pub mod seed;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use {{crate_name}}::db::{self, DatabaseUrl};
-use {{crate_name}}::{migrations, seed};
+use {{crate_name}}::{migrations, roles, seed};
 
 /// Create the database, run pending migrations and optionally seed demo data.
 #[derive(Debug, Parser)]
@@ -13,7 +13,7 @@ use {{crate_name}}::{migrations, seed};
 struct Args {
     /// Database URL, e.g. postgres://user:password@localhost:5432/app
     /// [default: $DATABASE_URL, also read from .env]
-    #[arg(long, value_name = "URL", hide_env_values = true)]
+    #[arg(long, value_name = "URL")]
     url: Option<String>,
     /// Insert demo users, teams, tasks and tags (skipped when already present).
     #[arg(long)]
@@ -24,6 +24,10 @@ struct Args {
     /// With --seed and --users: this many generated tasks spread over those users.
     #[arg(long, value_name = "M", requires = "users", default_value_t = 0)]
     tasks: usize,
+    /// After migrating, grant this existing role row access (no schema changes) to every
+    /// table, now and in later migrations run by the same owner. See docs/security.md.
+    #[arg(long, value_name = "ROLE")]
+    app_role: Option<String>,
 }
 
 #[tokio::main]
@@ -65,6 +69,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let mut conn = db::connect(&url).await?;
+    if let Some(role) = &args.app_role {
+        roles::grant_app_role(&mut conn, role).await?;
+        println!("roles: {role} may read and write rows, not change the schema");
+    }
     if args.seed {
         match seed::demo(&mut conn).await? {
             seed::Seeded::Inserted => println!("seed: demo data inserted"),

@@ -9,7 +9,7 @@ mod scratch;
 mod source;
 
 pub use lint::{LintFinding, lint};
-pub use runner::{Applied, Config, LOCK_KEY, Migrator, Problem, Target};
+pub use runner::{Applied, Config, HISTORY_DDL, LOCK_KEY, Migrator, Problem, Target};
 pub use scratch::{
     RoundTripFailure, Scratch, dump_schema, round_trip, schema_drift, tool, unindexed_foreign_keys,
 };

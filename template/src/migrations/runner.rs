@@ -19,7 +19,9 @@ use crate::{Error, Result};
 /// database); all migrators must agree on it.
 pub const LOCK_KEY: i64 = 0x006d_6967_7261_7465;
 
-const META_DDL: &str = "
+/// Creates the migration history tables if missing: diesel_cli's version table and our
+/// checksums beside it. Idempotent.
+pub const HISTORY_DDL: &str = "
 CREATE TABLE IF NOT EXISTS __diesel_schema_migrations (
     version VARCHAR(50) PRIMARY KEY NOT NULL,
     run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
@@ -384,7 +386,7 @@ impl Migrator {
         conn: &mut AsyncPgConnection,
         target: &Target,
     ) -> Result<Vec<String>> {
-        conn.batch_execute(META_DDL).await?;
+        conn.batch_execute(HISTORY_DDL).await?;
         self.refuse_dirty(conn).await?;
         // Re-read under the lock: another migrator may have done the work meanwhile.
         let pending = self.pending(conn).await?;
@@ -419,7 +421,7 @@ impl Migrator {
         let mut conn = db::connect(url).await?;
         self.lock(&mut conn, url).await?;
         let result = async {
-            conn.batch_execute(META_DDL).await?;
+            conn.batch_execute(HISTORY_DDL).await?;
             self.refuse_dirty(&mut conn).await?;
             let applied = self.applied(&mut conn).await?;
             let chosen = self.select_down(&applied, &target)?;
@@ -448,7 +450,7 @@ impl Migrator {
         self.lock(&mut conn, url).await?;
         let result = conn
             .transaction::<_, Error, _>(async |conn| {
-                conn.batch_execute(META_DDL).await?;
+                conn.batch_execute(HISTORY_DDL).await?;
                 conn.batch_execute(
                     "DELETE FROM __diesel_schema_migrations; DELETE FROM migrate.checksums;",
                 )
@@ -617,7 +619,7 @@ impl Migrator {
         started: Instant,
     ) -> Result<()> {
         // Marked dirty first: a crash or error half-way must never look applied.
-        conn.batch_execute(META_DDL).await?;
+        conn.batch_execute(HISTORY_DDL).await?;
         record(conn, m, "dirty", None).await?;
         conn.batch_execute(&self.timeouts_sql(m, "SET")).await?;
         let outcome = run_statements(conn, m, direction).await;
@@ -679,7 +681,7 @@ async fn bookkeep(
 ) -> Result<()> {
     match direction {
         Direction::Up => {
-            conn.batch_execute(META_DDL).await?;
+            conn.batch_execute(HISTORY_DDL).await?;
             let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
             record(conn, m, "applied", Some(ms)).await
         }
