@@ -128,12 +128,7 @@ impl DbConfig {
     /// Reads `DATABASE_URL`, `DATABASE_POOL_SIZE` and `DATABASE_POOL_TIMEOUT_SECS`,
     /// loading `.env` first if there is one.
     pub fn from_env() -> Result<Self> {
-        let _ = dotenvy::dotenv();
-        let raw = std::env::var("DATABASE_URL").map_err(|_| Error::BadUrl {
-            url: "(unset)".into(),
-            reason: "set DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/app".into(),
-        })?;
-        let mut config = Self::new(DatabaseUrl::parse(&raw)?);
+        let mut config = Self::new(url_from(None)?);
         if let Some(size) = env_number("DATABASE_POOL_SIZE")? {
             config.max_size = size as usize;
         }
@@ -150,6 +145,28 @@ impl DbConfig {
             max_size: 10,
             wait_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// The URL given on the command line, else `DATABASE_URL` (also read from `.env`), with
+/// an error that says which is missing or unusable.
+pub fn url_from(flag: Option<&str>) -> Result<DatabaseUrl> {
+    if let Some(raw) = flag {
+        return DatabaseUrl::parse(raw);
+    }
+    let _ = dotenvy::dotenv();
+    match std::env::var("DATABASE_URL") {
+        Ok(raw) => DatabaseUrl::parse(&raw),
+        Err(std::env::VarError::NotPresent) => Err(Error::BadUrl {
+            url: "(unset)".into(),
+            reason: "pass --url or set DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/app"
+                .into(),
+        }),
+        // Not shown: it may hold a password, and cannot be printed faithfully anyway.
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::BadUrl {
+            url: "$DATABASE_URL".into(),
+            reason: "it is not valid UTF-8".into(),
+        }),
     }
 }
 

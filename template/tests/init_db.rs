@@ -142,6 +142,65 @@ fn missing_url_says_how_to_give_one() {
     assert_one_clear_line(&out, "\u{0}", "pass --url or set DATABASE_URL");
 }
 
+#[test]
+fn invalid_utf8_in_the_url_is_one_clear_line() {
+    use std::os::unix::ffi::OsStrExt;
+    let raw = std::ffi::OsStr::from_bytes(b"postgres://app:hunter2\xff@127.0.0.1/app");
+    let out = Command::new(env!("CARGO_BIN_EXE_init_db"))
+        .env("DATABASE_URL", raw)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, "hunter2", "$DATABASE_URL: it is not valid UTF-8");
+    let out = Command::new(env!("CARGO_BIN_EXE_init_db"))
+        .arg("--url")
+        .arg(raw)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    // clap refuses it before our code runs, with its usage lines.
+    let all = format!("{}{}", text(&out.stderr), text(&out.stdout));
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("invalid UTF-8"), "{all}");
+    assert!(
+        !all.contains("hunter2") && !all.contains("panicked"),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn app_role_flag_grants_row_access_or_fails_with_nothing_granted() {
+    let db = TestDb::not_created();
+    let url = db.url.expose().to_owned();
+    let out = init_db(&["--url", &url, "--app-role", "no_such_role_for_init_db"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("role \"no_such_role_for_init_db\" does not exist"),
+        "{stderr}"
+    );
+    // pg_monitor exists on every server: a real role to grant to, no cleanup needed
+    // beyond the database, which holds the grants.
+    let out = init_db(&["--url", &url, "--app-role", "pg_monitor"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("roles: pg_monitor may read and write rows"));
+    let mut conn = db.conn().await;
+    #[derive(diesel::QueryableByName)]
+    struct Flag {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        flag: bool,
+    }
+    use diesel_async::RunQueryDsl;
+    let granted: Flag = diesel::sql_query(
+        "SELECT has_table_privilege('pg_monitor', 'tasks', 'INSERT') \
+         AND NOT has_table_privilege('pg_monitor', '__diesel_schema_migrations', 'INSERT') AS flag",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert!(granted.flag);
+}
+
 #[tokio::test]
 async fn volume_seed_uses_the_bulk_path_once() {
     let db = TestDb::not_created();

@@ -76,7 +76,8 @@ async fn connection_killed_mid_bulk_insert_leaves_no_rows_and_the_pool_recovers(
     let kill = async {
         let seen = wait_for(
             &mut killer,
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'INSERT INTO \"tasks\"%' \
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+             AND query LIKE 'INSERT INTO \"tasks\"%' \
              AND state = 'active') AS flag",
             Duration::from_secs(30),
         )
@@ -84,7 +85,7 @@ async fn connection_killed_mid_bulk_insert_leaves_no_rows_and_the_pool_recovers(
         assert!(seen, "the bulk insert never showed up in pg_stat_activity");
         diesel::sql_query(
             "SELECT bool_or(pg_terminate_backend(pid)) AS flag FROM pg_stat_activity \
-             WHERE query LIKE 'INSERT INTO \"tasks\"%' AND pid <> pg_backend_pid()",
+             WHERE datname = current_database() AND query LIKE 'INSERT INTO \"tasks\"%' AND pid <> pg_backend_pid()",
         )
         .get_result::<Flag>(&mut killer)
         .await
@@ -409,7 +410,8 @@ async fn kill_during_slow_migration(db: &TestDb, dir: &common::TempDir) -> Async
     let mut conn = db.conn().await;
     let sleeping = wait_for(
         &mut conn,
-        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(2)%') AS flag",
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+         AND query LIKE 'SELECT pg_sleep(2)%') AS flag",
         Duration::from_secs(30),
     )
     .await;

@@ -64,13 +64,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let _ = dotenvy::dotenv();
-    let raw = args
-        .url
-        .clone()
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .context("no database URL: pass --url or set DATABASE_URL")?;
-    let scratch = Scratch::create(&DatabaseUrl::parse(&raw)?).await?;
+    let url = db::url_from(args.url.as_deref())?;
+    let scratch = Scratch::create(&url).await?;
     let result = bench(&args, &scratch.url).await;
     scratch.drop_now().await?;
     let report = Report {

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use {{crate_name}}::db::{self, DatabaseUrl};
+use {{crate_name}}::db;
 use {{crate_name}}::{migrations, roles, seed};
 
 /// Create the database, run pending migrations and optionally seed demo data.
@@ -43,12 +43,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let _ = dotenvy::dotenv();
-    let raw = match args.url.or_else(|| std::env::var("DATABASE_URL").ok()) {
-        Some(raw) => raw,
-        None => anyhow::bail!("no database URL: pass --url or set DATABASE_URL"),
-    };
-    let url = DatabaseUrl::parse(&raw)?;
+    let url = db::url_from(args.url.as_deref())?;
     let name = url.database();
 
     let created = db::ensure_database(&url).await?;

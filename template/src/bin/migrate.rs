@@ -127,16 +127,7 @@ async fn main() -> ExitCode {
 }
 
 fn url(cli: &Cli) -> anyhow::Result<DatabaseUrl> {
-    let _ = dotenvy::dotenv();
-    let raw = match cli
-        .url
-        .clone()
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-    {
-        Some(raw) => raw,
-        None => bail!("no database URL: pass --url or set DATABASE_URL"),
-    };
-    Ok(DatabaseUrl::parse(&raw)?)
+    Ok(db::url_from(cli.url.as_deref())?)
 }
 
 fn project_dir() -> PathBuf {
