@@ -12,8 +12,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use {{crate_name}}::db::DatabaseUrl;
 use {{crate_name}}::migrations::{self, LOCK_KEY};
 
-const MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
-
 fn migrate(url: Option<&DatabaseUrl>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_migrate"));
     cmd.args(args)
@@ -46,16 +44,7 @@ fn ok(out: Output) -> String {
 
 /// The project's migrations plus `extra` (folder, up.sql, down.sql) in a temp folder.
 fn migrations_with(extra: &[(&str, &str, &str)]) -> TempDir {
-    let dir = TempDir::new("migrations");
-    for entry in std::fs::read_dir(MIGRATIONS).unwrap() {
-        let from = entry.unwrap().path();
-        let to = dir.0.join(from.file_name().unwrap());
-        std::fs::create_dir_all(&to).unwrap();
-        for file in std::fs::read_dir(&from).unwrap() {
-            let file = file.unwrap().path();
-            std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
-        }
-    }
+    let dir = common::copy_of_migrations("migrations");
     for (folder, up, down) in extra {
         add(&dir.0, folder, up, down);
     }

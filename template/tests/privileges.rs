@@ -57,21 +57,16 @@ impl Roles {
 impl Drop for Roles {
     fn drop(&mut self) {
         let names = [self.app.clone(), self.owner.clone()];
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut admin = db::connect(&server_url()).await.unwrap();
-                for name in names {
-                    let _ = admin
-                        .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(&name)))
-                        .await;
-                }
-            });
-        })
-        .join();
+        common::cleanup(async move {
+            let Ok(mut admin) = db::connect(&server_url()).await else {
+                return;
+            };
+            for name in names {
+                let _ = admin
+                    .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(&name)))
+                    .await;
+            }
+        });
     }
 }
 

@@ -368,16 +368,7 @@ fn passwords_never_appear_in_help_or_errors() {
 
 /// Our migrations plus a slow one, in a directory of their own.
 fn migrations_with_slow(metadata: Option<&str>) -> common::TempDir {
-    let dir = common::TempDir::new("killed");
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
-        let from = entry.unwrap().path();
-        let to = dir.0.join(from.file_name().unwrap());
-        std::fs::create_dir_all(&to).unwrap();
-        for file in std::fs::read_dir(&from).unwrap() {
-            let file = file.unwrap().path();
-            std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
-        }
-    }
+    let dir = common::copy_of_migrations("killed");
     let slow = dir.0.join("2099-01-01-000000_slow");
     std::fs::create_dir_all(&slow).unwrap();
     std::fs::write(

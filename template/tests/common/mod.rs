@@ -114,24 +114,29 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let admin = self.admin.clone();
         let name = self.url.database();
-        // Drop runs inside a Tokio runtime: do the async work on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = db::connect(&admin).await {
-                    let sql = format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        quote_ident(&name)
-                    );
-                    let _ = diesel::sql_query(sql).execute(&mut conn).await;
-                }
-            });
-        })
-        .join();
+        cleanup(async move {
+            if let Ok(mut conn) = db::connect(&admin).await {
+                let sql = format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&name)
+                );
+                let _ = diesel::sql_query(sql).execute(&mut conn).await;
+            }
+        });
     }
+}
+
+/// Runs async clean-up from `Drop`, which runs inside a Tokio runtime and so cannot
+/// block on it: the work gets a thread and a runtime of its own.
+pub fn cleanup(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join();
 }
 
 async fn admin_conn(admin: &DatabaseUrl) -> AsyncPgConnection {
@@ -302,6 +307,21 @@ impl TempDir {
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir(path)
     }
+}
+
+/// A copy of the project's migrations in a temp folder, for tests that add their own.
+pub fn copy_of_migrations(label: &str) -> TempDir {
+    let dir = TempDir::new(label);
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+        let from = entry.unwrap().path();
+        let to = dir.0.join(from.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for file in std::fs::read_dir(&from).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
 }
 
 impl Drop for TempDir {
