@@ -157,11 +157,7 @@ pub fn url_from(flag: Option<&str>) -> Result<DatabaseUrl> {
     let _ = dotenvy::dotenv();
     match std::env::var("DATABASE_URL") {
         Ok(raw) => DatabaseUrl::parse(&raw),
-        Err(std::env::VarError::NotPresent) => Err(Error::BadUrl {
-            url: "(unset)".into(),
-            reason: "pass --url or set DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/app"
-                .into(),
-        }),
+        Err(std::env::VarError::NotPresent) => Err(Error::NoUrl),
         // Not shown: it may hold a password, and cannot be printed faithfully anyway.
         Err(std::env::VarError::NotUnicode(_)) => Err(Error::BadUrl {
             url: "$DATABASE_URL".into(),

@@ -21,6 +21,12 @@ pub enum Error {
     /// A foreign key refused the write: the referenced row is missing or still referenced.
     #[error("foreign key violation (constraint {constraint})")]
     ForeignKey { constraint: String },
+    /// No database URL was given, neither as `--url` nor as `DATABASE_URL` (or in `.env`).
+    #[error(
+        "no database URL: pass --url or set DATABASE_URL (a .env file works too), \
+         e.g. postgres://postgres@127.0.0.1:5432/app"
+    )]
+    NoUrl,
     /// The database URL cannot be used; the URL in the message has its password masked.
     #[error("invalid database URL {url}: {reason}")]
     BadUrl { url: String, reason: String },

@@ -139,7 +139,11 @@ fn refused_login_is_one_line_with_password_masked() {
 #[test]
 fn missing_url_says_how_to_give_one() {
     let out = init_db(&[]);
-    assert_one_clear_line(&out, "\u{0}", "pass --url or set DATABASE_URL");
+    assert_one_clear_line(
+        &out,
+        "\u{0}",
+        "no database URL: pass --url or set DATABASE_URL",
+    );
 }
 
 #[test]
