@@ -5,7 +5,8 @@
 //! 65,535-parameter limit, one round trip per chunk, and PostgreSQL plans it once. Each call
 //! runs in one transaction: one bad row fails the whole call with a typed error naming the
 //! constraint, and nothing is written. A model opts in by implementing [`BulkRow`]: it names
-//! its table and lays its rows out as columns; every operation here then works for it.
+//! its table and lays its rows out as columns; every operation here then works for it. Our
+//! models' implementations are in `bulk/rows.rs`.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::Pg;
@@ -17,6 +18,8 @@ use crate::db::quote_ident;
 use crate::models::TaskStatus;
 use crate::schema::sql_types;
 use crate::{Error, Result};
+
+mod rows;
 
 /// Rows per statement: large enough to amortise the round trip, small enough to keep each
 /// statement's memory modest. Every chunk runs in the same transaction.

@@ -391,86 +391,12 @@ impl Task {
     }
 }
 
-impl crate::bulk::BulkRow for NewTask<'_> {
-    const TABLE: &'static str = "tasks";
-
-    fn columns(rows: &[Self]) -> Vec<crate::bulk::Column> {
-        use crate::bulk::{Column, Values};
-        // unnest cannot say DEFAULT per row: fill in the columns' defaults here.
-        vec![
-            Column::new(
-                "owner_id",
-                Values::BigInt(rows.iter().map(|r| r.owner_id).collect()),
-            ),
-            Column::new(
-                "title",
-                Values::Text(rows.iter().map(|r| r.title.as_str().to_owned()).collect()),
-            ),
-            Column::new(
-                "team_id",
-                Values::NullableBigInt(rows.iter().map(|r| r.team_id).collect()),
-            ),
-            Column::new(
-                "parent_id",
-                Values::NullableBigInt(rows.iter().map(|r| r.parent_id).collect()),
-            ),
-            Column::new(
-                "description",
-                Values::NullableText(
-                    rows.iter()
-                        .map(|r| r.description.map(str::to_owned))
-                        .collect(),
-                ),
-            ),
-            Column::new(
-                "status",
-                Values::TaskStatus(
-                    rows.iter()
-                        .map(|r| r.status.unwrap_or(TaskStatus::Todo))
-                        .collect(),
-                ),
-            ),
-            Column::new(
-                "priority",
-                Values::SmallInt(
-                    rows.iter()
-                        .map(|r| r.priority.unwrap_or(Priority::NORMAL).get())
-                        .collect(),
-                ),
-            ),
-            Column::new(
-                "due_date",
-                Values::NullableDate(rows.iter().map(|r| r.due_date).collect()),
-            ),
-        ]
-    }
-}
-
 /// A bulk change to existing tasks, matched by id: status and priority.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskStatusUpdate {
     pub id: i64,
     pub status: TaskStatus,
     pub priority: Priority,
-}
-
-impl crate::bulk::BulkRow for TaskStatusUpdate {
-    const TABLE: &'static str = "tasks";
-
-    fn columns(rows: &[Self]) -> Vec<crate::bulk::Column> {
-        use crate::bulk::{Column, Values};
-        vec![
-            Column::new("id", Values::BigInt(rows.iter().map(|r| r.id).collect())),
-            Column::new(
-                "status",
-                Values::TaskStatus(rows.iter().map(|r| r.status).collect()),
-            ),
-            Column::new(
-                "priority",
-                Values::SmallInt(rows.iter().map(|r| r.priority.get()).collect()),
-            ),
-        ]
-    }
 }
 
 impl Task {

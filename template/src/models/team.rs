@@ -202,24 +202,3 @@ pub struct Membership {
     pub role: Role,
 }
 
-impl crate::bulk::BulkRow for Membership {
-    const TABLE: &'static str = "team_members";
-
-    fn columns(rows: &[Self]) -> Vec<crate::bulk::Column> {
-        use crate::bulk::{Column, Values};
-        vec![
-            Column::new(
-                "team_id",
-                Values::BigInt(rows.iter().map(|r| r.team_id).collect()),
-            ),
-            Column::new(
-                "user_id",
-                Values::BigInt(rows.iter().map(|r| r.user_id).collect()),
-            ),
-            Column::new(
-                "role",
-                Values::Text(rows.iter().map(|r| r.role.as_str().to_owned()).collect()),
-            ),
-        ]
-    }
-}

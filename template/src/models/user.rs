@@ -241,20 +241,3 @@ pub struct UserRow {
     pub display_name: String,
 }
 
-impl crate::bulk::BulkRow for UserRow {
-    const TABLE: &'static str = "users";
-
-    fn columns(rows: &[Self]) -> Vec<crate::bulk::Column> {
-        use crate::bulk::{Column, Values};
-        vec![
-            Column::new(
-                "email",
-                Values::Text(rows.iter().map(|r| r.email.as_str().to_owned()).collect()),
-            ),
-            Column::new(
-                "display_name",
-                Values::Text(rows.iter().map(|r| r.display_name.clone()).collect()),
-            ),
-        ]
-    }
-}
