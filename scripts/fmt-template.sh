@@ -15,13 +15,14 @@ project="$work/fmt-probe"
 status=0
 while IFS= read -r -d '' file; do
   rel=${file#"$project/"}
-  restored=$(sed -e 's/fmt_probe/{{crate_name}}/g' -e 's/fmt-probe/{{project-name}}/g' "$file")
-  if [ "$restored" != "$(cat "$root/template/$rel")" ]; then
+  restore=(sed -e 's/fmt_probe/{{crate_name}}/g' -e 's/fmt-probe/{{project-name}}/g' "$file")
+  # Compared as files, not through $(...), which would drop trailing blank lines.
+  if ! cmp -s <("${restore[@]}") "$root/template/$rel"; then
     if [ "${1:-}" = "--check" ]; then
       echo "not rustfmt-clean: template/$rel"
       status=1
     else
-      printf '%s\n' "$restored" > "$root/template/$rel"
+      "${restore[@]}" > "$root/template/$rel"
       echo "formatted template/$rel"
     fi
   fi

@@ -201,4 +201,3 @@ pub struct Membership {
     pub user_id: i64,
     pub role: Role,
 }
-

@@ -240,4 +240,3 @@ pub struct UserRow {
     pub email: Email,
     pub display_name: String,
 }
-
