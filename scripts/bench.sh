@@ -21,14 +21,7 @@ rm -rf "$parent" && mkdir -p "$parent"
 (cd "$parent" && cargo generate --path "$root" template --name bench-run --silent --vcs none) >/dev/null
 project="$parent/bench-run"
 
-if server=$(pg_resolve); then
-  say "PostgreSQL: $(pg_mask "$server")"
-else
-  cluster=$(mktemp -d /tmp/pg-bench-XXXXXX)
-  trap 'pg_private_stop "$cluster"; rm -rf "$cluster"' EXIT
-  say "no server: starting a private cluster in $cluster"
-  server=$(pg_private_start "$cluster")
-fi
+server_or_private
 
 say "building and running bench ${profile[*]:-(dev build: numbers are not meaningful)}"
 DATABASE_URL=$server cargo run --quiet "${profile[@]}" \

@@ -28,3 +28,16 @@ need_diesel_cli() {
   cargo install diesel_cli --version "$DIESEL_CLI_VERSION" --no-default-features \
     --features "$feature" --locked
 }
+
+# Sets $server: pg_resolve's answer, else a private throwaway cluster, stopped and deleted
+# when the calling script exits (PG_EXTRA_OPTS passes it server settings).
+server_or_private() {
+  if server=$(pg_resolve); then
+    say "PostgreSQL: $(pg_mask "$server")"
+    return 0
+  fi
+  private_cluster=$(mktemp -d /tmp/pg-run-XXXXXX)
+  trap 'pg_private_stop "$private_cluster"; rm -rf "$private_cluster"' EXIT
+  say "no server: starting a private cluster in $private_cluster"
+  server=$(pg_private_start "$private_cluster")
+}

@@ -16,14 +16,7 @@ need_cargo_generate
 need_diesel_cli
 export REQUIRE_DIESEL_CLI=1
 
-if server=$(pg_resolve); then
-  say "PostgreSQL: $(pg_mask "$server")"
-else
-  cluster=$(mktemp -d /tmp/pg-test-XXXXXX)
-  trap 'pg_private_stop "$cluster"; rm -rf "$cluster"' EXIT
-  say "no server: starting a private cluster in $cluster"
-  PG_EXTRA_OPTS="-c fsync=off -c max_connections=200" server=$(pg_private_start "$cluster")
-fi
+PG_EXTRA_OPTS="-c fsync=off -c max_connections=200" server_or_private
 export DATABASE_URL=$server
 # PG_FORCE_PRIVATE chose the server above; the tests pass their own servers explicitly.
 unset PG_FORCE_PRIVATE
