@@ -28,13 +28,21 @@ pub const CHUNK_ROWS: usize = 50_000;
 /// One column's values for every row of a chunk.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Values {
+    /// `bigint NOT NULL`.
     BigInt(Vec<i64>),
+    /// `bigint`, NULL where `None`.
     NullableBigInt(Vec<Option<i64>>),
+    /// `smallint NOT NULL`.
     SmallInt(Vec<i16>),
+    /// `text NOT NULL`.
     Text(Vec<String>),
+    /// `text`, NULL where `None`.
     NullableText(Vec<Option<String>>),
+    /// `date`, NULL where `None`.
     NullableDate(Vec<Option<NaiveDate>>),
+    /// `timestamptz NOT NULL`.
     Timestamptz(Vec<DateTime<Utc>>),
+    /// The `task_status` enum.
     TaskStatus(Vec<TaskStatus>),
 }
 

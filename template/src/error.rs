@@ -13,14 +13,25 @@ pub enum Error {
     NotFound,
     /// A unique constraint refused the row.
     #[error("conflicts with an existing row (constraint {constraint})")]
-    Conflict { constraint: String },
+    Conflict {
+        /// The unique constraint or index, e.g. `users_email_key`.
+        constraint: String,
+    },
     /// A CHECK or NOT NULL constraint, or our own validation before any SQL, refused the
     /// value. Validation names the CHECK constraint that would have refused it.
     #[error("invalid value: {message} (constraint {constraint})")]
-    Invalid { constraint: String, message: String },
+    Invalid {
+        /// The CHECK constraint that refuses the value (`unknown` for NOT NULL, which has none).
+        constraint: String,
+        /// What is wrong, for people.
+        message: String,
+    },
     /// A foreign key refused the write: the referenced row is missing or still referenced.
     #[error("foreign key violation (constraint {constraint})")]
-    ForeignKey { constraint: String },
+    ForeignKey {
+        /// The foreign key constraint, e.g. `tasks_owner_id_fkey`.
+        constraint: String,
+    },
     /// No database URL was given, neither as `--url` nor as `DATABASE_URL` (or in `.env`).
     #[error(
         "no database URL: pass --url or set DATABASE_URL (a .env file works too), \
@@ -29,10 +40,20 @@ pub enum Error {
     NoUrl,
     /// The database URL cannot be used; the URL in the message has its password masked.
     #[error("invalid database URL {url}: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL with its password masked, or where it came from.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The server could not be reached or refused the login.
     #[error("cannot connect to {url}: {reason}")]
-    Connection { url: String, reason: String },
+    Connection {
+        /// The URL with its password masked.
+        url: String,
+        /// Why the connection failed.
+        reason: String,
+    },
     /// Every pooled connection stayed busy for the configured wait (`DATABASE_POOL_TIMEOUT_SECS`).
     #[error(
         "timed out waiting for a pooled connection: all are in use; raise DATABASE_POOL_SIZE \

@@ -4,6 +4,9 @@
 //! Start with [`db::DbConfig::from_env`] and [`db::build_pool`]; every query is an associated
 //! function of the model it returns, taking `&mut AsyncPgConnection`.
 
+// Every public item, fields and variants included, says what it is.
+#![warn(missing_docs)]
+
 pub mod bulk;
 pub mod db;
 pub mod error;
@@ -14,6 +17,7 @@ pub mod migrations;
 pub mod models;
 pub mod reports;
 pub mod roles;
+/// Tables as `diesel print-schema` prints them; regenerate, never edit.
 pub mod schema;
 pub mod seed;
 

@@ -14,7 +14,9 @@ use crate::schema::{tags, task_tags, tasks, users};
 /// A user with their live tasks, each with its tags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserTasks {
+    /// The user.
     pub user: User,
+    /// The user's live tasks, each with its tags, in id order.
     pub tasks: Vec<(Task, Vec<Tag>)>,
 }
 

@@ -78,10 +78,13 @@ pub async fn priority_rank_within_team(conn: &mut AsyncPgConnection) -> Result<V
 /// A row of [`busiest_owners`].
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct OwnerLoad {
+    /// The owner.
     #[diesel(sql_type = BigInt)]
     pub user_id: i64,
+    /// Their display name.
     #[diesel(sql_type = Text)]
     pub display_name: String,
+    /// Their tasks not yet done.
     #[diesel(sql_type = BigInt)]
     pub open_tasks: i64,
 }

@@ -118,16 +118,27 @@ pub struct Applied {
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum Problem {
     /// An applied migration's files changed since it ran.
-    Changed { folder: String },
+    Changed {
+        /// The migration's folder name.
+        folder: String,
+    },
     /// An applied migration has no folder any more.
-    Missing { version: String },
+    Missing {
+        /// The version recorded in the history table.
+        version: String,
+    },
     /// A pending migration sorts before the newest applied one.
     OutOfOrder {
+        /// The pending migration's folder name.
         folder: String,
+        /// The newest applied version, which sorts after it.
         newest_applied: String,
     },
     /// A non-transactional migration failed part-way: fix the database, then `stamp`.
-    Dirty { folder: String },
+    Dirty {
+        /// The migration's folder name.
+        folder: String,
+    },
 }
 
 impl std::fmt::Display for Problem {

@@ -25,10 +25,13 @@ use crate::{Error, Result};
 #[diesel(table_name = bugs, primary_key(task_id), check_for_backend(Pg))]
 #[diesel(belongs_to(Task))]
 pub struct BugDetails {
+    /// The task this bug extends (primary key and foreign key).
     pub task_id: i64,
     /// 1 (critical) to 4 (cosmetic): the `bugs_severity_range` CHECK.
     pub severity: i16,
+    /// Steps to reproduce, if known.
     pub reproduction: Option<String>,
+    /// The version the bug was seen in, if known.
     pub found_in_version: Option<String>,
 }
 
@@ -36,8 +39,10 @@ pub struct BugDetails {
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
 #[diesel(check_for_backend(Pg))]
 pub struct Bug {
+    /// The base `tasks` row.
     #[diesel(embed)]
     pub task: Task,
+    /// The `bugs` row.
     #[diesel(embed)]
     pub details: BugDetails,
 }
@@ -45,8 +50,11 @@ pub struct Bug {
 /// The bug-only part of a new bug.
 #[derive(Debug, Clone)]
 pub struct NewBug<'a> {
+    /// 1 (critical) to 4 (cosmetic).
     pub severity: i16,
+    /// Steps to reproduce, if known.
     pub reproduction: Option<&'a str>,
+    /// The version the bug was seen in, if known.
     pub found_in_version: Option<&'a str>,
 }
 

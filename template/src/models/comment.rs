@@ -15,7 +15,9 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", content = "id", rename_all = "snake_case")]
 pub enum CommentOn {
+    /// Attached to this task id.
     Task(i64),
+    /// Attached to this team id.
     Team(i64),
 }
 
@@ -23,12 +25,19 @@ pub enum CommentOn {
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Serialize)]
 #[diesel(table_name = comments, check_for_backend(Pg))]
 pub struct Comment {
+    /// Primary key.
     pub id: i64,
+    /// The user who wrote it (deleting them is refused while it exists).
     pub author_id: i64,
+    /// Set when attached to a task (exactly one of `task_id`, `team_id` is).
     pub task_id: Option<i64>,
+    /// Set when attached to a team.
     pub team_id: Option<i64>,
+    /// The text, 1 to 10,000 characters.
     pub body: String,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
+    /// Last change, kept by the `updated_at` trigger.
     pub updated_at: DateTime<Utc>,
 }
 

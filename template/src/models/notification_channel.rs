@@ -16,9 +16,21 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Channel {
-    Email { address: Email },
-    Sms { phone: String },
-    Webhook { url: String },
+    /// An email to this address (`kind = 'email'`).
+    Email {
+        /// Validated address.
+        address: Email,
+    },
+    /// A text message (`kind = 'sms'`).
+    Sms {
+        /// Phone number in E.164 form, e.g. `+4915112345678`.
+        phone: String,
+    },
+    /// An HTTPS POST (`kind = 'webhook'`).
+    Webhook {
+        /// The endpoint, `https://` only.
+        url: String,
+    },
 }
 
 impl Channel {
@@ -35,9 +47,13 @@ impl Channel {
 /// A notification channel of a user.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NotificationChannel {
+    /// Primary key.
     pub id: i64,
+    /// The user notified.
     pub user_id: i64,
+    /// Where notifications go, from `kind` and that kind's column.
     pub channel: Channel,
+    /// When it was added.
     pub created_at: DateTime<Utc>,
 }
 

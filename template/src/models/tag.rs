@@ -15,7 +15,9 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Serialize)]
 #[diesel(table_name = tags, check_for_backend(Pg))]
 pub struct Tag {
+    /// Primary key.
     pub id: i64,
+    /// Unique, lowercase letters, digits and dashes.
     pub name: String,
 }
 
@@ -23,6 +25,7 @@ pub struct Tag {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = tags)]
 pub struct NewTag<'a> {
+    /// Lowercase letters, digits and dashes.
     pub name: &'a str,
 }
 
@@ -31,8 +34,11 @@ pub struct NewTag<'a> {
 #[diesel(table_name = task_tags, primary_key(task_id, tag_id))]
 #[diesel(belongs_to(Task), belongs_to(Tag), check_for_backend(Pg))]
 pub struct TaskTag {
+    /// The tagged task.
     pub task_id: i64,
+    /// The tag.
     pub tag_id: i64,
+    /// When the tag was attached.
     pub tagged_at: DateTime<Utc>,
 }
 

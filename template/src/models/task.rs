@@ -23,8 +23,11 @@ use crate::{Error, Result};
 #[diesel(sql_type = sql_types::TaskStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
+    /// Not started (the default).
     Todo,
+    /// Being worked on.
     InProgress,
+    /// Finished.
     Done,
 }
 
@@ -151,17 +154,29 @@ impl FromSql<SmallInt, Pg> for Priority {
 #[diesel(table_name = tasks, check_for_backend(Pg))]
 #[diesel(belongs_to(User, foreign_key = owner_id), belongs_to(Team))]
 pub struct Task {
+    /// Primary key.
     pub id: i64,
+    /// The user who owns it; deleting them deletes it.
     pub owner_id: i64,
+    /// The team it belongs to, if any; deleting the team sets NULL.
     pub team_id: Option<i64>,
+    /// The parent task, for subtasks; deleting the parent deletes it.
     pub parent_id: Option<i64>,
+    /// Validated title, 1 to 200 characters (`tasks_title_length`).
     pub title: Title,
+    /// Free text, if any.
     pub description: Option<String>,
+    /// Workflow state.
     pub status: TaskStatus,
+    /// 1 (highest) to 5 (lowest).
     pub priority: Priority,
+    /// Due date, if any.
     pub due_date: Option<NaiveDate>,
+    /// Checklist items, in order (`text[]`, never NULL elements).
     pub checklist: Vec<String>,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// Last change, kept by the `updated_at` trigger.
     pub updated_at: DateTime<Utc>,
     /// Set by [`Task::soft_delete`]; such tasks are hidden from the default queries.
     pub deleted_at: Option<DateTime<Utc>>,
@@ -172,14 +187,23 @@ pub struct Task {
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = tasks)]
 pub struct NewTask<'a> {
+    /// The owning user.
     pub owner_id: i64,
+    /// Validated title.
     pub title: &'a Title,
+    /// Team, if any.
     pub team_id: Option<i64>,
+    /// Parent task, for subtasks.
     pub parent_id: Option<i64>,
+    /// Free text, if any.
     pub description: Option<&'a str>,
+    /// `None` takes the default, `todo`.
     pub status: Option<TaskStatus>,
+    /// `None` takes the default, 3.
     pub priority: Option<Priority>,
+    /// Due date, if any.
     pub due_date: Option<NaiveDate>,
+    /// `None` takes the default, empty.
     pub checklist: Option<Vec<String>>,
 }
 
@@ -205,13 +229,21 @@ impl<'a> NewTask<'a> {
 #[derive(Debug, Clone, Default, AsChangeset)]
 #[diesel(table_name = tasks)]
 pub struct TaskChanges {
+    /// New title.
     pub title: Option<Title>,
+    /// New description; `Some(None)` clears it.
     pub description: Option<Option<String>>,
+    /// New status.
     pub status: Option<TaskStatus>,
+    /// New priority.
     pub priority: Option<Priority>,
+    /// New due date; `Some(None)` clears it.
     pub due_date: Option<Option<NaiveDate>>,
+    /// New checklist.
     pub checklist: Option<Vec<String>>,
+    /// New team; `Some(None)` detaches it.
     pub team_id: Option<Option<i64>>,
+    /// New parent; `Some(None)` makes it a root task.
     pub parent_id: Option<Option<i64>>,
 }
 
@@ -231,8 +263,10 @@ impl TaskChanges {
 /// A task in a subtree, with its depth below the root (the root is 0).
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct TreeTask {
+    /// The task row.
     #[diesel(embed)]
     pub task: Task,
+    /// Levels below the root: 0 for the root itself.
     #[diesel(sql_type = Integer)]
     pub depth: i32,
 }
@@ -394,8 +428,11 @@ impl Task {
 /// A bulk change to existing tasks, matched by id: status and priority.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskStatusUpdate {
+    /// The task to change.
     pub id: i64,
+    /// Its new status.
     pub status: TaskStatus,
+    /// Its new priority.
     pub priority: Priority,
 }
 

@@ -21,9 +21,13 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Serialize)]
 #[diesel(table_name = teams, check_for_backend(Pg))]
 pub struct Team {
+    /// Primary key.
     pub id: i64,
+    /// Unique team name.
     pub name: String,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// Last change, kept by the `updated_at` trigger.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -31,6 +35,7 @@ pub struct Team {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = teams)]
 pub struct NewTeam<'a> {
+    /// Unique team name.
     pub name: &'a str,
 }
 
@@ -38,6 +43,7 @@ pub struct NewTeam<'a> {
 #[derive(Debug, Default, Clone, AsChangeset)]
 #[diesel(table_name = teams)]
 pub struct TeamChanges {
+    /// New name.
     pub name: Option<String>,
 }
 
@@ -46,8 +52,11 @@ pub struct TeamChanges {
 #[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Owns the team (what each role may do is the application's rule).
     Owner,
+    /// Administers the team.
     Admin,
+    /// An ordinary member: the column default.
     Member,
 }
 
@@ -87,9 +96,13 @@ impl FromSql<Text, Pg> for Role {
 #[diesel(table_name = team_members, primary_key(team_id, user_id))]
 #[diesel(belongs_to(Team), belongs_to(User), check_for_backend(Pg))]
 pub struct TeamMember {
+    /// The team.
     pub team_id: i64,
+    /// The member.
     pub user_id: i64,
+    /// The member's role.
     pub role: Role,
+    /// When they joined.
     pub joined_at: DateTime<Utc>,
 }
 
@@ -197,7 +210,10 @@ impl Team {
 /// A membership for bulk writes; upsert it on `(team_id, user_id)` to change roles.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Membership {
+    /// The team.
     pub team_id: i64,
+    /// The member.
     pub user_id: i64,
+    /// The role to give (or change to, on upsert).
     pub role: Role,
 }

@@ -91,8 +91,10 @@ pub struct Preferences {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Theme {
+    /// Light theme (the default).
     #[default]
     Light,
+    /// Dark theme.
     Dark,
 }
 
@@ -115,11 +117,17 @@ impl FromSql<Jsonb, Pg> for Preferences {
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Serialize)]
 #[diesel(table_name = users, check_for_backend(Pg))]
 pub struct User {
+    /// Primary key: internal, never shown outside.
     pub id: i64,
+    /// The id to show outside (URLs, APIs): a random UUID.
     pub public_id: Uuid,
+    /// Validated email, unique ignoring case.
     pub email: Email,
+    /// Typed view of the `preferences` jsonb column.
     pub preferences: Preferences,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// Last change, kept by the `updated_at` trigger.
     pub updated_at: DateTime<Utc>,
     /// Was `name` until the zero-downtime rename in migrations 2025-02-01-*.
     pub display_name: String,
@@ -129,7 +137,9 @@ pub struct User {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = users)]
 pub struct NewUser<'a> {
+    /// Validated email.
     pub email: &'a Email,
+    /// Name to show, 1 to 200 characters.
     pub display_name: &'a str,
 }
 
@@ -137,8 +147,11 @@ pub struct NewUser<'a> {
 #[derive(Debug, Default, Clone, AsChangeset)]
 #[diesel(table_name = users)]
 pub struct UserChanges {
+    /// New email.
     pub email: Option<Email>,
+    /// New display name.
     pub display_name: Option<String>,
+    /// New preferences (replaces the whole object).
     pub preferences: Option<Preferences>,
 }
 
@@ -237,6 +250,8 @@ impl User {
 /// A user row for bulk writes (seeding, imports): owned, so large batches need no borrows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRow {
+    /// Validated email.
     pub email: Email,
+    /// Name to show, 1 to 200 characters.
     pub display_name: String,
 }
