@@ -66,10 +66,15 @@ impl TestDb {
             quote_ident(&name),
             quote_ident(&template)
         );
-        diesel::sql_query(sql)
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
+        // A run of another version of this project on the same server drops templates it
+        // sees as stale; if ours is gone, build it again (idempotent, locked) and retry.
+        if let Err(first) = diesel::sql_query(sql.clone()).execute(&mut conn).await {
+            build_template(admin.clone()).await;
+            diesel::sql_query(sql)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("create test database: {e} (first try: {first})"));
+        }
         TestDb {
             url: admin.with_database(&name),
             admin,
@@ -212,7 +217,9 @@ async fn drop_stale_templates(conn: &mut AsyncPgConnection, current: &str) {
     }
     let pattern = format!("{}\\_tpl\\_%", prefix());
     let stale: Vec<Name> = diesel::sql_query(
-        "SELECT datname::text AS datname FROM pg_database WHERE datname LIKE $1 AND datname <> $2",
+        // Not `_wip`: that is another run's build in progress.
+        "SELECT datname::text AS datname FROM pg_database \
+         WHERE datname LIKE $1 AND datname <> $2 AND datname NOT LIKE '%\\_wip'",
     )
     .bind::<Text, _>(pattern)
     .bind::<Text, _>(current)
