@@ -6,7 +6,7 @@ use std::process::Command;
 use diesel_template_harness::{assert_success, build_lock, cargo, generate, stdout, target_dir};
 
 #[test]
-fn generated_project_builds_lints_formats_and_passes_its_tests() {
+fn generated_project_builds_lints_formats_documents_and_passes_its_tests() {
     let _lock = build_lock();
     let project = generate("my-service", "main");
     cargo(&project, &["build", "--all-targets"]);
@@ -15,6 +15,15 @@ fn generated_project_builds_lints_formats_and_passes_its_tests() {
         &["clippy", "--all-targets", "--", "-D", "warnings"],
     );
     cargo(&project, &["fmt", "--check"]);
+    // Docs are part of the product: broken intra-doc links fail like lints do.
+    let doc = Command::new("cargo")
+        .args(["doc", "--no-deps", "--lib"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .output()
+        .expect("run cargo doc");
+    assert_success("cargo doc", &doc);
     let out = cargo(&project, &["test"]);
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &stdout(&out);
     assert!(text.contains("test result: ok"), "{text}");
