@@ -189,20 +189,13 @@ async fn app_role_flag_grants_row_access_or_fails_with_nothing_granted() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("roles: pg_monitor may read and write rows"));
     let mut conn = db.conn().await;
-    #[derive(diesel::QueryableByName)]
-    struct Flag {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        flag: bool,
-    }
-    use diesel_async::RunQueryDsl;
-    let granted: Flag = diesel::sql_query(
+    let granted = common::flag(
+        &mut conn,
         "SELECT has_table_privilege('pg_monitor', 'tasks', 'INSERT') \
          AND NOT has_table_privilege('pg_monitor', '__diesel_schema_migrations', 'INSERT') AS flag",
     )
-    .get_result(&mut conn)
-    .await
-    .unwrap();
-    assert!(granted.flag);
+    .await;
+    assert!(granted);
 }
 
 #[tokio::test]

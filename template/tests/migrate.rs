@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{TempDir, TestDb};
-use diesel::sql_types::{BigInt, Bool, Text};
+use common::{TempDir, TestDb, table_exists, versions};
+use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use {{crate_name}}::db::DatabaseUrl;
 use {{crate_name}}::migrations::{self, LOCK_KEY};
@@ -56,36 +56,6 @@ fn add(dir: &Path, folder: &str, up: &str, down: &str) {
     std::fs::create_dir_all(&path).unwrap();
     std::fs::write(path.join("up.sql"), up).unwrap();
     std::fs::write(path.join("down.sql"), down).unwrap();
-}
-
-#[derive(diesel::QueryableByName)]
-struct Version {
-    #[diesel(sql_type = Text)]
-    version: String,
-}
-
-async fn versions(conn: &mut AsyncPgConnection) -> Vec<String> {
-    let rows: Vec<Version> = diesel::sql_query(
-        "SELECT version::text AS version FROM __diesel_schema_migrations ORDER BY 1",
-    )
-    .load(conn)
-    .await
-    .unwrap_or_default();
-    rows.into_iter().map(|r| r.version).collect()
-}
-
-async fn table_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
-    #[derive(diesel::QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = Bool)]
-        found: bool,
-    }
-    let row: Found = diesel::sql_query("SELECT to_regclass($1) IS NOT NULL AS found")
-        .bind::<Text, _>(name)
-        .get_result(conn)
-        .await
-        .unwrap();
-    row.found
 }
 
 fn all_versions() -> Vec<String> {

@@ -144,21 +144,13 @@ async fn the_app_role_writes_rows_but_cannot_alter_the_schema() {
     assert!(err.contains("must be owner"), "{err}");
 }
 
-#[derive(diesel::QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    flag: bool,
-}
-
 async fn public_may_create(conn: &mut AsyncPgConnection) -> bool {
-    let row: Flag = diesel::sql_query(
+    common::flag(
+        conn,
         "SELECT EXISTS (SELECT 1 FROM pg_namespace, aclexplode(nspacl) AS acl \
          WHERE nspname = 'public' AND acl.grantee = 0 AND acl.privilege_type = 'CREATE') AS flag",
     )
-    .get_result(conn)
     .await
-    .unwrap();
-    row.flag
 }
 
 #[tokio::test]

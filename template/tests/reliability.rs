@@ -5,8 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestDb, count, user};
-use diesel::sql_types::{BigInt, Bool, Text};
+use common::{TestDb, count, table_exists, user, versions};
 use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use {{crate_name}}::bulk;
@@ -15,18 +14,11 @@ use {{crate_name}}::models::*;
 use {{crate_name}}::schema::tasks;
 use {{crate_name}}::{Error, Result};
 
-#[derive(diesel::QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = Bool)]
-    flag: bool,
-}
-
 /// Polls `sql` (returning `flag`) until true or the deadline passes.
 async fn wait_for(conn: &mut AsyncPgConnection, sql: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        let row: Flag = diesel::sql_query(sql).get_result(conn).await.unwrap();
-        if row.flag {
+        if common::flag(conn, sql).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -83,13 +75,12 @@ async fn connection_killed_mid_bulk_insert_leaves_no_rows_and_the_pool_recovers(
         )
         .await;
         assert!(seen, "the bulk insert never showed up in pg_stat_activity");
-        diesel::sql_query(
+        common::flag(
+            &mut killer,
             "SELECT bool_or(pg_terminate_backend(pid)) AS flag FROM pg_stat_activity \
              WHERE datname = current_database() AND query LIKE 'INSERT INTO \"tasks\"%' AND pid <> pg_backend_pid()",
         )
-        .get_result::<Flag>(&mut killer)
-        .await
-        .unwrap();
+        .await;
     };
     let (result, ()) = tokio::join!(bulk::insert(&mut writer, &rows), kill);
     assert!(
@@ -366,6 +357,9 @@ fn passwords_never_appear_in_help_or_errors() {
     }
 }
 
+/// The version of the slow migration below.
+const SLOW: &str = "20990101000000";
+
 /// Our migrations plus a slow one, in a directory of their own.
 fn migrations_with_slow(metadata: Option<&str>) -> common::TempDir {
     let dir = common::copy_of_migrations("killed");
@@ -412,39 +406,13 @@ async fn kill_during_slow_migration(db: &TestDb, dir: &common::TempDir) -> Async
     conn
 }
 
-async fn recorded(conn: &mut AsyncPgConnection, version: &str) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct Version {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let row: Version = diesel::sql_query(
-        "SELECT count(*) AS n FROM __diesel_schema_migrations WHERE version = $1",
-    )
-    .bind::<Text, _>(version)
-    .get_result(conn)
-    .await
-    .unwrap();
-    row.n
-}
-
-async fn table_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
-    let row: Flag = diesel::sql_query("SELECT to_regclass($1) IS NOT NULL AS flag")
-        .bind::<Text, _>(name)
-        .get_result(conn)
-        .await
-        .unwrap();
-    row.flag
-}
-
 #[tokio::test]
 async fn a_killed_migrator_leaves_the_schema_as_it_was_and_the_next_run_completes() {
     let db = TestDb::empty().await;
     let dir = migrations_with_slow(None);
     let mut conn = kill_during_slow_migration(&db, &dir).await;
-    assert_eq!(
-        recorded(&mut conn, "20990101000000").await,
-        0,
+    assert!(
+        !versions(&mut conn).await.contains(&SLOW.to_owned()),
         "not recorded as applied"
     );
     assert!(
@@ -471,9 +439,8 @@ async fn a_killed_non_transactional_migration_is_dirty_never_applied() {
     let db = TestDb::empty().await;
     let dir = migrations_with_slow(Some("run_in_transaction = false\n"));
     let mut conn = kill_during_slow_migration(&db, &dir).await;
-    assert_eq!(
-        recorded(&mut conn, "20990101000000").await,
-        0,
+    assert!(
+        !versions(&mut conn).await.contains(&SLOW.to_owned()),
         "never recorded as applied"
     );
     assert!(
@@ -496,5 +463,5 @@ async fn a_killed_non_transactional_migration_is_dirty_never_applied() {
     assert!(!again.status.success());
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("stamp"), "refuses until repaired: {err}");
-    assert_eq!(recorded(&mut conn, "20990101000000").await, 0);
+    assert!(!versions(&mut conn).await.contains(&SLOW.to_owned()));
 }

@@ -9,7 +9,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{BigInt, Bool, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use {{crate_name}}::db::{self, DatabaseUrl, DbConfig, Pool, quote_ident};
 use {{crate_name}}::migrations;
@@ -302,6 +302,49 @@ pub async fn count(conn: &mut AsyncPgConnection, table: &str) -> i64 {
         .await
         .expect("count rows");
     n
+}
+
+/// One boolean, selected `AS flag`.
+#[derive(diesel::QueryableByName)]
+pub struct Flag {
+    /// The value.
+    #[diesel(sql_type = Bool)]
+    pub flag: bool,
+}
+
+/// Runs `sql`, a query selecting one boolean `AS flag`, and returns it.
+pub async fn flag(conn: &mut AsyncPgConnection, sql: &str) -> bool {
+    let row: Flag = diesel::sql_query(sql)
+        .get_result(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    row.flag
+}
+
+/// Whether a table (any relation) of this name exists.
+pub async fn table_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
+    let row: Flag = diesel::sql_query("SELECT to_regclass($1) IS NOT NULL AS flag")
+        .bind::<Text, _>(name)
+        .get_result(conn)
+        .await
+        .unwrap();
+    row.flag
+}
+
+/// Versions in diesel's history table, sorted; none when the table does not exist yet.
+pub async fn versions(conn: &mut AsyncPgConnection) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let rows: Vec<Version> = diesel::sql_query(
+        "SELECT version::text AS version FROM __diesel_schema_migrations ORDER BY 1",
+    )
+    .load(conn)
+    .await
+    .unwrap_or_default();
+    rows.into_iter().map(|r| r.version).collect()
 }
 
 /// A folder of its own under the system temp dir, removed when dropped.
