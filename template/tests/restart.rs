@@ -79,18 +79,30 @@ async fn calls_fail_cleanly_during_a_restart_and_recover_without_restarting_the_
     config.wait_timeout = Duration::from_secs(2);
     let pool = db::build_pool(&config).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    let restarted = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
+    // Workers with a success before the stop, and after the restart.
+    let ready = Arc::new(AtomicUsize::new(0));
+    let recovered = Arc::new(AtomicUsize::new(0));
 
-    // Each worker inserts users in a loop, keeping the result of every call.
+    // Each worker inserts users in a loop, counting itself once in each phase it succeeds in.
     let workers: Vec<_> = (0..50)
         .map(|worker| {
-            let (pool, stop, failures) = (pool.clone(), stop.clone(), failures.clone());
+            let (pool, stop, restarted, failures, ready, recovered) = (
+                pool.clone(),
+                stop.clone(),
+                restarted.clone(),
+                failures.clone(),
+                ready.clone(),
+                recovered.clone(),
+            );
             tokio::spawn(async move {
-                let mut last_ok = None;
+                let (mut was_ready, mut did_recover) = (false, false);
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     let email = Email::parse(&format!("w{worker}-{n}@example.com")).unwrap();
+                    let after_restart = restarted.load(Ordering::Relaxed);
                     let result = async {
                         let mut conn = pool.get().await?;
                         let new = NewUser {
@@ -101,19 +113,27 @@ async fn calls_fail_cleanly_during_a_restart_and_recover_without_restarting_the_
                     }
                     .await;
                     match result {
-                        Ok(_) => last_ok = Some(Instant::now()),
+                        Ok(_) if after_restart && !did_recover => {
+                            did_recover = true;
+                            recovered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) if !was_ready => {
+                            was_ready = true;
+                            ready.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
                         Err(_) => {
                             failures.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
                 }
-                last_ok
             })
         })
         .collect();
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all_ready = eventually(|| ready.load(Ordering::Relaxed) == 50).await;
+    assert!(all_ready, "every worker succeeds before the restart");
     assert_eq!(
         failures.load(Ordering::Relaxed),
         0,
@@ -121,25 +141,30 @@ async fn calls_fail_cleanly_during_a_restart_and_recover_without_restarting_the_
     );
     let stopped = pg_sh(&["stop", dir.to_str().unwrap()]);
     assert!(stopped.status.success());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let felt = eventually(|| failures.load(Ordering::Relaxed) > 0).await;
     start();
-    let back = Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    restarted.store(true, Ordering::Relaxed);
+    let all_back = eventually(|| recovered.load(Ordering::Relaxed) == 50).await;
     stop.store(true, Ordering::Relaxed);
-
-    let mut recovered = 0;
     for worker in workers {
-        let last_ok = worker.await.expect("a worker panicked");
-        if last_ok.is_some_and(|at| at > back) {
-            recovered += 1;
-        }
+        worker.await.expect("a worker panicked");
     }
+    assert!(felt, "the restart was felt as errors");
     assert!(
-        failures.load(Ordering::Relaxed) > 0,
-        "the restart was felt as errors"
+        all_back,
+        "every worker succeeded again after the restart: {} of 50",
+        recovered.load(Ordering::Relaxed)
     );
-    assert_eq!(
-        recovered, 50,
-        "every worker succeeded again after the restart"
-    );
+}
+
+/// Polls `done` until it holds or 30 s pass; says which.
+async fn eventually(done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
