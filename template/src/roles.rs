@@ -13,8 +13,8 @@ use crate::migrations::HISTORY_DDL;
 
 /// Grants `app_role` row access (SELECT, INSERT, UPDATE, DELETE) to every table and
 /// sequence in `public`, now and in future migrations run by the connected (owner) role,
-/// and read-only access to the migration history (created here if missing). `app_role` must exist; creating roles
-/// and their passwords is left to whoever administers the server.
+/// and read-only access to the migration history (created here if missing). `app_role`
+/// must exist; creating roles and their passwords is left to whoever administers the server.
 pub async fn grant_app_role(conn: &mut AsyncPgConnection, app_role: &str) -> Result<()> {
     let role = quote_ident(app_role);
     let statements = [
