@@ -82,10 +82,16 @@ pub fn generate(name: &str, label: &str) -> PathBuf {
 
 /// Runs `cargo <args>` in `dir` with the shared target dir; panics with its output on failure.
 pub fn cargo(dir: &Path, args: &[&str]) -> Output {
+    cargo_with(dir, args, &[])
+}
+
+/// [`cargo`] with extra environment variables.
+pub fn cargo_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = Command::new("cargo")
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target_dir())
+        .envs(env.iter().copied())
         .output()
         .expect("run cargo");
     assert_success(&format!("cargo {}", args.join(" ")), &out);

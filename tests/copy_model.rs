@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use diesel_template_harness::{
-    assert_success, build_lock, database_url, generate, repo_root, target_dir, with_database,
+    assert_success, build_lock, cargo_with, database_url, generate, repo_root, with_database,
 };
 
 /// The dependencies the user model and `error.rs` need, as the generated manifest pins them.
@@ -150,12 +150,5 @@ fn the_user_model_copied_into_a_bare_project_migrates_builds_and_works() {
     assert!(printed.contains("users (id)"), "{printed}");
 
     // Builds with nothing else from the template, and works against the database.
-    let out = Command::new("cargo")
-        .args(["test", "--quiet"])
-        .current_dir(&app)
-        .env("CARGO_TARGET_DIR", target_dir())
-        .env("DATABASE_URL", &database.0)
-        .output()
-        .expect("run cargo");
-    assert_success("cargo test in the app with the copied model", &out);
+    cargo_with(&app, &["test", "--quiet"], &[("DATABASE_URL", &database.0)]);
 }

@@ -1,9 +1,11 @@
-//! The generated project builds, lints, formats and passes its own tests, links no libpq,
-//! and works for every kind of name cargo-generate accepts.
+//! The generated project builds, lints, formats, documents and passes its own tests, links
+//! no libpq, and works for every kind of name cargo-generate accepts.
 
 use std::process::Command;
 
-use diesel_template_harness::{assert_success, build_lock, cargo, generate, stdout, target_dir};
+use diesel_template_harness::{
+    assert_success, build_lock, cargo, cargo_with, generate, stdout, target_dir,
+};
 
 #[test]
 fn generated_project_builds_lints_formats_documents_and_passes_its_tests() {
@@ -16,14 +18,11 @@ fn generated_project_builds_lints_formats_documents_and_passes_its_tests() {
     );
     cargo(&project, &["fmt", "--check"]);
     // Docs are part of the product: broken intra-doc links fail like lints do.
-    let doc = Command::new("cargo")
-        .args(["doc", "--no-deps", "--lib"])
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", target_dir())
-        .env("RUSTDOCFLAGS", "-D warnings")
-        .output()
-        .expect("run cargo doc");
-    assert_success("cargo doc", &doc);
+    cargo_with(
+        &project,
+        &["doc", "--no-deps", "--lib"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    );
     let out = cargo(&project, &["test"]);
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &stdout(&out);
     assert!(text.contains("test result: ok"), "{text}");
