@@ -2,7 +2,8 @@
 //! database that is built once per migration set and shared by every test process.
 //!
 //! The server comes from `DATABASE_URL` (also read from `.env`), else
-//! `postgres://postgres@127.0.0.1:5432/postgres`; `scripts/pg.sh start DIR` starts a private one and prints its URL.
+//! `postgres://postgres@127.0.0.1:5432/postgres`; `scripts/pg.sh start DIR` starts a
+//! private one and prints its URL.
 
 #![allow(dead_code)] // each test file uses its own part of this module
 
