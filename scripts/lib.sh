@@ -1,8 +1,8 @@
-# Shared by the repository's scripts: tool installation and the database resolution of
-# template/scripts/pg.sh (the generated project's own copy, so both agree).
+# Shared by the template repository's own scripts (test.sh, quickstart.sh): the tools their
+# checks need, installed when missing, and the database resolution of scripts/pg.sh.
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-. "$root/template/scripts/pg.sh"
+. "$root/scripts/pg.sh"
 
 # Newest releases that build on rustc 1.95.
 CARGO_GENERATE_VERSION=0.23.7
@@ -29,15 +29,19 @@ need_diesel_cli() {
     --features "$feature" --locked
 }
 
-# Sets $server: pg_resolve's answer, else a private throwaway cluster, stopped and deleted
-# when the calling script exits (PG_EXTRA_OPTS passes it server settings).
-server_or_private() {
-  if server=$(pg_resolve); then
-    say "PostgreSQL: $(pg_mask "$server")"
-    return 0
+# Copies the checkout's own files into DIR, the folder to generate from: cargo-generate
+# --path copies the whole folder before it applies its ignore list, and a built target/ is
+# gigabytes. In a git checkout that is what git tracks plus new files it does not ignore
+# (uncommitted changes included); otherwise everything but target/.
+stage_template() {
+  local dest=$1
+  mkdir -p "$dest"
+  if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+    (cd "$root" && git ls-files -z --cached --others --exclude-standard |
+      while IFS= read -r -d '' file; do
+        [ -e "$file" ] && printf '%s\0' "$file" # tracked but deleted: not there to copy
+      done | tar --null -T - -cf -) | tar -C "$dest" -xf -
+  else
+    tar -C "$root" --exclude=./target -cf - . | tar -C "$dest" -xf -
   fi
-  private_cluster=$(mktemp -d /tmp/pg-run-XXXXXX)
-  trap 'pg_private_stop "$private_cluster"; rm -rf "$private_cluster"' EXIT
-  say "no server: starting a private cluster in $private_cluster"
-  server=$(pg_private_start "$private_cluster")
 }

@@ -23,10 +23,12 @@ need_cargo_generate
 say "generating $name into $dir"
 staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
-(cd "$staging" && cargo generate --path "$root" template --name "$name" --silent) >/dev/null
+stage_template "$staging/source"
+mkdir "$staging/out"
+(cd "$staging/out" && cargo generate --path "$staging/source" --name "$name" --silent) >/dev/null
 mkdir -p "$(dirname "$dir")"
 rmdir "$dir" 2>/dev/null || true
-mv "$staging"/*/ "$dir"
+mv "$staging"/out/*/ "$dir"
 dir=$(cd "$dir" && pwd)
 crate=$(sed -n 's/^name = "\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1 | tr - _)
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: the harness's own checks, then (from the harness tests) the
-# generated project's build, clippy, fmt check and tests, all against PostgreSQL.
+# The whole test suite of this repository: the application's format, lint and doc checks and
+# its tests, then the template checks (tests/template_*.rs: generation under several names,
+# quickstart, copying a model), all against PostgreSQL.
 #
 #   scripts/test.sh [cargo test args...]
 #
 # The server: DATABASE_URL, else 127.0.0.1:5432, else a private throwaway cluster stopped
 # at the end (PG_FORCE_PRIVATE=1 forces it). One CARGO_TARGET_DIR (default target/) serves
-# the harness and every generated project, so dependencies compile once.
+# the application and every generated project, so dependencies compile once.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$root"
@@ -14,17 +15,19 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 
 need_cargo_generate
 need_diesel_cli
-export REQUIRE_DIESEL_CLI=1
+# Installed above: the checks that need them fail instead of skipping.
+export REQUIRE_DIESEL_CLI=1 REQUIRE_CARGO_GENERATE=1
 
-PG_EXTRA_OPTS="-c fsync=off -c max_connections=200" server_or_private
+PG_EXTRA_OPTS="-c fsync=off -c max_connections=200" pg_server_or_private
 export DATABASE_URL=$server
 # PG_FORCE_PRIVATE chose the server above; the tests pass their own servers explicitly.
 unset PG_FORCE_PRIVATE
 
-say "harness: fmt, clippy"
+say "fmt, clippy, doc"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-scripts/fmt-template.sh --check
+# Docs are part of the product: a broken intra-doc link fails like a lint.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --quiet
 
-say "tests (the generated project's build and tests run inside them)"
+say "tests (the template checks generate, build and test projects inside them)"
 cargo test "$@"

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Where a PostgreSQL server comes from, the same way for every script and test:
+#   1. DATABASE_URL, if set;
+#   2. else postgres://postgres@127.0.0.1:5432 if a server answers there;
+#   3. else a private throwaway cluster (initdb + pg_ctl) on a Unix socket in a directory;
+#   4. else a message saying how to install PostgreSQL or set DATABASE_URL.
+# PG_FORCE_PRIVATE=1 skips 1 and 2 (tests of step 3 on machines that have a server).
+# PG_PASSWORD=secret makes a new private cluster require that password (scram-sha-256).
+#
+# As a command:  scripts/pg.sh start DIR   start (or reuse) a private cluster in DIR, print its URL
+#                scripts/pg.sh stop DIR    stop it
+#                scripts/pg.sh url         print the server URL steps 1-2 find, or fail
+# Sourced, it defines pg_resolve, pg_server_or_private, pg_private_start, pg_private_stop and
+# friends.
+
+# Prints the directory holding initdb and pg_ctl, or fails.
+pg_bindir() {
+  if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+    dirname "$(command -v pg_ctl)"
+    return 0
+  fi
+  local dir
+  # Debian/Ubuntu keep server binaries off PATH; Homebrew and source builds elsewhere.
+  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r) \
+             /usr/pgsql-*/bin /usr/local/pgsql/bin /opt/homebrew/opt/postgresql*/bin \
+             /usr/local/opt/postgresql*/bin; do
+    if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then
+      echo "$dir"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# True if a PostgreSQL server accepts connections at HOST:PORT.
+pg_answers() {
+  local host=$1 port=$2
+  if command -v pg_isready >/dev/null 2>&1; then
+    pg_isready -q -h "$host" -p "$port" -t 3
+  else
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+  fi
+}
+
+# The account that owns a private cluster: ourselves, or when root (initdb refuses root)
+# the `postgres` account, else `nobody`.
+pg_cluster_user() {
+  if [ "$(id -u)" -ne 0 ]; then
+    id -un
+  elif id postgres >/dev/null 2>&1; then
+    echo postgres
+  else
+    echo nobody
+  fi
+}
+
+# Runs a command as the cluster's account.
+pg_as_owner() {
+  local user
+  user=$(pg_cluster_user)
+  if [ "$user" = "$(id -un)" ]; then
+    "$@"
+  elif command -v runuser >/dev/null 2>&1; then
+    runuser -u "$user" -- "$@"
+  else
+    su -s /bin/sh "$user" -c "$(printf '%q ' "$@")"
+  fi
+}
+
+# Starts a private cluster in DIR (created if needed; reused if already initialised)
+# and prints its server URL. Socket only: nothing listens on TCP.
+pg_private_start() {
+  local dir=$1 bindir
+  if ! bindir=$(pg_bindir); then
+    pg_no_server_help
+    return 1
+  fi
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  if [ ${#dir} -gt 90 ]; then
+    echo "pg.sh: $dir is too long for a Unix socket path (90 characters at most)" >&2
+    return 1
+  fi
+  if [ "$(id -u)" -eq 0 ]; then
+    chown "$(pg_cluster_user)" "$dir"
+    if ! pg_as_owner test -w "$dir"; then
+      echo "pg.sh: $(pg_cluster_user) cannot reach $dir (initdb refuses to run as root); use a directory under /tmp" >&2
+      return 1
+    fi
+  fi
+  local auth=(-A trust) userinfo=postgres
+  if [ -n "${PG_PASSWORD:-}" ]; then
+    # A cluster that checks passwords, e.g. to test what a wrong one does.
+    printf '%s\n' "$PG_PASSWORD" >"$dir/pwfile"
+    [ "$(id -u)" -ne 0 ] || chown "$(pg_cluster_user)" "$dir/pwfile"
+    auth=(-A scram-sha-256 --pwfile="$dir/pwfile")
+    userinfo="postgres:$PG_PASSWORD"
+  fi
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    pg_as_owner "$bindir/initdb" -D "$dir/data" -U postgres "${auth[@]}" -E UTF8 --locale=C \
+      --no-sync >"$dir/initdb.log" 2>&1 || {
+      echo "pg.sh: initdb failed, see $dir/initdb.log" >&2
+      return 1
+    }
+  fi
+  if ! pg_as_owner "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-c listen_addresses='' -c unix_socket_directories='$dir' -p 5432 ${PG_EXTRA_OPTS:-}" \
+      start >/dev/null || {
+      echo "pg.sh: the private cluster did not start, see $dir/server.log" >&2
+      return 1
+    }
+  fi
+  # The socket directory, percent-encoded, is the host: libpq and tokio-postgres agree.
+  rm -f "$dir/pwfile"
+  echo "postgres://$userinfo@${dir//\//%2F}:5432/postgres"
+}
+
+# Stops the private cluster in DIR, if one runs there.
+pg_private_stop() {
+  local dir=$1 bindir
+  bindir=$(pg_bindir) || return 0
+  [ -f "$dir/data/PG_VERSION" ] || return 0
+  pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+pg_no_server_help() {
+  cat >&2 <<'MSG'
+No PostgreSQL server found: DATABASE_URL is unset, nothing answers at 127.0.0.1:5432,
+and PostgreSQL's server binaries (initdb, pg_ctl) are not installed. Either
+  - set DATABASE_URL=postgres://USER:PASSWORD@HOST:PORT/DBNAME, or
+  - install PostgreSQL: apt install postgresql | dnf install postgresql-server |
+    brew install postgresql@16, then run this again.
+MSG
+}
+
+# Prints the server URL of steps 1-2, or fails.
+pg_resolve() {
+  if [ "${PG_FORCE_PRIVATE:-0}" = 1 ]; then
+    return 1
+  fi
+  if [ -n "${DATABASE_URL:-}" ]; then
+    echo "$DATABASE_URL"
+  elif pg_answers 127.0.0.1 5432; then
+    echo "postgres://postgres@127.0.0.1:5432/postgres"
+  else
+    return 1
+  fi
+}
+
+# The project's default database name: Cargo.toml's package name with - as _.
+pg_package_db() {
+  awk -F'"' '/^\[/ { section = $0 } section == "[package]" && /^name *=/ { gsub(/-/, "_", $2); print $2; exit }' Cargo.toml
+}
+
+# For the project scripts: unless the arguments carry --url, DATABASE_URL is set or .env
+# has it, exports DATABASE_URL for the server steps 1-2 find, with database DBNAME.
+# Never fails: without a server the binaries say themselves what is missing.
+pg_default_url() {
+  local db=$1 arg server
+  shift
+  for arg in "$@"; do
+    case "$arg" in --url | --url=*) return 0 ;; esac
+  done
+  if [ -n "${DATABASE_URL:-}" ] || grep -qs '^DATABASE_URL=' .env; then
+    return 0
+  fi
+  if server=$(pg_resolve); then
+    DATABASE_URL=$(pg_with_database "$server" "$db")
+    export DATABASE_URL
+  fi
+  return 0
+}
+
+# Replaces the database name of a URL (keeps any ?query).
+pg_with_database() {
+  local url=$1 name=$2 query=""
+  case "$url" in *\?*) query="?${url#*\?}"; url=${url%%\?*} ;; esac
+  local rest=${url#*://}
+  case "$rest" in */*) url="${url%/*}" ;; esac
+  echo "$url/$name$query"
+}
+
+# Masks the password of a URL for printing.
+pg_mask() {
+  sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#' <<<"$1"
+}
+
+# Sets $server: pg_resolve's answer, else a private throwaway cluster, stopped and deleted
+# when the calling script exits (PG_EXTRA_OPTS passes it server settings).
+pg_server_or_private() {
+  if server=$(pg_resolve); then
+    echo "==> PostgreSQL: $(pg_mask "$server")" >&2
+    return 0
+  fi
+  pg_private_dir=$(mktemp -d /tmp/pg-run-XXXXXX)
+  trap 'pg_private_stop "$pg_private_dir"; rm -rf "$pg_private_dir"' EXIT
+  echo "==> no server: starting a private cluster in $pg_private_dir" >&2
+  server=$(pg_private_start "$pg_private_dir")
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  case "${1:-}" in
+    start) pg_private_start "${2:?usage: pg.sh start DIR}" ;;
+    stop) pg_private_stop "${2:?usage: pg.sh stop DIR}" ;;
+    url) pg_resolve || { pg_no_server_help; exit 1; } ;;
+    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  esac
+fi

@@ -1,0 +1,104 @@
+//! `init_db`: create the database if missing, apply pending migrations, optionally seed
+//! demo data. Safe to run again: the second run changes nothing.
+
+use std::process::ExitCode;
+
+use app::db;
+use app::{migrations, roles, seed};
+use clap::Parser;
+
+/// Create the database, run pending migrations and optionally seed demo data.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Database URL, e.g. postgres://user:password@localhost:5432/app
+    /// [default: $DATABASE_URL, also read from .env]
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Insert demo users, teams, tasks and tags (skipped when already present).
+    #[arg(long)]
+    seed: bool,
+    /// With --seed: also this many generated users, through the bulk path.
+    #[arg(long, value_name = "N", requires = "seed", default_value_t = 0)]
+    users: usize,
+    /// With --seed and --users: this many generated tasks spread over those users.
+    #[arg(long, value_name = "M", requires = "users", default_value_t = 0)]
+    tasks: usize,
+    /// After migrating, grant this existing role row access (no schema changes) to every
+    /// table, now and in later migrations run by the same owner. See docs/security.md.
+    #[arg(long, value_name = "ROLE")]
+    app_role: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("init_db: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let url = db::url_from(args.url.as_deref())?;
+    let name = url.database();
+
+    let created = db::ensure_database(&url).await?;
+    println!(
+        "database {name}: {} ({url})",
+        if created { "created" } else { "exists" }
+    );
+
+    let applied = migrations::run_pending(&url).await?;
+    if applied.is_empty() {
+        println!("migrations: up to date");
+    } else {
+        println!(
+            "migrations: applied {}: {}",
+            applied.len(),
+            applied.join(", ")
+        );
+    }
+
+    let mut conn = db::connect(&url).await?;
+    if let Some(role) = &args.app_role {
+        roles::grant_app_role(&mut conn, role).await?;
+        println!("roles: {role} may read and write rows, not change the schema");
+    }
+    if args.seed {
+        match seed::demo(&mut conn).await? {
+            seed::Seeded::Inserted => println!("seed: demo data inserted"),
+            seed::Seeded::AlreadyPresent => {
+                println!("seed: demo data already present, nothing written")
+            }
+        }
+    }
+    if args.users > 0 {
+        let bar = indicatif::ProgressBar::new((args.users + args.tasks) as u64);
+        bar.set_style(indicatif::ProgressStyle::with_template(
+            "seed: {bar:40} {pos}/{len} rows ({per_sec}, eta {eta})",
+        )?);
+        let mut step = |rows: usize| bar.inc(rows as u64);
+        let outcome = seed::volume(&mut conn, args.users, args.tasks, &mut step).await;
+        bar.finish_and_clear();
+        match outcome? {
+            seed::Seeded::Inserted => {
+                println!(
+                    "seed: {} users and {} tasks inserted",
+                    args.users, args.tasks
+                )
+            }
+            seed::Seeded::AlreadyPresent => {
+                println!("seed: volume data already present, nothing written")
+            }
+        }
+    }
+    println!("tables:");
+    for (table, rows) in db::table_counts(&mut conn).await? {
+        println!("  {table:<22} {rows:>8} rows");
+    }
+    Ok(())
+}

@@ -1,0 +1,462 @@
+//! `migrate`: the guide's migrate.sh workflow on Diesel migrations, with a lock, checksums,
+//! timeouts, previews and checks. `migrate --help` and `migrate <verb> --help` explain each.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use app::db::{self, DatabaseUrl};
+use app::migrations::{self, Migrator, Target, parse_duration};
+use clap::{Parser, Subcommand};
+
+/// Create, apply, revert and check database migrations (diesel_cli's folder format).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Database URL [default: $DATABASE_URL, also read from .env]
+    #[arg(long, global = true, value_name = "URL")]
+    url: Option<String>,
+    /// Read migrations from this folder instead of those compiled into the binary.
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// lock_timeout for each migration (e.g. 5s); metadata.toml may override it.
+    #[arg(long, global = true, default_value = "5s", value_parser = duration)]
+    lock_timeout: Duration,
+    /// statement_timeout for each migration (e.g. 5min, 0 for none).
+    #[arg(long, global = true, default_value = "5min", value_parser = duration)]
+    statement_timeout: Duration,
+    /// How long to wait for another migrate run's lock.
+    #[arg(long, global = true, default_value = "60s", value_parser = duration)]
+    wait: Duration,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Set up migrations/, diesel.toml and the setup migration (safe to repeat).
+    Init,
+    /// Create a new timestamped migration folder with up.sql and down.sql.
+    Create {
+        /// What the migration does, e.g. "add user table".
+        message: String,
+        /// Draft it with `diesel migration generate --diff-schema` (needs diesel_cli).
+        #[arg(long)]
+        autogenerate: bool,
+        /// Mark it run_in_transaction = false (for CREATE INDEX CONCURRENTLY).
+        #[arg(long)]
+        no_transaction: bool,
+    },
+    /// Apply pending migrations: head (default), +N, or up to VERSION.
+    Upgrade {
+        #[arg(default_value = "head")]
+        target: String,
+        /// Print the SQL instead of running it.
+        #[arg(long)]
+        sql: bool,
+        /// pg_dump the database to FILE first.
+        #[arg(long, value_name = "FILE")]
+        backup: Option<PathBuf>,
+        /// Apply a pending migration older than the newest applied one.
+        #[arg(long)]
+        allow_out_of_order: bool,
+    },
+    /// Revert migrations: -1 (default), -N, down to VERSION (kept), or base.
+    Downgrade {
+        #[arg(default_value = "-1", allow_hyphen_values = true)]
+        target: String,
+        /// Print the SQL instead of running it.
+        #[arg(long)]
+        sql: bool,
+    },
+    /// Show the current version and what is pending.
+    Current {
+        /// Exit 1 when migrations are pending or one is dirty (CI, readiness probes).
+        #[arg(long)]
+        check: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List applied migrations: when, how long, checksum state.
+    History {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revert the last N migrations and apply them again.
+    Redo {
+        #[arg(default_value_t = 1)]
+        steps: usize,
+    },
+    /// Record VERSION (or base) as the current state without running SQL.
+    Stamp { version: String },
+    /// Fail on applied migrations whose files changed or vanished, out-of-order or dirty ones.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flag statements that would lock or break a live table (squawk's rules).
+    Lint {
+        /// Do not judge migrations up to and including this version.
+        #[arg(long, value_name = "VERSION", default_value = "20250101000007")]
+        baseline: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// On a scratch database: every migration up, down, up; schema after each down must
+    /// equal the schema before its up; every foreign key indexed.
+    Test,
+    /// On a scratch database: apply everything and compare with src/schema.rs.
+    Check,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("migrate: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn url(cli: &Cli) -> anyhow::Result<DatabaseUrl> {
+    Ok(db::url_from(cli.url.as_deref())?)
+}
+
+fn project_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| ".".into())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = cli
+        .dir
+        .clone()
+        .unwrap_or_else(|| project_dir().join("migrations"));
+    // init and create work on files only, possibly before any migration exists.
+    match &cli.verb {
+        Verb::Init => {
+            init(&dir)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Verb::Create {
+            message,
+            autogenerate,
+            no_transaction,
+        } => {
+            create(&cli, &dir, message, *autogenerate, *no_transaction)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let mut migrator = match &cli.dir {
+        Some(dir) => Migrator::from_dir(dir)?,
+        None => Migrator::embedded()?,
+    };
+    migrator.config.lock_timeout = cli.lock_timeout;
+    migrator.config.statement_timeout = cli.statement_timeout;
+    migrator.config.wait = cli.wait;
+
+    match &cli.verb {
+        Verb::Init | Verb::Create { .. } => {} // handled above
+        Verb::Upgrade {
+            target,
+            sql,
+            backup,
+            allow_out_of_order,
+        } => {
+            let url = url(&cli)?;
+            migrator.config.allow_out_of_order = *allow_out_of_order;
+            let target = Target::parse(target)?;
+            if *sql {
+                let mut conn = db::connect(&url).await?;
+                print!("{}", migrator.upgrade_sql(&mut conn, target).await?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(file) = backup {
+                backup_to(&url, file)?;
+            }
+            let applied = migrator.upgrade(&url, target).await?;
+            if applied.is_empty() {
+                println!("nothing to apply: up to date");
+            }
+            for folder in applied {
+                println!("applied {folder}");
+            }
+        }
+        Verb::Downgrade { target, sql } => {
+            let url = url(&cli)?;
+            let target = Target::parse(target)?;
+            if *sql {
+                let mut conn = db::connect(&url).await?;
+                print!("{}", migrator.downgrade_sql(&mut conn, target).await?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let reverted = migrator.downgrade(&url, target).await?;
+            if reverted.is_empty() {
+                println!("nothing to revert");
+            }
+            for folder in reverted {
+                println!("reverted {folder}");
+            }
+        }
+        Verb::Current { check, json } => {
+            let url = url(&cli)?;
+            let mut conn = db::connect(&url).await?;
+            let applied = migrator.applied(&mut conn).await?;
+            let pending: Vec<String> = migrator
+                .pending(&mut conn)
+                .await?
+                .iter()
+                .map(|m| m.folder.clone())
+                .collect();
+            let dirty = !migrator.dirty(&mut conn).await?.is_empty();
+            let current = applied
+                .last()
+                .map(|a| a.folder.clone().unwrap_or_else(|| a.version.clone()));
+            if *json {
+                let value =
+                    serde_json::json!({"current": current, "pending": pending, "dirty": dirty});
+                println!("{value}");
+            } else {
+                println!(
+                    "current: {}",
+                    current.as_deref().unwrap_or("base (nothing applied)")
+                );
+                match pending.len() {
+                    0 => println!("pending: none"),
+                    n => println!("pending: {n}: {}", pending.join(", ")),
+                }
+                if dirty {
+                    println!(
+                        "dirty: a migration failed part-way outside a transaction (see verify)"
+                    );
+                }
+            }
+            if *check && (!pending.is_empty() || dirty) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Verb::History { json } => {
+            let url = url(&cli)?;
+            let mut conn = db::connect(&url).await?;
+            let applied = migrator.applied(&mut conn).await?;
+            if *json {
+                println!("{}", serde_json::to_string(&applied)?);
+            } else {
+                println!(
+                    "{:<46} {:<20} {:>9}  checksum",
+                    "migration", "applied at (UTC)", "took"
+                );
+                for a in &applied {
+                    let took = a.duration_ms.map_or("-".into(), |ms| format!("{ms} ms"));
+                    let name = a.folder.clone().unwrap_or_else(|| a.version.clone());
+                    println!(
+                        "{name:<46} {:<20} {took:>9}  {}",
+                        a.run_on.format("%Y-%m-%d %H:%M:%S"),
+                        a.state
+                    );
+                }
+            }
+        }
+        Verb::Redo { steps } => {
+            let url = url(&cli)?;
+            for folder in migrator.downgrade(&url, Target::Steps(*steps)).await? {
+                println!("reverted {folder}");
+            }
+            for folder in migrator.upgrade(&url, Target::Steps(*steps)).await? {
+                println!("applied {folder}");
+            }
+        }
+        Verb::Stamp { version } => {
+            let url = url(&cli)?;
+            migrator.stamp(&url, version).await?;
+            println!("stamped {version}: recorded without running SQL");
+        }
+        Verb::Verify { json } => {
+            let url = url(&cli)?;
+            let mut conn = db::connect(&url).await?;
+            let problems = migrator.verify(&mut conn).await?;
+            if *json {
+                println!("{}", serde_json::to_string(&problems)?);
+            } else if problems.is_empty() {
+                println!("verified: every applied migration matches its files");
+            }
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("verify: {p}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Verb::Lint { baseline, json } => {
+            let findings =
+                migrations::lint(migrator.migrations(), Some(&baseline.replace('-', "")));
+            if *json {
+                println!("{}", serde_json::to_string(&findings)?);
+            } else if findings.is_empty() {
+                println!("lint: no findings (migrations after {baseline})");
+            }
+            for f in &findings {
+                if !*json {
+                    println!("{}/up.sql:{}: {}: {}", f.folder, f.line, f.rule, f.message);
+                    if let Some(help) = &f.help {
+                        println!("    help: {help}");
+                    }
+                }
+            }
+            if !findings.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Verb::Test => {
+            let url = url(&cli)?;
+            let failures =
+                migrations::round_trip(&migrator, &url, &mut |line| println!("{line}")).await?;
+            for f in &failures {
+                eprintln!("test: {}: {}", f.folder, f.problem);
+            }
+            if !failures.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("test: every migration reverts cleanly and every foreign key is indexed");
+        }
+        Verb::Check => {
+            let url = url(&cli)?;
+            let drift = migrations::schema_drift(&migrator, &url, &project_dir()).await?;
+            if !drift.is_empty() {
+                eprintln!("check: src/schema.rs differs from the migrated schema:\n{drift}");
+                eprintln!(
+                    "run `diesel print-schema > src/schema.rs` (or `diesel migration run`) to update it"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("check: src/schema.rs matches the migrations");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+const SETUP_FOLDER: &str = "00000000000000_diesel_initial_setup";
+
+fn init(dir: &std::path::Path) -> anyhow::Result<()> {
+    let created =
+        |what: &str, did: bool| println!("{what}: {}", if did { "created" } else { "exists" });
+    let existed = dir.is_dir();
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    created(&dir.display().to_string(), !existed);
+    let config = dir.parent().unwrap_or(dir).join("diesel.toml");
+    let has_config = config.exists();
+    if !has_config {
+        std::fs::write(
+            &config,
+            "[print_schema]\nfile = \"src/schema.rs\"\n\n[migrations_directory]\ndir = \"migrations\"\n",
+        )?;
+    }
+    created(&config.display().to_string(), !has_config);
+    let setup = dir.join(SETUP_FOLDER);
+    let has_setup = setup.join("up.sql").exists();
+    if !has_setup {
+        std::fs::create_dir_all(&setup)?;
+        let embedded = migrations::EMBEDDED
+            .iter()
+            .find(|m| m.folder == SETUP_FOLDER);
+        let (up, down) = embedded
+            .map(|m| (m.up, m.down.unwrap_or("")))
+            .unwrap_or(("-- setup\n", "-- setup\n"));
+        std::fs::write(setup.join("up.sql"), up)?;
+        std::fs::write(setup.join("down.sql"), down)?;
+    }
+    created(&setup.display().to_string(), !has_setup);
+    Ok(())
+}
+
+fn create(
+    cli: &Cli,
+    dir: &std::path::Path,
+    message: &str,
+    autogenerate: bool,
+    no_transaction: bool,
+) -> anyhow::Result<()> {
+    let slug: String = message
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect::<String>()
+        .split('_')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("_");
+    if slug.is_empty() {
+        bail!("the message must contain letters or digits");
+    }
+    if autogenerate {
+        let url = url(cli)?;
+        let status = std::process::Command::new("diesel")
+            .args([
+                "migration",
+                "generate",
+                "--diff-schema",
+                &slug,
+                "--database-url",
+                url.expose(),
+            ])
+            .arg("--migration-dir")
+            .arg(dir)
+            .status();
+        return match status {
+            Ok(s) if s.success() => {
+                println!(
+                    "drafted by diesel --diff-schema: review it (types, defaults, indexes are not diffed), then `migrate lint`"
+                );
+                Ok(())
+            }
+            Ok(s) => bail!("diesel migration generate --diff-schema failed ({s})"),
+            Err(_) => bail!(
+                "--autogenerate needs diesel_cli: cargo install diesel_cli --no-default-features --features postgres"
+            ),
+        };
+    }
+    let stamp = chrono::Utc::now().format("%Y-%m-%d-%H%M%S");
+    let folder = dir.join(format!("{stamp}_{slug}"));
+    if folder.exists() {
+        bail!("{} exists already", folder.display());
+    }
+    std::fs::create_dir_all(&folder).with_context(|| format!("create {}", folder.display()))?;
+    std::fs::write(folder.join("up.sql"), format!("-- {message}\n"))?;
+    std::fs::write(folder.join("down.sql"), format!("-- Undo: {message}\n"))?;
+    if no_transaction {
+        std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n")?;
+    }
+    println!("created {}", folder.display());
+    Ok(())
+}
+
+fn backup_to(url: &DatabaseUrl, file: &std::path::Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new(migrations_tool("pg_dump"))
+        .args(["--format=custom", "--file"])
+        .arg(file)
+        .args(["--dbname", url.expose()])
+        .output()
+        .context("run pg_dump (install PostgreSQL's client tools)")?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).replace(url.expose(), &url.to_string());
+        bail!("backup failed, nothing applied: {}", stderr.trim());
+    }
+    println!(
+        "backup: {} (restore: pg_restore --clean --dbname URL {})",
+        file.display(),
+        file.display()
+    );
+    Ok(())
+}
+
+fn migrations_tool(name: &str) -> String {
+    app::migrations::tool(name)
+}

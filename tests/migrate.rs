@@ -1,0 +1,781 @@
+//! `migrate`, end to end against PostgreSQL: every verb, the lock, atomic failure, checksums,
+//! the round-trip test and the linter. Custom migration sets live in temp folders (`--dir`).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use app::db::DatabaseUrl;
+use app::migrations::{self, LOCK_KEY};
+use common::{TempDir, TestDb, table_exists, versions};
+use diesel::sql_types::BigInt;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+fn migrate(url: Option<&DatabaseUrl>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_migrate"));
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if let Some(url) = url {
+        cmd.args(["--url", url.expose()]);
+    }
+    cmd.output().expect("run migrate")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "migrate failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// The project's migrations plus `extra` (folder, up.sql, down.sql) in a temp folder.
+fn migrations_with(extra: &[(&str, &str, &str)]) -> TempDir {
+    let dir = common::copy_of_migrations("migrations");
+    for (folder, up, down) in extra {
+        add(&dir.0, folder, up, down);
+    }
+    dir
+}
+
+fn add(dir: &Path, folder: &str, up: &str, down: &str) {
+    let path = dir.join(folder);
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("up.sql"), up).unwrap();
+    std::fs::write(path.join("down.sql"), down).unwrap();
+}
+
+fn all_versions() -> Vec<String> {
+    migrations::EMBEDDED
+        .iter()
+        .map(|m| m.folder.split('_').next().unwrap().replace('-', ""))
+        .collect()
+}
+
+#[tokio::test]
+async fn upgrade_current_history_downgrade_redo_and_stamp() {
+    let db = TestDb::empty().await;
+    let url = Some(&db.url);
+    let total = migrations::EMBEDDED.len();
+
+    let out = migrate(url, &["current", "--check"]);
+    assert_eq!(out.status.code(), Some(1), "behind: --check fails");
+    assert!(stdout(&out).contains("base (nothing applied)"));
+
+    let out = ok(migrate(url, &["upgrade", "--sql"]));
+    assert!(
+        out.contains("CREATE TABLE users") && out.contains("SET LOCAL lock_timeout"),
+        "{out}"
+    );
+    let mut conn = db.conn().await;
+    assert!(versions(&mut conn).await.is_empty(), "--sql runs nothing");
+
+    let out = ok(migrate(url, &["upgrade", "+2"]));
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("applied ")).count(),
+        2,
+        "{out}"
+    );
+    let out = ok(migrate(url, &["current", "--json"]));
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pending"].as_array().unwrap().len(), total - 2);
+
+    ok(migrate(url, &["upgrade"]));
+    assert_eq!(versions(&mut conn).await, all_versions());
+    ok(migrate(url, &["current", "--check"]));
+    assert!(ok(migrate(url, &["upgrade"])).contains("up to date"));
+
+    let history: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(migrate(url, &["history", "--json"]))).unwrap();
+    assert_eq!(history.len(), total);
+    assert!(
+        history
+            .iter()
+            .all(|h| h["state"] == "ok" && h["duration_ms"].is_i64())
+    );
+    assert!(ok(migrate(url, &["history"])).contains("create_users"));
+
+    // From here on, steps are counted from the last of the model's own migrations.
+    ok(migrate(url, &["downgrade", "20250101000007"]));
+    let out = ok(migrate(url, &["downgrade"]));
+    assert!(
+        out.contains("reverted 2025-01-01-000007_create_comments"),
+        "{out}"
+    );
+    assert!(!table_exists(&mut conn, "comments").await);
+    let out = ok(migrate(url, &["downgrade", "--sql", "-2"]));
+    assert!(out.contains("DROP TABLE notification_channels") && out.contains("DROP TABLE bugs"));
+    assert!(
+        table_exists(&mut conn, "bugs").await,
+        "--sql reverts nothing"
+    );
+    ok(migrate(url, &["downgrade", "20250101000004"]));
+    assert!(!table_exists(&mut conn, "bugs").await && table_exists(&mut conn, "tags").await);
+    ok(migrate(url, &["upgrade", "20250101000005"]));
+    assert!(table_exists(&mut conn, "bugs").await && !table_exists(&mut conn, "comments").await);
+
+    let out = ok(migrate(url, &["redo"]));
+    assert!(
+        out.contains("reverted 2025-01-01-000005_create_bugs")
+            && out.contains("applied 2025-01-01-000005_create_bugs")
+    );
+
+    ok(migrate(url, &["downgrade", "base"]));
+    assert!(versions(&mut conn).await.is_empty());
+    assert!(!table_exists(&mut conn, "users").await);
+
+    // stamp records without running: the tables stay absent, the versions say otherwise.
+    ok(migrate(url, &["stamp", "20250101000002"]));
+    assert_eq!(versions(&mut conn).await.len(), 3);
+    assert!(!table_exists(&mut conn, "users").await);
+    ok(migrate(url, &["stamp", "base"]));
+    ok(migrate(url, &["upgrade"]));
+    assert_eq!(versions(&mut conn).await, all_versions());
+}
+
+#[tokio::test]
+async fn four_concurrent_upgrades_apply_each_migration_once() {
+    let db = TestDb::empty().await;
+    // A slow extra migration makes the runs overlap.
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_slow",
+        "SELECT pg_sleep(1);\nCREATE TABLE slow_marker (id int);",
+        "DROP TABLE slow_marker;",
+    )]);
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_migrate"))
+            .args([
+                "upgrade",
+                "--url",
+                db.url.expose(),
+                "--dir",
+                dir.0.to_str().unwrap(),
+            ])
+            .env_remove("DATABASE_URL")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Four at once, as when every replica of a service migrates on start-up.
+    let runs: Vec<Output> = (0..4)
+        .map(|_| spawn())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect();
+    for run in &runs {
+        assert!(run.status.success(), "{}", stderr(run));
+    }
+    let mut applied: Vec<String> = runs
+        .iter()
+        .flat_map(|run| {
+            stdout(run)
+                .lines()
+                .filter_map(|l| l.strip_prefix("applied "))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    applied.sort();
+    let mut expected: Vec<String> = migrations::EMBEDDED
+        .iter()
+        .map(|m| m.folder.to_owned())
+        .collect();
+    expected.push("2099-01-01-000000_slow".into());
+    assert_eq!(
+        applied, expected,
+        "each migration applied by exactly one process"
+    );
+    let mut conn = db.conn().await;
+    assert!(table_exists(&mut conn, "slow_marker").await);
+}
+
+#[tokio::test]
+async fn a_waiting_run_gives_up_with_a_clear_message() {
+    let db = TestDb::empty().await;
+    let mut holder = db.conn().await;
+    diesel::sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<BigInt, _>(LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let out = migrate(Some(&db.url), &["upgrade", "--wait", "300ms"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("another migration run holds the lock"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(versions(&mut holder).await.is_empty());
+    // Nothing pending takes no lock: a run while it is held still succeeds.
+    diesel::sql_query("SELECT pg_advisory_unlock($1)")
+        .bind::<BigInt, _>(LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    ok(migrate(Some(&db.url), &["upgrade"]));
+    diesel::sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<BigInt, _>(LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert!(ok(migrate(Some(&db.url), &["upgrade", "--wait", "100ms"])).contains("up to date"));
+}
+
+#[tokio::test]
+async fn a_failing_migration_changes_nothing_and_names_the_statement() {
+    let db = TestDb::new().await;
+    let broken = "CREATE TABLE half_done (id bigint);\nCREATE TABLE broken (owner bigint REFERENCES no_such_table (id));\n";
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_broken",
+        broken,
+        "DROP TABLE broken; DROP TABLE half_done;",
+    )]);
+    let before_schema = migrations::dump_schema(&db.url).unwrap();
+    let mut conn = db.conn().await;
+    let before_versions = versions(&mut conn).await;
+
+    let out = migrate(
+        Some(&db.url),
+        &["upgrade", "--dir", dir.0.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("2099-01-01-000000_broken/up.sql, statement 2 (line 2)"),
+        "{err}"
+    );
+    assert!(err.contains("no_such_table"), "{err}");
+
+    assert!(
+        !table_exists(&mut conn, "half_done").await,
+        "statement 1 rolled back"
+    );
+    assert_eq!(versions(&mut conn).await, before_versions);
+    assert_eq!(migrations::dump_schema(&db.url).unwrap(), before_schema);
+}
+
+#[tokio::test]
+async fn a_failed_migration_outside_a_transaction_is_dirty_not_applied() {
+    let db = TestDb::new().await;
+    let dir = migrations_with(&[]);
+    let folder = dir.0.join("2099-01-01-000000_concurrent_index");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
+    std::fs::write(
+        folder.join("up.sql"),
+        "CREATE INDEX CONCURRENTLY users_name_idx ON users (display_name);\nSELECT * FROM no_such_table;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("down.sql"),
+        "DROP INDEX CONCURRENTLY IF EXISTS users_name_idx;\n",
+    )
+    .unwrap();
+    let dir_arg = dir.0.to_str().unwrap();
+
+    let out = migrate(Some(&db.url), &["upgrade", "--dir", dir_arg]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("statement 2"),
+        "{}",
+        stderr(&out)
+    );
+    let mut conn = db.conn().await;
+    assert!(
+        !versions(&mut conn)
+            .await
+            .contains(&"20990101000000".to_owned()),
+        "never recorded as applied"
+    );
+    let current = migrate(Some(&db.url), &["current", "--check", "--dir", dir_arg]);
+    assert_eq!(current.status.code(), Some(1));
+    assert!(stdout(&current).contains("dirty"), "{}", stdout(&current));
+    let again = migrate(Some(&db.url), &["upgrade", "--dir", dir_arg]);
+    assert!(
+        stderr(&again).contains("stamp"),
+        "refuses until repaired: {}",
+        stderr(&again)
+    );
+
+    // Repair by hand, then stamp records where the schema stands.
+    std::fs::write(
+        folder.join("up.sql"),
+        "CREATE INDEX CONCURRENTLY users_name_idx ON users (display_name);\n",
+    )
+    .unwrap();
+    ok(migrate(
+        Some(&db.url),
+        &["stamp", "20990101000000", "--dir", dir_arg],
+    ));
+    ok(migrate(
+        Some(&db.url),
+        &["current", "--check", "--dir", dir_arg],
+    ));
+}
+
+#[tokio::test]
+async fn lock_timeouts_are_retried_then_reported() {
+    let db = TestDb::new().await;
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_alter_users",
+        "ALTER TABLE users ADD COLUMN nickname TEXT;",
+        "ALTER TABLE users DROP COLUMN nickname;",
+    )]);
+    let mut holder = db.conn().await;
+    diesel::sql_query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    diesel::sql_query("LOCK TABLE users IN ACCESS SHARE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let dir_arg = dir.0.to_str().unwrap();
+    let out = migrate(
+        Some(&db.url),
+        &["upgrade", "--dir", dir_arg, "--lock-timeout", "100ms"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("lock timeout, retry 3"), "retried: {err}");
+    assert!(err.contains("alter_users/up.sql, statement 1"), "{err}");
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    ok(migrate(
+        Some(&db.url),
+        &["upgrade", "--dir", dir_arg, "--lock-timeout", "100ms"],
+    ));
+}
+
+#[tokio::test]
+async fn verify_names_edited_missing_and_out_of_order_migrations() {
+    let db = TestDb::new().await;
+    let dir = migrations_with(&[]);
+    let dir_arg = dir.0.to_str().unwrap();
+    assert!(ok(migrate(Some(&db.url), &["verify", "--dir", dir_arg])).contains("verified"));
+
+    let edited = dir.0.join("2025-01-01-000004_create_tags/up.sql");
+    let text = std::fs::read_to_string(&edited).unwrap();
+    std::fs::write(&edited, text + "\n-- an innocent edit\n").unwrap();
+    let out = migrate(Some(&db.url), &["verify", "--dir", dir_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("2025-01-01-000004_create_tags: changed after it was applied"),
+        "{}",
+        stderr(&out)
+    );
+
+    add(
+        &dir.0,
+        "2024-06-01-000000_late_arrival",
+        "CREATE TABLE late (id int);",
+        "DROP TABLE late;",
+    );
+    std::fs::remove_dir_all(dir.0.join("2025-01-01-000005_create_bugs")).unwrap();
+    let problems: Vec<serde_json::Value> = serde_json::from_str(&stdout(&migrate(
+        Some(&db.url),
+        &["verify", "--json", "--dir", dir_arg],
+    )))
+    .unwrap();
+    let kinds: Vec<_> = problems
+        .iter()
+        .map(|p| p["problem"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["changed", "missing", "out_of_order"],
+        "{problems:?}"
+    );
+    let out = migrate(Some(&db.url), &["upgrade", "--dir", dir_arg]);
+    assert!(
+        stderr(&out).contains("older than the applied"),
+        "upgrade refuses: {}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn migrate_test_passes_our_migrations_and_catches_a_forgotten_index() {
+    let db = TestDb::empty().await;
+    let out = ok(migrate(Some(&db.url), &["test"]));
+    assert!(out.contains("every migration reverts cleanly"), "{out}");
+
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_index_titles",
+        "CREATE INDEX tasks_title_lower_idx ON tasks (lower(title));",
+        "SELECT 1; -- forgets DROP INDEX tasks_title_lower_idx",
+    )]);
+    let out = migrate(Some(&db.url), &["test", "--dir", dir.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("2099-01-01-000000_index_titles: down.sql does not restore the schema"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tasks_title_lower_idx"),
+        "the diff names the index: {err}"
+    );
+    let mut conn = db.conn().await;
+    assert!(
+        versions(&mut conn).await.is_empty(),
+        "the scratch database took the work"
+    );
+}
+
+#[tokio::test]
+async fn migrate_test_requires_an_index_on_every_foreign_key() {
+    let db = TestDb::empty().await;
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_unindexed_fk",
+        "CREATE TABLE reminders (id bigint PRIMARY KEY, task_id bigint REFERENCES tasks (id));",
+        "DROP TABLE reminders;",
+    )]);
+    let out = migrate(Some(&db.url), &["test", "--dir", dir.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("reminders.reminders_task_id_fkey has no index"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn lint_flags_unsafe_ddl_and_honours_a_reasoned_ignore() {
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_index_names",
+        "CREATE INDEX users_name_idx ON users (display_name);",
+        "DROP INDEX users_name_idx;",
+    )]);
+    let dir_arg = dir.0.to_str().unwrap();
+    let out = migrate(None, &["lint", "--dir", dir_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out)
+            .contains("2099-01-01-000000_index_names/up.sql:1: require-concurrent-index-creation"),
+        "{}",
+        stdout(&out)
+    );
+
+    add(
+        &dir.0,
+        "2099-01-01-000000_index_names",
+        "-- squawk-ignore require-concurrent-index-creation -- users is tiny and not yet live\nCREATE INDEX users_name_idx ON users (display_name);",
+        "DROP INDEX users_name_idx;",
+    );
+    assert!(ok(migrate(None, &["lint", "--dir", dir_arg])).contains("no findings"));
+    // Migrations up to the baseline are history: not judged.
+    ok(migrate(
+        None,
+        &["lint", "--dir", dir_arg, "--baseline", "20990101000000"],
+    ));
+}
+
+#[test]
+fn init_and_create_lay_out_diesel_cli_folders() {
+    let project = TempDir::new("project");
+    let dir = project.0.join("migrations");
+    let dir_arg = dir.to_str().unwrap();
+    let out = ok(migrate(None, &["init", "--dir", dir_arg]));
+    assert!(out.contains("created"), "{out}");
+    let again = ok(migrate(None, &["init", "--dir", dir_arg]));
+    assert!(!again.contains("created"), "idempotent: {again}");
+    assert!(project.0.join("diesel.toml").exists());
+
+    let out = ok(migrate(
+        None,
+        &["create", "Add user table!", "--dir", dir_arg],
+    ));
+    let created: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let folder = created
+        .iter()
+        .find(|f| f.ends_with("_add_user_table"))
+        .unwrap_or_else(|| panic!("{created:?} {out}"));
+    assert!(dir.join(folder).join("up.sql").exists() && dir.join(folder).join("down.sql").exists());
+    assert_eq!(
+        folder.len(),
+        "2025-01-01-000000_add_user_table".len(),
+        "diesel_cli's timestamp format"
+    );
+
+    ok(migrate(
+        None,
+        &[
+            "create",
+            "index concurrently",
+            "--no-transaction",
+            "--dir",
+            dir_arg,
+        ],
+    ));
+    let meta = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_index_concurrently"))
+        .unwrap()
+        .join("metadata.toml");
+    assert_eq!(
+        std::fs::read_to_string(meta).unwrap(),
+        "run_in_transaction = false\n"
+    );
+}
+
+#[test]
+fn autogenerate_without_diesel_cli_says_how_to_install_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args([
+            "create",
+            "--autogenerate",
+            "x",
+            "--url",
+            "postgres://u@127.0.0.1/x",
+        ])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cargo install diesel_cli"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn upgrade_backup_writes_a_dump_first() {
+    let db = TestDb::new().await;
+    let file = TempDir::new("backup");
+    let path = file.0.join("before.dump");
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_extra",
+        "CREATE TABLE extra (id int);",
+        "DROP TABLE extra;",
+    )]);
+    let out = ok(migrate(
+        Some(&db.url),
+        &[
+            "upgrade",
+            "--backup",
+            path.to_str().unwrap(),
+            "--dir",
+            dir.0.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        out.contains("backup:") && out.contains("applied 2099-01-01-000000_extra"),
+        "{out}"
+    );
+    assert!(
+        std::fs::metadata(&path).unwrap().len() > 1000,
+        "a real dump"
+    );
+}
+
+#[tokio::test]
+async fn check_compares_schema_rs_with_the_migrations() {
+    if Command::new("diesel").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("REQUIRE_DIESEL_CLI").is_none(),
+            "diesel_cli required"
+        );
+        return;
+    }
+    let db = TestDb::empty().await;
+    assert!(ok(migrate(Some(&db.url), &["check"])).contains("matches"));
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_drift",
+        "ALTER TABLE tags ADD COLUMN color TEXT;",
+        "ALTER TABLE tags DROP COLUMN color;",
+    )]);
+    let out = migrate(Some(&db.url), &["check", "--dir", dir.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("color"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_verb_has_help() {
+    for verb in [
+        "init",
+        "create",
+        "upgrade",
+        "downgrade",
+        "current",
+        "history",
+        "redo",
+        "stamp",
+        "verify",
+        "lint",
+        "test",
+        "check",
+    ] {
+        let out = migrate(None, &[verb, "--help"]);
+        assert!(
+            out.status.success() && stdout(&out).contains("Usage"),
+            "{verb}"
+        );
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Number {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn number(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
+    let row: Number = diesel::sql_query(sql).get_result(conn).await.unwrap();
+    row.n
+}
+
+#[tokio::test]
+async fn zero_downtime_rename_keeps_data_and_both_writers_working() {
+    let db = TestDb::empty().await;
+    let url = Some(&db.url);
+    ok(migrate(url, &["upgrade", "20250101000007"]));
+    let mut conn = db.conn().await;
+    // Rows written before the sequence, more than one backfill batch of them.
+    diesel::sql_query(
+        "INSERT INTO users (email, name) \
+         SELECT 'early' || g || '@example.com', 'Early ' || g FROM generate_series(1, 2500) g",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // Phase 1, expand: old code (name) and new code (display_name) can both write.
+    ok(migrate(url, &["upgrade", "+1"]));
+    diesel::sql_query("INSERT INTO users (email, name) VALUES ('old@example.com', 'Old Writer')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query(
+        "INSERT INTO users (email, display_name) VALUES ('new@example.com', 'New Writer')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let synced = "SELECT count(*) AS n FROM users WHERE email IN ('old@example.com', 'new@example.com') \
+                  AND name = display_name";
+    assert_eq!(
+        number(&mut conn, synced).await,
+        2,
+        "the trigger fills the other column"
+    );
+    assert_eq!(
+        number(
+            &mut conn,
+            "SELECT count(*) AS n FROM users WHERE display_name IS NULL"
+        )
+        .await,
+        2500
+    );
+
+    // Phase 2, backfill in batches.
+    ok(migrate(url, &["upgrade", "+1"]));
+    assert_eq!(
+        number(
+            &mut conn,
+            "SELECT count(*) AS n FROM users WHERE display_name IS NULL"
+        )
+        .await,
+        0
+    );
+
+    // Phase 3: new rows are checked at once, then the column becomes NOT NULL.
+    ok(migrate(url, &["upgrade", "+1"]));
+    let blank = diesel::sql_query(
+        "INSERT INTO users (email, display_name) VALUES ('blank@example.com', '  ')",
+    )
+    .execute(&mut conn)
+    .await
+    .map_err(app::Error::from)
+    .unwrap_err();
+    assert!(
+        matches!(&blank, app::Error::Invalid { constraint, .. } if constraint == "users_display_name_not_blank")
+    );
+    ok(migrate(url, &["upgrade", "+1"]));
+    let not_null = "SELECT count(*) AS n FROM pg_attribute WHERE attrelid = 'users'::regclass \
+                    AND attname = 'display_name' AND attnotnull";
+    assert_eq!(number(&mut conn, not_null).await, 1);
+
+    // Phase 4, contract: the old column is gone, every early row kept its name.
+    ok(migrate(url, &["upgrade"]));
+    let kept = "SELECT count(*) AS n FROM users WHERE email LIKE 'early%' \
+                AND display_name = 'Early ' || substring(email FROM 'early([0-9]+)@')";
+    assert_eq!(number(&mut conn, kept).await, 2500);
+    let user = app::models::User::by_email(&mut conn, "early7@example.com")
+        .await
+        .unwrap();
+    assert_eq!(user.display_name, "Early 7");
+    ok(migrate(url, &["verify"]));
+}
+
+#[tokio::test]
+async fn migrate_test_catches_a_migration_that_loses_early_data() {
+    let db = TestDb::empty().await;
+    // Schema-wise harmless, but it throws away the comment written at an early step.
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_prune_comments",
+        "DELETE FROM comments WHERE created_at < now() + interval '1 day';",
+        "SELECT 1;",
+    )]);
+    let out = migrate(Some(&db.url), &["test", "--dir", dir.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("2025-02-01-000005_users_drop_name: test_expect.sql returned false"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn autogenerate_drafts_a_migration_with_diesel_cli() {
+    if Command::new("diesel").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("REQUIRE_DIESEL_CLI").is_none(),
+            "diesel_cli required"
+        );
+        return;
+    }
+    let db = TestDb::new().await;
+    let dir = TempDir::new("autogen");
+    let out = ok(migrate(
+        Some(&db.url),
+        &[
+            "create",
+            "--autogenerate",
+            "Sync schema",
+            "--dir",
+            dir.0.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains("review it"), "{out}");
+    // diesel also leaves a .diesel_lock behind; count migration folders only.
+    let folders: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("up.sql").exists())
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    assert!(folders[0].join("up.sql").exists() && folders[0].join("down.sql").exists());
+}
