@@ -1,0 +1,313 @@
+//! Connecting: the database URL (masked when shown), pool configuration from the
+//! environment, and creating the database itself.
+
+use std::fmt;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::{Error, Result};
+
+/// A pool of async PostgreSQL connections.
+pub type Pool = DeadPool<AsyncPgConnection>;
+
+/// A validated `postgres://` URL. `Display` masks the password; [`DatabaseUrl::expose`]
+/// gives the real string to the driver and nowhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(url::Url);
+
+/// What a database name must escape in a URL path: all but letters, digits and `-._~`
+/// (RFC 3986's unreserved characters). Escaping `_` too would be valid, but diesel_cli then
+/// creates the database under the escaped name.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl DatabaseUrl {
+    /// Parses and checks a URL: scheme postgres/postgresql and a database name.
+    pub fn parse(raw: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::BadUrl {
+            url: mask(raw),
+            reason: reason.to_owned(),
+        };
+        let parsed = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(bad("the scheme must be postgres:// or postgresql://"));
+        }
+        let url = DatabaseUrl(parsed);
+        if url.database().is_empty() {
+            return Err(bad("no database name in the path (postgres://host/DBNAME)"));
+        }
+        Ok(url)
+    }
+
+    /// The URL with its password, for the driver only: never print it.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The database name from the path, percent-decoded.
+    pub fn database(&self) -> String {
+        let path = self.0.path().trim_start_matches('/');
+        percent_encoding::percent_decode_str(path)
+            .decode_utf8_lossy()
+            .into_owned()
+    }
+
+    /// The same server and credentials, another database (e.g. `postgres` for admin work).
+    pub fn with_database(&self, name: &str) -> Self {
+        let mut url = self.0.clone();
+        let encoded: String = percent_encoding::utf8_percent_encode(name, PATH_SEGMENT).collect();
+        url.set_path(&format!("/{encoded}"));
+        DatabaseUrl(url)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&mask(self.0.as_str()))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// Masks the password of a URL, in the userinfo and in a `password=` query parameter.
+/// Works on strings that do not parse too, so error messages can quote bad input safely.
+pub fn mask(raw: &str) -> String {
+    if let Ok(mut url) = url::Url::parse(raw) {
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        let has_password_param = url.query_pairs().any(|(k, _)| k == "password");
+        if has_password_param {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" { "***".into() } else { v };
+                    (k.into_owned(), v.into_owned())
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        return url.to_string();
+    }
+    // Unparseable: hide everything between "scheme://user:" and the last '@'.
+    match (raw.find("://"), raw.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            let userinfo = &raw[start + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}***{}", &raw[..start + 3 + colon + 1], &raw[at..]),
+                None => raw.to_owned(),
+            }
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// Quotes an SQL identifier (database, table, column name) for the few statements that
+/// cannot take it as a bind parameter, such as `CREATE DATABASE`.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Pool settings, read from the environment (and `.env`).
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// Where to connect.
+    pub url: DatabaseUrl,
+    /// Most connections open at once (`DATABASE_POOL_SIZE`, default 10).
+    pub max_size: usize,
+    /// How long `pool.get()` waits for a free connection (`DATABASE_POOL_TIMEOUT_SECS`, default 5).
+    pub wait_timeout: Duration,
+}
+
+impl DbConfig {
+    /// Reads `DATABASE_URL`, `DATABASE_POOL_SIZE` and `DATABASE_POOL_TIMEOUT_SECS`,
+    /// loading `.env` first if there is one.
+    pub fn from_env() -> Result<Self> {
+        let mut config = Self::new(url_from(None)?);
+        if let Some(size) = env_number("DATABASE_POOL_SIZE")? {
+            config.max_size = size as usize;
+        }
+        if let Some(secs) = env_number("DATABASE_POOL_TIMEOUT_SECS")? {
+            config.wait_timeout = Duration::from_secs(secs);
+        }
+        Ok(config)
+    }
+
+    /// Default settings for a URL.
+    pub fn new(url: DatabaseUrl) -> Self {
+        DbConfig {
+            url,
+            max_size: 10,
+            wait_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The URL given on the command line, else `DATABASE_URL` (also read from `.env`), with
+/// an error that says which is missing or unusable.
+pub fn url_from(flag: Option<&str>) -> Result<DatabaseUrl> {
+    if let Some(raw) = flag {
+        return DatabaseUrl::parse(raw);
+    }
+    let _ = dotenvy::dotenv();
+    match std::env::var("DATABASE_URL") {
+        Ok(raw) => DatabaseUrl::parse(&raw),
+        Err(std::env::VarError::NotPresent) => Err(Error::NoUrl),
+        // Not shown: it may hold a password, and cannot be printed faithfully anyway.
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::BadUrl {
+            url: "$DATABASE_URL".into(),
+            reason: "it is not valid UTF-8".into(),
+        }),
+    }
+}
+
+fn env_number(key: &str) -> Result<Option<u64>> {
+    match std::env::var(key) {
+        Err(_) => Ok(None),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::Pool(format!("{key} must be a whole number, got {value:?}"))),
+    }
+}
+
+/// Builds a pool. Connections open lazily, so this succeeds even while the server is down.
+pub fn build_pool(config: &DbConfig) -> Result<Pool> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.expose());
+    DeadPool::builder(manager)
+        .max_size(config.max_size)
+        .wait_timeout(Some(config.wait_timeout))
+        .create_timeout(Some(config.wait_timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::Pool(e.to_string()))
+}
+
+/// Opens one connection, with an error that names the (masked) URL and the cause.
+pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
+    let err = match AsyncPgConnection::establish(url.expose()).await {
+        Ok(conn) => return Ok(conn),
+        Err(err) => connection_error(url, err),
+    };
+    match err {
+        // diesel-async keeps only tokio-postgres's top line ("error connecting to server");
+        // one more attempt with tokio-postgres itself yields the cause chain.
+        Error::Connection {
+            url: masked,
+            reason,
+        } if reason.starts_with("error ") => {
+            let retry = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await;
+            let reason = retry.err().map_or(reason, |cause| error_chain(&cause));
+            Err(Error::Connection {
+                url: masked,
+                reason,
+            })
+        }
+        other => Err(other),
+    }
+}
+
+/// Turns a driver connection error into ours, with the URL masked.
+pub fn connection_error(url: &DatabaseUrl, err: diesel::ConnectionError) -> Error {
+    let reason = match err {
+        diesel::ConnectionError::BadConnection(msg) => msg,
+        other => other.to_string(),
+    };
+    Error::Connection {
+        url: url.to_string(),
+        reason: reason.trim().to_owned(),
+    }
+}
+
+/// An error and its sources on one line: "error connecting to server: Connection refused".
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line = format!("{line}: {cause}");
+        source = cause.source();
+    }
+    line
+}
+
+#[derive(QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    exists: bool,
+}
+
+/// Creates the database named in `url` if it does not exist; returns whether it created it.
+/// Connects to the `postgres` maintenance database of the same server to do so.
+pub async fn ensure_database(url: &DatabaseUrl) -> Result<bool> {
+    let name = url.database();
+    let admin_url = url.with_database("postgres");
+    let mut admin = connect(&admin_url).await?;
+    let exists = |name: String| {
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+            .bind::<Text, _>(name)
+    };
+    let found: Exists = exists(name.clone()).get_result(&mut admin).await?;
+    if found.exists {
+        return Ok(false);
+    }
+    // CREATE DATABASE takes no bind parameters: the name is quoted instead.
+    let created = diesel::sql_query(format!("CREATE DATABASE {}", quote_ident(&name)))
+        .execute(&mut admin)
+        .await;
+    match created {
+        Ok(_) => Ok(true),
+        // Another process created it between our check and our CREATE: that is fine.
+        Err(err) => {
+            let again: Exists = exists(name).get_result(&mut admin).await?;
+            if again.exists {
+                Ok(false)
+            } else {
+                Err(err.into())
+            }
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct TableName {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
+}
+
+/// Every table of the `public` schema with its exact row count, sorted by name
+/// (Diesel's own bookkeeping table left out).
+pub async fn table_counts(conn: &mut AsyncPgConnection) -> Result<Vec<(String, i64)>> {
+    let tables: Vec<TableName> = diesel::sql_query(
+        "SELECT table_name::text AS table_name FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' \
+         AND table_name NOT LIKE '\\_\\_diesel%' ORDER BY table_name",
+    )
+    .load(conn)
+    .await?;
+    let mut counts = Vec::with_capacity(tables.len());
+    for TableName { table_name } in tables {
+        let sql = format!("SELECT count(*) AS count FROM {}", quote_ident(&table_name));
+        let Count { count } = diesel::sql_query(sql).get_result(conn).await?;
+        counts.push((table_name, count));
+    }
+    Ok(counts)
+}
