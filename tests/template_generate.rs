@@ -29,6 +29,27 @@ fn package_name(project: &Path) -> String {
         .to_owned()
 }
 
+/// Every locked package but the project itself, as `name version`.
+fn locked(project: &Path) -> Vec<String> {
+    let own = package_name(project);
+    let lock = manifest(&project.join("Cargo.lock"));
+    let mut packages: Vec<String> = lock["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"].as_str() != Some(&own))
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    packages.sort();
+    packages
+}
+
 /// `cargo-generate.toml`'s ignore list: the template repository's own files.
 fn ignored() -> Vec<PathBuf> {
     manifest(&root().join("cargo-generate.toml"))["template"]["ignore"]
@@ -156,6 +177,12 @@ fn every_name_style_builds_migrates_seeds_and_passes_its_tests() {
             cargo(&project, &["fmt", "--check"]);
         }
         cargo(&project, &["build", "--all-targets"]);
+        // The build renames the root's own entry in the copied Cargo.lock and keeps its pins.
+        assert_eq!(
+            locked(&project),
+            locked(&root()),
+            "{name}: Cargo.lock drifted"
+        );
 
         let database = TestDb::not_created();
         let out = Command::new(project.join("scripts/init_db.sh"))
