@@ -30,7 +30,7 @@ mkdir -p "$(dirname "$dir")"
 rmdir "$dir" 2>/dev/null || true
 mv "$staging"/out/*/ "$dir"
 dir=$(cd "$dir" && pwd)
-crate=$(sed -n 's/^name = "\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1 | tr - _)
+crate=$(cd "$dir" && pg_package_db)
 
 private=""
 if server=$(pg_resolve); then
