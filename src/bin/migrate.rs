@@ -20,7 +20,7 @@ struct Cli {
     /// Read migrations from this folder instead of those compiled into the binary.
     #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// lock_timeout for each migration (e.g. 5s); metadata.toml may override it.
+    /// lock_timeout for each migration (e.g. 5s); a migration may SET LOCAL its own.
     #[arg(long, global = true, default_value = "5s", value_parser = duration)]
     lock_timeout: Duration,
     /// statement_timeout for each migration (e.g. 5min, 0 for none).
@@ -157,7 +157,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let mut migrator = match &cli.dir {
         Some(dir) => Migrator::from_dir(dir)?,
-        None => Migrator::embedded()?,
+        // `migrate test`'s fixtures are not compiled in: read them from the checkout.
+        None => Migrator::embedded()?.with_fixtures_from(&dir),
     };
     migrator.config.lock_timeout = cli.lock_timeout;
     migrator.config.statement_timeout = cli.statement_timeout;
@@ -317,6 +318,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::Test => {
             let url = url(&cli)?;
+            if !dir.is_dir() {
+                println!(
+                    "test: no {} here: its test_data.sql / test_expect.sql are not compiled in, \
+                     so data survival is not checked (run from the project, or pass --dir)",
+                    dir.display()
+                );
+            }
             let failures =
                 migrations::round_trip(&migrator, &url, &mut |line| println!("{line}")).await?;
             for f in &failures {
@@ -364,11 +372,12 @@ fn init(dir: &std::path::Path) -> anyhow::Result<()> {
     let has_setup = setup.join("up.sql").exists();
     if !has_setup {
         std::fs::create_dir_all(&setup)?;
-        let embedded = migrations::EMBEDDED
-            .iter()
-            .find(|m| m.folder == SETUP_FOLDER);
+        let embedded = Migrator::embedded()?;
         let (up, down) = embedded
-            .map(|m| (m.up, m.down.unwrap_or("")))
+            .migrations()
+            .iter()
+            .find(|m| m.folder == SETUP_FOLDER)
+            .map(|m| (m.up.as_str(), m.down.as_deref().unwrap_or("")))
             .unwrap_or(("-- setup\n", "-- setup\n"));
         std::fs::write(setup.join("up.sql"), up)?;
         std::fs::write(setup.join("down.sql"), down)?;

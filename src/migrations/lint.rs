@@ -33,7 +33,7 @@ pub fn lint(migrations: &[Migration], baseline: Option<&str>) -> Vec<LintFinding
         }
         let parsed = squawk_syntax::SourceFile::parse(&m.up);
         let mut linter = Linter::with_rules(&[], &[Rule::RequireTimeoutSettings]);
-        linter.settings.assume_in_transaction = m.settings.run_in_transaction;
+        linter.settings.assume_in_transaction = m.run_in_transaction;
         for v in linter.lint(&parsed, &m.up) {
             let offset = usize::from(v.text_range.start());
             findings.push(LintFinding {

@@ -1,7 +1,8 @@
-//! Migrations: diesel_cli's folder format and version table, run by our own async runner
-//! (no libpq) that adds what diesel_migrations lacks: an advisory lock, lock and statement
-//! timeouts with retry, checksums of applied files, errors that name the failing statement,
-//! out-of-order detection, `stamp`, SQL previews, and squawk's linter.
+//! Migrations: diesel_cli's folder format and version table, embedded by diesel_migrations
+//! ([`MIGRATIONS`]) and run by an async runner (no libpq) that adds what diesel_migrations
+//! lacks: an advisory lock, lock and statement timeouts with retry, checksums of applied
+//! files, errors that name the failing statement, out-of-order detection, `stamp`, SQL
+//! previews, and squawk's linter.
 
 mod lint;
 mod runner;
@@ -13,12 +14,15 @@ pub use runner::{Applied, Config, HISTORY_DDL, LOCK_KEY, Migrator, Problem, Targ
 pub use scratch::{
     RoundTripFailure, Scratch, dump_schema, round_trip, schema_drift, tool, unindexed_foreign_keys,
 };
-pub use source::{
-    EMBEDDED, EmbeddedMigration, Migration, Settings, Statement, parse_duration, statements,
-};
+pub use source::{Migration, Statement, parse_duration, statements};
+
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 use crate::Result;
 use crate::db::DatabaseUrl;
+
+/// `migrations/` as it was when this binary was built: the one embedding of the migrations.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Applies every pending embedded migration with the default settings; returns the folders
 /// applied. What `init_db` and the tests use.

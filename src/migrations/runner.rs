@@ -199,9 +199,15 @@ pub struct Migrator {
 }
 
 impl Migrator {
-    /// The migrations compiled into this binary.
+    /// The migrations compiled into this binary ([`MIGRATIONS`](super::MIGRATIONS)).
     pub fn embedded() -> Result<Self> {
-        Ok(Migrator::new(source::embedded()?))
+        Ok(Migrator::new(source::read_all(&super::MIGRATIONS)?))
+    }
+
+    /// Adds `migrate test`'s fixtures, read from the migrations folder `dir`.
+    pub fn with_fixtures_from(mut self, dir: &std::path::Path) -> Self {
+        source::add_fixtures(&mut self.migrations, dir);
+        self
     }
 
     /// The migrations in a folder on disk.
@@ -524,7 +530,7 @@ impl Migrator {
                 m.version
             ),
         };
-        let (begin, end) = if m.settings.run_in_transaction {
+        let (begin, end) = if m.run_in_transaction {
             ("BEGIN;\n", "COMMIT;\n")
         } else {
             ("", "")
@@ -532,21 +538,18 @@ impl Migrator {
         format!(
             "-- {}/{file}\n{begin}{}{}\n{bookkeeping}\n{end}",
             m.folder,
-            self.timeouts_sql(m, "SET LOCAL"),
+            self.timeouts_sql("SET LOCAL"),
             sql.trim_end()
         )
     }
 
-    fn timeouts_sql(&self, m: &Migration, set: &str) -> String {
-        let lock = m.settings.lock_timeout.unwrap_or(self.config.lock_timeout);
-        let statement = m
-            .settings
-            .statement_timeout
-            .unwrap_or(self.config.statement_timeout);
+    /// The runner's timeouts, set before the migration's own SQL: a migration that needs
+    /// others sets them itself (`SET LOCAL lock_timeout = '10s';` at the top of up.sql).
+    fn timeouts_sql(&self, set: &str) -> String {
         format!(
             "{set} lock_timeout = '{}ms';\n{set} statement_timeout = '{}ms';\n",
-            lock.as_millis(),
-            statement.as_millis()
+            self.config.lock_timeout.as_millis(),
+            self.config.statement_timeout.as_millis()
         )
     }
 
@@ -594,10 +597,9 @@ impl Migrator {
         let mut attempt = 0;
         loop {
             let started = Instant::now();
-            let result = if m.settings.run_in_transaction {
+            let result = if m.run_in_transaction {
                 conn.transaction::<_, Error, _>(async |conn| {
-                    conn.batch_execute(&self.timeouts_sql(m, "SET LOCAL"))
-                        .await?;
+                    conn.batch_execute(&self.timeouts_sql("SET LOCAL")).await?;
                     run_statements(conn, m, direction).await?;
                     bookkeep(conn, m, direction, started).await
                 })
@@ -608,7 +610,7 @@ impl Migrator {
             };
             match result {
                 Err(Error::Migration(msg))
-                    if m.settings.run_in_transaction
+                    if m.run_in_transaction
                         && msg.contains("lock timeout")
                         && attempt < self.config.lock_retries =>
                 {
@@ -632,7 +634,7 @@ impl Migrator {
         // Marked dirty first: a crash or error half-way must never look applied.
         conn.batch_execute(HISTORY_DDL).await?;
         record(conn, m, "dirty", None).await?;
-        conn.batch_execute(&self.timeouts_sql(m, "SET")).await?;
+        conn.batch_execute(&self.timeouts_sql("SET")).await?;
         let outcome = run_statements(conn, m, direction).await;
         conn.batch_execute("RESET lock_timeout; RESET statement_timeout;")
             .await?;

@@ -1,35 +1,27 @@
-//! Where migrations come from: compiled into the binary, or read from a folder at run time.
-//! Both use diesel_cli's layout: `<version>_<name>/{up.sql, down.sql, metadata.toml}`.
+//! Where migrations come from: [`MIGRATIONS`](super::MIGRATIONS), embedded by
+//! diesel_migrations' `embed_migrations!`, or a folder read at run time (its
+//! `FileBasedMigrations`). Both are diesel_cli's layout:
+//! `<version>_<name>/{up.sql, down.sql, metadata.toml}`.
+//!
+//! diesel_migrations keeps a migration's SQL to itself; the runner needs the text for
+//! checksums, for naming the statement that failed, for `--sql` and for lint. So each
+//! migration is run once against [`Recorder`], a connection that only writes down the SQL it
+//! is handed.
 
-use std::path::{Path, PathBuf};
+use std::any::Any;
+use std::path::Path;
 use std::time::Duration;
 
+use diesel::QueryResult;
+use diesel::connection::{BoxableConnection, SimpleConnection};
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel_migrations::FileBasedMigrations;
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
-/// One migration folder, as compiled in by build.rs.
-#[derive(Debug, Clone, Copy)]
-pub struct EmbeddedMigration {
-    /// The folder name, e.g. `2025-01-01-000001_create_users`.
-    pub folder: &'static str,
-    /// The up.sql text.
-    pub up: &'static str,
-    /// The down.sql text, if any.
-    pub down: Option<&'static str>,
-    /// The metadata.toml text, if any.
-    pub metadata: Option<&'static str>,
-    /// test_data.sql: rows `migrate test` inserts right after this migration.
-    pub test_data: Option<&'static str>,
-    /// test_expect.sql: a query returning one boolean, `true` at head when data survived.
-    pub test_expect: Option<&'static str>,
-}
-
-/// The `migrations/` folder as it was when this binary was built.
-pub static EMBEDDED: &[EmbeddedMigration] =
-    include!(concat!(env!("OUT_DIR"), "/embedded_migrations.rs"));
-
-/// A migration ready to run.
+/// A migration ready to run, its SQL read out of diesel_migrations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migration {
     /// Diesel's version: the folder prefix before the first `_`, dashes removed.
@@ -40,104 +32,65 @@ pub struct Migration {
     pub up: String,
     /// Backward SQL; `None` when the folder has no down.sql.
     pub down: Option<String>,
-    /// Settings from metadata.toml.
-    pub settings: Settings,
-    /// `test_data.sql`: inserted by `migrate test` right after this migration (diesel_cli
-    /// ignores the file).
+    /// metadata.toml's `run_in_transaction`, as diesel reads it: true without the file,
+    /// false when the file omits the key.
+    pub run_in_transaction: bool,
+    /// `test_data.sql`: inserted by `migrate test` right after this migration (diesel
+    /// neither embeds nor runs it, so it is read from the folder on disk).
     pub test_data: Option<String>,
     /// `test_expect.sql`: checked by `migrate test` at head; must return one `true`.
     pub test_expect: Option<String>,
 }
 
-/// Per-migration settings from `metadata.toml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// Run inside one transaction (diesel's key). Note diesel's rule, kept here: without a
-    /// metadata.toml this is true, but a metadata.toml that omits the key means false.
-    pub run_in_transaction: bool,
-    /// Overrides the runner's `lock_timeout` for this migration.
-    pub lock_timeout: Option<Duration>,
-    /// Overrides the runner's `statement_timeout` for this migration.
-    pub statement_timeout: Option<Duration>,
-}
+/// A connection that runs nothing: it keeps the SQL a migration hands it.
+#[derive(Default)]
+struct Recorder(String);
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            run_in_transaction: true,
-            lock_timeout: None,
-            statement_timeout: None,
-        }
+impl SimpleConnection for Recorder {
+    fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        self.0.push_str(query);
+        Ok(())
     }
 }
 
-#[derive(serde::Deserialize)]
-struct MetadataFile {
-    #[serde(default)]
-    run_in_transaction: bool,
-    lock_timeout: Option<String>,
-    statement_timeout: Option<String>,
+impl BoxableConnection<Pg> for Recorder {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
 }
 
 impl Migration {
-    /// Builds a migration from a folder name and its files' text.
-    pub fn new(folder: &str, up: &str, down: Option<&str>, metadata: Option<&str>) -> Result<Self> {
-        let bad = |reason: String| Error::Migration(format!("{folder}: {reason}"));
-        let (prefix, _) = folder
-            .split_once('_')
-            .ok_or_else(|| bad("the folder name must be <version>_<name>".into()))?;
-        let version: String = prefix.chars().filter(|c| *c != '-').collect();
-        if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit()) {
-            return Err(bad(format!(
-                "{prefix:?} is not a version (digits and dashes)"
-            )));
-        }
-        let settings = match metadata {
-            None => Settings::default(),
-            Some(text) => {
-                let file: MetadataFile =
-                    toml::from_str(text).map_err(|e| bad(format!("metadata.toml: {e}")))?;
-                Settings {
-                    run_in_transaction: file.run_in_transaction,
-                    lock_timeout: file
-                        .lock_timeout
-                        .map(|t| parse_duration(&t))
-                        .transpose()
-                        .map_err(bad)?,
-                    statement_timeout: file
-                        .statement_timeout
-                        .map(|t| parse_duration(&t))
-                        .transpose()
-                        .map_err(bad)?,
-                }
-            }
-        };
+    /// Reads the SQL and settings of one of diesel_migrations' migrations.
+    fn read(m: &dyn diesel::migration::Migration<Pg>) -> Result<Self> {
+        let folder = m.name().to_string();
+        let mut up = Recorder::default();
+        m.run(&mut up)
+            .map_err(|e| Error::Migration(format!("{folder}: {e}")))?;
+        let mut down = Recorder::default();
+        // diesel refuses to revert a migration that has no down.sql.
+        let down = m.revert(&mut down).ok().map(|()| down.0);
         Ok(Migration {
-            version,
-            folder: folder.to_owned(),
-            up: up.to_owned(),
-            down: down.map(str::to_owned),
-            settings,
+            version: m.name().version().to_string(),
+            folder,
+            up: up.0,
+            down,
+            run_in_transaction: m.metadata().run_in_transaction(),
             test_data: None,
             test_expect: None,
         })
     }
 
-    /// Adds the `migrate test` fixtures (not part of the checksum: tests may evolve).
-    pub fn with_fixtures(mut self, data: Option<&str>, expect: Option<&str>) -> Self {
-        self.test_data = data.map(str::to_owned);
-        self.test_expect = expect.map(str::to_owned);
-        self
-    }
-
-    /// SHA-256 of up.sql, down.sql and metadata settings, hex: what `verify` compares.
+    /// SHA-256 of up.sql, down.sql and `run_in_transaction`, hex: what `verify` compares.
     pub fn checksum(&self) -> String {
         let mut hash = Sha256::new();
         hash.update(self.up.as_bytes());
         hash.update([0]);
         hash.update(self.down.as_deref().unwrap_or("").as_bytes());
-        hash.update([0]);
-        hash.update(format!("{:?}", self.settings).as_bytes());
+        hash.update([0, u8::from(self.run_in_transaction)]);
         hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -166,50 +119,35 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_millis(number * millis))
 }
 
-/// The migrations compiled into this binary, in version order.
-pub fn embedded() -> Result<Vec<Migration>> {
-    let mut all = EMBEDDED
+/// The migrations of a diesel_migrations source, in version order.
+pub fn read_all(source: &dyn MigrationSource<Pg>) -> Result<Vec<Migration>> {
+    let found = source
+        .migrations()
+        .map_err(|e| Error::Migration(format!("reading migrations: {e}")))?;
+    let mut all = found
         .iter()
-        .map(|m| {
-            Migration::new(m.folder, m.up, m.down, m.metadata)
-                .map(|mig| mig.with_fixtures(m.test_data, m.test_expect))
-        })
+        .map(|m| Migration::read(m.as_ref()))
         .collect::<Result<Vec<_>>>()?;
     sort_and_check(&mut all)?;
     Ok(all)
 }
 
-/// The migrations in a folder on disk, in version order.
+/// The migrations in a folder on disk, fixtures included, in version order.
 pub fn from_dir(dir: &Path) -> Result<Vec<Migration>> {
-    let read = |path: PathBuf| -> Result<Option<String>> {
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Migration(format!("{}: {e}", path.display()))),
-        }
-    };
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::Migration(format!("{}: {e}", dir.display())))?;
-    let mut all = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|e| Error::Migration(e.to_string()))?.path();
-        let Some(up) = read(path.join("up.sql"))? else {
-            continue;
-        };
-        let folder = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let down = read(path.join("down.sql"))?;
-        let metadata = read(path.join("metadata.toml"))?;
-        let data = read(path.join("test_data.sql"))?;
-        let expect = read(path.join("test_expect.sql"))?;
-        let migration = Migration::new(&folder, &up, down.as_deref(), metadata.as_deref())?;
-        all.push(migration.with_fixtures(data.as_deref(), expect.as_deref()));
-    }
-    sort_and_check(&mut all)?;
+    let source = FileBasedMigrations::from_path(dir)
+        .map_err(|e| Error::Migration(format!("{}: {e}", dir.display())))?;
+    let mut all = read_all(&source)?;
+    add_fixtures(&mut all, dir);
     Ok(all)
+}
+
+/// Reads each migration's `test_data.sql` and `test_expect.sql` from its folder under `dir`.
+pub fn add_fixtures(all: &mut [Migration], dir: &Path) {
+    for m in all {
+        let read = |file: &str| std::fs::read_to_string(dir.join(&m.folder).join(file)).ok();
+        m.test_data = read("test_data.sql");
+        m.test_expect = read("test_expect.sql");
+    }
 }
 
 fn sort_and_check(all: &mut [Migration]) -> Result<()> {
