@@ -784,3 +784,48 @@ async fn autogenerate_drafts_a_migration_with_diesel_cli() {
     assert_eq!(folders.len(), 1, "{folders:?}");
     assert!(folders[0].join("up.sql").exists() && folders[0].join("down.sql").exists());
 }
+
+#[tokio::test]
+async fn stamp_keeps_what_is_recorded_and_an_edited_migration_still_fails_verify() {
+    let db = TestDb::empty().await;
+    let url = Some(&db.url);
+    let dir = migrations_with(&[]);
+    let dir_arg = dir.0.to_str().unwrap();
+    ok(migrate(url, &["upgrade", "--dir", dir_arg]));
+    let mut conn = db.conn().await;
+    // Applied-at times of everything, as numbers that differ if a row is written again.
+    let recorded = "SELECT coalesce(sum(extract(epoch FROM run_on) * 1000000), 0)::bigint AS n \
+                    FROM __diesel_schema_migrations WHERE version <= '20250101000002'";
+    let before = number(&mut conn, recorded).await;
+
+    ok(migrate(url, &["stamp", "20250101000002", "--dir", dir_arg]));
+    assert_eq!(versions(&mut conn).await.len(), 3);
+    let last = all_versions().pop().unwrap();
+    ok(migrate(url, &["stamp", &last, "--dir", dir_arg]));
+    assert_eq!(versions(&mut conn).await, all_versions());
+    assert_eq!(
+        number(&mut conn, recorded).await,
+        before,
+        "kept rows keep their times"
+    );
+
+    // An applied migration edited afterwards is not made right by a stamp.
+    let users = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_create_users"))
+        .unwrap();
+    let up = users.join("up.sql");
+    let edited = std::fs::read_to_string(&up).unwrap() + "\n-- edited after it ran\n";
+    std::fs::write(&up, edited).unwrap();
+    ok(migrate(url, &["stamp", &last, "--dir", dir_arg]));
+    let out = migrate(url, &["verify", "--dir", dir_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("create_users: changed")
+            || stdout(&out).contains("create_users: changed"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}

@@ -176,8 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             migrator.config.allow_out_of_order = *allow_out_of_order;
             let target = Target::parse(target)?;
             if *sql {
-                let mut conn = db::connect(&url).await?;
-                print!("{}", migrator.upgrade_sql(&mut conn, target).await?);
+                print!("{}", migrator.upgrade_sql(&url, target).await?);
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(file) = backup {
@@ -195,8 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let url = url(&cli)?;
             let target = Target::parse(target)?;
             if *sql {
-                let mut conn = db::connect(&url).await?;
-                print!("{}", migrator.downgrade_sql(&mut conn, target).await?);
+                print!("{}", migrator.downgrade_sql(&url, target).await?);
                 return Ok(ExitCode::SUCCESS);
             }
             let reverted = migrator.downgrade(&url, target).await?;
@@ -209,15 +207,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::Current { check, json } => {
             let url = url(&cli)?;
-            let mut conn = db::connect(&url).await?;
-            let applied = migrator.applied(&mut conn).await?;
+            let applied = migrator.applied(&url).await?;
             let pending: Vec<String> = migrator
-                .pending(&mut conn)
+                .pending(&url)
                 .await?
                 .iter()
                 .map(|m| m.folder.clone())
                 .collect();
-            let dirty = !migrator.dirty(&mut conn).await?.is_empty();
+            let dirty = !migrator.dirty(&url).await?.is_empty();
             let current = applied
                 .last()
                 .map(|a| a.folder.clone().unwrap_or_else(|| a.version.clone()));
@@ -246,8 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::History { json } => {
             let url = url(&cli)?;
-            let mut conn = db::connect(&url).await?;
-            let applied = migrator.applied(&mut conn).await?;
+            let applied = migrator.applied(&url).await?;
             if *json {
                 println!("{}", serde_json::to_string(&applied)?);
             } else {
@@ -282,8 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::Verify { json } => {
             let url = url(&cli)?;
-            let mut conn = db::connect(&url).await?;
-            let problems = migrator.verify(&mut conn).await?;
+            let problems = migrator.verify(&url).await?;
             if *json {
                 println!("{}", serde_json::to_string(&problems)?);
             } else if problems.is_empty() {

@@ -1,19 +1,36 @@
-//! The runner. Applies migrations on one connection that holds a session advisory lock, each
-//! in its own transaction (unless metadata.toml says otherwise) with `lock_timeout` and
-//! `statement_timeout` set, recording them in diesel's `__diesel_schema_migrations` (so
-//! diesel_cli agrees) and their checksums in `migrate.checksums`.
+//! The runner: diesel_migrations' `MigrationHarness` applies and reverts migrations and keeps
+//! `__diesel_schema_migrations`; this layer adds what it lacks. One connection holds a session
+//! advisory lock while the harness runs each migration as a [`Step`], which sets
+//! `lock_timeout` and `statement_timeout`, runs the SQL statement by statement so a failure
+//! names its statement, and records a checksum in `migrate.checksums` in the same transaction
+//! as diesel's version row.
+//!
+//! The harness is synchronous: the work runs on a blocking thread, on the pooled driver's
+//! connection wrapped by diesel-async's `AsyncConnectionWrapper` (still no libpq).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDateTime, Utc};
+use diesel::connection::{BoxableConnection, SimpleConnection};
+use diesel::migration::{
+    Migration as DieselMigration, MigrationMetadata, MigrationName, MigrationSource,
+    MigrationVersion,
+};
+use diesel::pg::Pg;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp, Timestamptz};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel::{Connection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_migrations::MigrationHarness;
 use serde::Serialize;
 
 use super::source::{self, Migration, statements};
 use crate::db::{self, DatabaseUrl};
 use crate::{Error, Result};
+
+/// diesel's synchronous API over our async connection: what `MigrationHarness` runs on.
+type Conn = AsyncConnectionWrapper<AsyncPgConnection>;
 
 /// The advisory lock every migrate run takes. Any constant works (advisory locks are per
 /// database); all migrators must agree on it.
@@ -204,15 +221,15 @@ impl Migrator {
         Ok(Migrator::new(source::read_all(&super::MIGRATIONS)?))
     }
 
+    /// The migrations in a folder on disk.
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
+        Ok(Migrator::new(source::from_dir(dir)?))
+    }
+
     /// Adds `migrate test`'s fixtures, read from the migrations folder `dir`.
     pub fn with_fixtures_from(mut self, dir: &std::path::Path) -> Self {
         source::add_fixtures(&mut self.migrations, dir);
         self
-    }
-
-    /// The migrations in a folder on disk.
-    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
-        Ok(Migrator::new(source::from_dir(dir)?))
     }
 
     /// A migrator over these migrations, default settings.
@@ -230,26 +247,51 @@ impl Migrator {
     }
 
     /// What the database has applied, oldest first, with each file's checksum state.
-    pub async fn applied(&self, conn: &mut AsyncPgConnection) -> Result<Vec<Applied>> {
-        if !table_exists(conn, "public.__diesel_schema_migrations").await? {
+    pub async fn applied(&self, url: &DatabaseUrl) -> Result<Vec<Applied>> {
+        let this = self.clone();
+        blocking(url, move |conn| this.applied_on(conn)).await
+    }
+
+    /// Migrations not yet applied, in version order.
+    pub async fn pending(&self, url: &DatabaseUrl) -> Result<Vec<Migration>> {
+        let this = self.clone();
+        blocking(url, move |conn| {
+            Ok(this.pending_on(conn)?.into_iter().cloned().collect())
+        })
+        .await
+    }
+
+    /// Folders of migrations that failed part-way outside a transaction.
+    pub async fn dirty(&self, url: &DatabaseUrl) -> Result<Vec<String>> {
+        blocking(url, dirty_on).await
+    }
+
+    /// Everything `verify` reports: changed, missing, out-of-order and dirty migrations.
+    pub async fn verify(&self, url: &DatabaseUrl) -> Result<Vec<Problem>> {
+        let this = self.clone();
+        blocking(url, move |conn| this.verify_on(conn)).await
+    }
+
+    /// Reads the history without creating anything: `current` and `history` must work for
+    /// a role that may not create tables.
+    fn applied_on(&self, conn: &mut Conn) -> Result<Vec<Applied>> {
+        if !table_exists(conn, "public.__diesel_schema_migrations")? {
             return Ok(Vec::new());
         }
-        let rows: Vec<Row> = if table_exists(conn, "migrate.checksums").await? {
+        let rows: Vec<Row> = if table_exists(conn, "migrate.checksums")? {
             diesel::sql_query(
                 "SELECT d.version::text AS version, d.run_on, c.folder, c.checksum, c.state, \
                  c.duration_ms FROM __diesel_schema_migrations d \
                  LEFT JOIN migrate.checksums c USING (version) ORDER BY d.version",
             )
-            .load(conn)
-            .await?
+            .load(conn)?
         } else {
             diesel::sql_query(
                 "SELECT version::text AS version, run_on, NULL::text AS folder, \
                  NULL::text AS checksum, NULL::text AS state, NULL::bigint AS duration_ms \
                  FROM __diesel_schema_migrations ORDER BY version",
             )
-            .load(conn)
-            .await?
+            .load(conn)?
         };
         let by_version: BTreeMap<&str, &Migration> = self
             .migrations
@@ -278,9 +320,8 @@ impl Migrator {
             .collect())
     }
 
-    /// Migrations not yet applied, in version order.
-    pub async fn pending(&self, conn: &mut AsyncPgConnection) -> Result<Vec<&Migration>> {
-        let applied = self.applied(conn).await?;
+    fn pending_on(&self, conn: &mut Conn) -> Result<Vec<&Migration>> {
+        let applied = self.applied_on(conn)?;
         Ok(self
             .migrations
             .iter()
@@ -288,22 +329,8 @@ impl Migrator {
             .collect())
     }
 
-    /// Folders of migrations that failed part-way outside a transaction.
-    pub async fn dirty(&self, conn: &mut AsyncPgConnection) -> Result<Vec<String>> {
-        if !table_exists(conn, "migrate.checksums").await? {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<DirtyRow> = diesel::sql_query(
-            "SELECT folder FROM migrate.checksums WHERE state = 'dirty' ORDER BY version",
-        )
-        .load(conn)
-        .await?;
-        Ok(rows.into_iter().map(|r| r.folder).collect())
-    }
-
-    /// Everything `verify` reports: changed, missing, out-of-order and dirty migrations.
-    pub async fn verify(&self, conn: &mut AsyncPgConnection) -> Result<Vec<Problem>> {
-        let applied = self.applied(conn).await?;
+    fn verify_on(&self, conn: &mut Conn) -> Result<Vec<Problem>> {
+        let applied = self.applied_on(conn)?;
         let mut problems = Vec::new();
         for a in &applied {
             let folder = a.folder.clone().unwrap_or_else(|| a.version.clone());
@@ -315,11 +342,11 @@ impl Migrator {
                 _ => {}
             }
         }
-        for folder in self.dirty(conn).await? {
+        for folder in dirty_on(conn)? {
             problems.push(Problem::Dirty { folder });
         }
         if let Some(newest) = applied.iter().map(|a| &a.version).max() {
-            for m in self.pending(conn).await? {
+            for m in self.pending_on(conn)? {
                 if &m.version < newest {
                     problems.push(Problem::OutOfOrder {
                         folder: m.folder.clone(),
@@ -368,66 +395,60 @@ impl Migrator {
         chosen
             .into_iter()
             .map(|a| {
-                self.migrations
-                    .iter()
-                    .find(|m| m.version == a.version)
-                    .cloned()
-                    .ok_or_else(|| {
-                        Error::Migration(format!(
-                            "{}: applied, but its folder is gone; cannot revert it",
-                            a.version
-                        ))
-                    })
+                self.find(&a.version).cloned().ok_or_else(|| {
+                    Error::Migration(format!(
+                        "{}: applied, but its folder is gone; cannot revert it",
+                        a.version
+                    ))
+                })
             })
             .collect()
+    }
+
+    fn find(&self, version: &str) -> Option<&Migration> {
+        self.migrations.iter().find(|m| m.version == version)
     }
 
     /// Applies pending migrations up to `target`; returns the folders applied. Takes no lock
     /// when nothing is pending, so many instances can start at once.
     pub async fn upgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
-        let mut conn = db::connect(url).await?;
-        if self
-            .select_up(self.pending(&mut conn).await?, &target)?
-            .is_empty()
-        {
-            return Ok(Vec::new());
-        }
-        self.lock(&mut conn, url).await?;
-        let result = self.upgrade_locked(&mut conn, &target).await;
-        unlock(&mut conn).await;
-        result
+        let (this, shown) = (self.clone(), url.to_string());
+        blocking(url, move |conn| {
+            if this.select_up(this.pending_on(conn)?, &target)?.is_empty() {
+                return Ok(Vec::new());
+            }
+            this.locked(conn, &shown, |conn| this.upgrade_locked(conn, &target))
+        })
+        .await
     }
 
-    async fn upgrade_locked(
-        &self,
-        conn: &mut AsyncPgConnection,
-        target: &Target,
-    ) -> Result<Vec<String>> {
-        conn.batch_execute(HISTORY_DDL).await?;
-        self.refuse_dirty(conn).await?;
-        // Re-read under the lock: another migrator may have done the work meanwhile.
-        let pending = self.pending(conn).await?;
-        let chosen = self.select_up(pending, target)?;
-        let newest = self
-            .applied(conn)
-            .await?
-            .into_iter()
-            .map(|a| a.version)
-            .max();
-        let too_old = chosen
+    fn upgrade_locked(&self, conn: &mut Conn, target: &Target) -> Result<Vec<String>> {
+        conn.batch_execute(HISTORY_DDL)?;
+        refuse_dirty(conn)?;
+        // Re-read under the lock, through the harness: another migrator may have done the
+        // work meanwhile.
+        let pending = conn
+            .pending_migrations(self.steps(Step::Run))
+            .map_err(harness_error)?;
+        let pending: Vec<&Migration> = pending
             .iter()
-            .find(|m| newest.as_ref().is_some_and(|newest| &m.version < newest));
-        if let (Some(old), Some(newest), false) = (too_old, &newest, self.config.allow_out_of_order)
-        {
-            return Err(Error::Migration(format!(
-                "{} is older than the applied {newest}: rename it to a newer version, or pass \
-                 --allow-out-of-order",
-                old.folder
-            )));
+            .filter_map(|m| self.find(&m.name().version().to_string()))
+            .collect();
+        let chosen = self.select_up(pending, target)?;
+        let applied = conn.applied_migrations().map_err(harness_error)?;
+        if let (Some(newest), false) = (applied.first(), self.config.allow_out_of_order) {
+            let newest = newest.to_string();
+            if let Some(old) = chosen.iter().find(|m| m.version < newest) {
+                return Err(Error::Migration(format!(
+                    "{} is older than the applied {newest}: rename it to a newer version, or \
+                     pass --allow-out-of-order",
+                    old.folder
+                )));
+            }
         }
         let mut done = Vec::new();
         for migration in chosen {
-            self.apply(conn, migration, Direction::Up).await?;
+            self.apply(conn, migration, Direction::Up)?;
             done.push(migration.folder.clone());
         }
         Ok(done)
@@ -435,84 +456,95 @@ impl Migrator {
 
     /// Reverts applied migrations down to `target`; returns the folders reverted.
     pub async fn downgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
-        let mut conn = db::connect(url).await?;
-        self.lock(&mut conn, url).await?;
-        let result = async {
-            conn.batch_execute(HISTORY_DDL).await?;
-            self.refuse_dirty(&mut conn).await?;
-            let applied = self.applied(&mut conn).await?;
-            let chosen = self.select_down(&applied, &target)?;
-            let mut done = Vec::new();
-            for migration in &chosen {
-                self.apply(&mut conn, migration, Direction::Down).await?;
-                done.push(migration.folder.clone());
-            }
-            Ok(done)
-        }
-        .await;
-        unlock(&mut conn).await;
-        result
+        let (this, shown) = (self.clone(), url.to_string());
+        blocking(url, move |conn| {
+            this.locked(conn, &shown, |conn| {
+                conn.batch_execute(HISTORY_DDL)?;
+                refuse_dirty(conn)?;
+                let chosen = this.select_down(&this.applied_on(conn)?, &target)?;
+                let mut done = Vec::new();
+                for migration in &chosen {
+                    this.apply(conn, migration, Direction::Down)?;
+                    done.push(migration.folder.clone());
+                }
+                Ok(done)
+            })
+        })
+        .await
     }
 
     /// Records `version` and everything before it as applied, and everything after as not,
-    /// without running any SQL (Alembic's `stamp`). Clears dirty marks.
+    /// without running any SQL (Alembic's `stamp`): the harness's own bookkeeping, with steps
+    /// that run nothing. Rows already right keep their times and checksums; dirty marks clear.
     pub async fn stamp(&self, url: &DatabaseUrl, version: &str) -> Result<()> {
         let version = version.replace('-', "");
-        if version != "base" && !self.migrations.iter().any(|m| m.version == version) {
+        if version != "base" && self.find(&version).is_none() {
             return Err(Error::Migration(format!(
                 "no migration has version {version}"
             )));
         }
-        let mut conn = db::connect(url).await?;
-        self.lock(&mut conn, url).await?;
-        let result = conn
-            .transaction::<_, Error, _>(async |conn| {
-                conn.batch_execute(HISTORY_DDL).await?;
-                conn.batch_execute(
-                    "DELETE FROM __diesel_schema_migrations; DELETE FROM migrate.checksums;",
-                )
-                .await?;
-                for m in self
-                    .migrations
-                    .iter()
-                    .filter(|m| version != "base" && m.version <= version)
-                {
-                    record(conn, m, "applied", None).await?;
-                }
-                Ok(())
+        let (this, shown) = (self.clone(), url.to_string());
+        blocking(url, move |conn| {
+            this.locked(conn, &shown, |conn| {
+                conn.transaction::<_, Error, _>(|conn| {
+                    conn.batch_execute(HISTORY_DDL)?;
+                    let keep = |v: &str| version != "base" && v <= version.as_str();
+                    for applied in conn.applied_migrations().map_err(harness_error)? {
+                        let applied = applied.to_string();
+                        if !keep(&applied) {
+                            let m = this
+                                .find(&applied)
+                                .cloned()
+                                .unwrap_or_else(|| Migration::unknown(&applied));
+                            conn.revert_migration(&this.step(m, Step::Stamp))
+                                .map_err(harness_error)?;
+                        }
+                    }
+                    for m in this.pending_on(conn)? {
+                        if keep(&m.version) {
+                            conn.run_migration(&this.step(m.clone(), Step::Stamp))
+                                .map_err(harness_error)?;
+                        }
+                    }
+                    // A dirty mark above the stamp belongs to nothing applied any more.
+                    conn.batch_execute(
+                        "DELETE FROM migrate.checksums c WHERE NOT EXISTS \
+                         (SELECT FROM __diesel_schema_migrations d WHERE d.version = c.version); \
+                         UPDATE migrate.checksums SET state = 'applied' WHERE state = 'dirty';",
+                    )?;
+                    Ok(())
+                })
             })
-            .await;
-        unlock(&mut conn).await;
-        result
+        })
+        .await
     }
 
     /// The SQL an upgrade to `target` would run, without running it.
-    pub async fn upgrade_sql(
-        &self,
-        conn: &mut AsyncPgConnection,
-        target: Target,
-    ) -> Result<String> {
-        let chosen = self.select_up(self.pending(conn).await?, &target)?;
-        Ok(chosen
-            .iter()
-            .map(|m| self.script(m, Direction::Up))
-            .collect::<Vec<_>>()
-            .join("\n"))
+    pub async fn upgrade_sql(&self, url: &DatabaseUrl, target: Target) -> Result<String> {
+        let this = self.clone();
+        blocking(url, move |conn| {
+            let chosen = this.select_up(this.pending_on(conn)?, &target)?;
+            Ok(chosen
+                .iter()
+                .map(|m| this.script(m, Direction::Up))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        })
+        .await
     }
 
     /// The SQL a downgrade to `target` would run, without running it.
-    pub async fn downgrade_sql(
-        &self,
-        conn: &mut AsyncPgConnection,
-        target: Target,
-    ) -> Result<String> {
-        let applied = self.applied(conn).await?;
-        let chosen = self.select_down(&applied, &target)?;
-        Ok(chosen
-            .iter()
-            .map(|m| self.script(m, Direction::Down))
-            .collect::<Vec<_>>()
-            .join("\n"))
+    pub async fn downgrade_sql(&self, url: &DatabaseUrl, target: Target) -> Result<String> {
+        let this = self.clone();
+        blocking(url, move |conn| {
+            let chosen = this.select_down(&this.applied_on(conn)?, &target)?;
+            Ok(chosen
+                .iter()
+                .map(|m| this.script(m, Direction::Down))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        })
+        .await
     }
 
     fn script(&self, m: &Migration, direction: Direction) -> String {
@@ -538,75 +570,80 @@ impl Migrator {
         format!(
             "-- {}/{file}\n{begin}{}{}\n{bookkeeping}\n{end}",
             m.folder,
-            self.timeouts_sql("SET LOCAL"),
+            timeouts_sql(&self.config, "SET LOCAL"),
             sql.trim_end()
         )
     }
 
-    /// The runner's timeouts, set before the migration's own SQL: a migration that needs
-    /// others sets them itself (`SET LOCAL lock_timeout = '10s';` at the top of up.sql).
-    fn timeouts_sql(&self, set: &str) -> String {
-        format!(
-            "{set} lock_timeout = '{}ms';\n{set} statement_timeout = '{}ms';\n",
-            self.config.lock_timeout.as_millis(),
-            self.config.statement_timeout.as_millis()
+    /// Every migration as the harness should run it.
+    fn steps(&self, kind: Step) -> Steps {
+        Steps(
+            self.migrations
+                .iter()
+                .map(|m| self.step(m.clone(), kind))
+                .collect(),
         )
     }
 
-    async fn refuse_dirty(&self, conn: &mut AsyncPgConnection) -> Result<()> {
-        match self.dirty(conn).await?.into_iter().next() {
-            None => Ok(()),
-            Some(folder) => Err(Error::Migration(format!(
-                "{folder} failed part-way outside a transaction: repair the schema by hand, then \
-                 `migrate stamp <version>` to record where it stands"
-            ))),
+    fn step(&self, migration: Migration, kind: Step) -> Guarded {
+        Guarded {
+            migration,
+            config: self.config.clone(),
+            kind,
         }
     }
 
-    /// Takes the session advisory lock, waiting up to `config.wait`.
-    async fn lock(&self, conn: &mut AsyncPgConnection, url: &DatabaseUrl) -> Result<()> {
+    /// Runs `work` holding the session advisory lock, waiting up to `config.wait` for it.
+    fn locked<T>(
+        &self,
+        conn: &mut Conn,
+        shown: &str,
+        work: impl FnOnce(&mut Conn) -> Result<T>,
+    ) -> Result<T> {
         let deadline = Instant::now() + self.config.wait;
         let mut pause = Duration::from_millis(50);
         loop {
             let got: Flag = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS flag")
                 .bind::<BigInt, _>(LOCK_KEY)
-                .get_result(conn)
-                .await?;
+                .get_result(conn)?;
             if got.flag {
-                return Ok(());
+                break;
             }
             if Instant::now() >= deadline {
                 return Err(Error::Migration(format!(
-                    "another migration run holds the lock on {url}; gave up after {:?} (--wait to change)",
+                    "another migration run holds the lock on {shown}; gave up after {:?} (--wait to change)",
                     self.config.wait
                 )));
             }
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
             pause = (pause * 2).min(Duration::from_secs(1));
         }
+        let result = work(conn);
+        // Closing the connection would release it too; this makes the release prompt.
+        let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+            .bind::<BigInt, _>(LOCK_KEY)
+            .execute(conn);
+        result
     }
 
-    /// Runs one migration, retrying on lock timeout when it is transactional.
-    async fn apply(
-        &self,
-        conn: &mut AsyncPgConnection,
-        m: &Migration,
-        direction: Direction,
-    ) -> Result<()> {
+    /// Has the harness run (or revert) `m` as the next step, retrying a transactional
+    /// migration that hit its lock timeout.
+    fn apply(&self, conn: &mut Conn, m: &Migration, direction: Direction) -> Result<()> {
         let mut pause = Duration::from_millis(200);
         let mut attempt = 0;
         loop {
             let started = Instant::now();
-            let result = if m.run_in_transaction {
-                conn.transaction::<_, Error, _>(async |conn| {
-                    conn.batch_execute(&self.timeouts_sql("SET LOCAL")).await?;
-                    run_statements(conn, m, direction).await?;
-                    bookkeep(conn, m, direction, started).await
-                })
-                .await
-            } else {
-                self.apply_outside_transaction(conn, m, direction, started)
-                    .await
+            let done = match direction {
+                Direction::Up => conn.run_next_migration(self.steps(Step::Run)),
+                Direction::Down => conn.revert_last_migration(self.steps(Step::Run)),
+            };
+            let result = match done {
+                Ok(version) if version.to_string() == m.version => Ok(()),
+                Ok(version) => Err(Error::Migration(format!(
+                    "expected to run {}, the harness ran {version}",
+                    m.folder
+                ))),
+                Err(e) => Err(harness_error(e)),
             };
             match result {
                 Err(Error::Migration(msg))
@@ -616,31 +653,40 @@ impl Migrator {
                 {
                     attempt += 1;
                     eprintln!("{}: lock timeout, retry {attempt} in {pause:?}", m.folder);
-                    tokio::time::sleep(pause).await;
+                    std::thread::sleep(pause);
                     pause *= 2;
+                }
+                Ok(()) if !m.run_in_transaction => {
+                    // Outside a transaction the step marked itself dirty; the harness has
+                    // now recorded (or forgotten) the version, so it is clean again.
+                    return match direction {
+                        Direction::Up => record(conn, m, "applied", Some(elapsed_ms(started))),
+                        Direction::Down => forget(conn, m),
+                    };
                 }
                 other => return other,
             }
         }
     }
+}
 
-    async fn apply_outside_transaction(
-        &self,
-        conn: &mut AsyncPgConnection,
-        m: &Migration,
-        direction: Direction,
-        started: Instant,
-    ) -> Result<()> {
-        // Marked dirty first: a crash or error half-way must never look applied.
-        conn.batch_execute(HISTORY_DDL).await?;
-        record(conn, m, "dirty", None).await?;
-        conn.batch_execute(&self.timeouts_sql("SET")).await?;
-        let outcome = run_statements(conn, m, direction).await;
-        conn.batch_execute("RESET lock_timeout; RESET statement_timeout;")
-            .await?;
-        outcome?;
-        conn.transaction::<_, Error, _>(async |conn| bookkeep(conn, m, direction, started).await)
-            .await
+/// Runs `work` on a blocking thread, on a fresh connection to `url` that diesel's synchronous
+/// API (and so `MigrationHarness`) can use.
+async fn blocking<T: Send + 'static>(
+    url: &DatabaseUrl,
+    work: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let conn = db::connect(url).await?;
+    tokio::task::spawn_blocking(move || work(&mut Conn::from(conn)))
+        .await
+        .map_err(|e| Error::Migration(format!("the migration thread failed: {e}")))?
+}
+
+/// The harness's errors are boxed; ours come back out with their text.
+fn harness_error(e: Box<dyn std::error::Error + Send + Sync>) -> Error {
+    match e.downcast::<Error>() {
+        Ok(ours) => *ours,
+        Err(other) => Error::Migration(other.to_string()),
     }
 }
 
@@ -650,12 +696,146 @@ enum Direction {
     Down,
 }
 
+/// What a [`Guarded`] migration does when the harness runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Its SQL, with timeouts and checksum bookkeeping.
+    Run,
+    /// Only the bookkeeping (`stamp`).
+    Stamp,
+}
+
+/// One migration as the harness runs it.
+struct Guarded {
+    migration: Migration,
+    config: Config,
+    kind: Step,
+}
+
+/// Our migrations as a diesel_migrations source.
+struct Steps(Vec<Guarded>);
+
+impl MigrationSource<Pg> for Steps {
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn DieselMigration<Pg>>>> {
+        Ok(self
+            .0
+            .iter()
+            .map(|g| {
+                Box::new(Guarded {
+                    migration: g.migration.clone(),
+                    config: g.config.clone(),
+                    kind: g.kind,
+                }) as Box<dyn DieselMigration<Pg>>
+            })
+            .collect())
+    }
+}
+
+impl DieselMigration<Pg> for Guarded {
+    fn run(&self, conn: &mut dyn BoxableConnection<Pg>) -> diesel::migration::Result<()> {
+        Ok(self.execute(ours(conn)?, Direction::Up)?)
+    }
+
+    fn revert(&self, conn: &mut dyn BoxableConnection<Pg>) -> diesel::migration::Result<()> {
+        Ok(self.execute(ours(conn)?, Direction::Down)?)
+    }
+
+    fn metadata(&self) -> &dyn MigrationMetadata {
+        self
+    }
+
+    fn name(&self) -> &dyn MigrationName {
+        self
+    }
+}
+
+impl MigrationMetadata for Guarded {
+    fn run_in_transaction(&self) -> bool {
+        self.migration.run_in_transaction
+    }
+}
+
+impl MigrationName for Guarded {
+    fn version(&self) -> MigrationVersion<'_> {
+        MigrationVersion::from(self.migration.version.as_str())
+    }
+}
+
+impl std::fmt::Display for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.migration.folder)
+    }
+}
+
+/// The harness hands steps back the connection it was given: ours.
+fn ours(conn: &mut dyn BoxableConnection<Pg>) -> Result<&mut Conn> {
+    conn.as_any_mut()
+        .downcast_mut::<Conn>()
+        .ok_or_else(|| Error::Migration("migrations must run through Migrator".into()))
+}
+
+impl Guarded {
+    fn execute(&self, conn: &mut Conn, direction: Direction) -> Result<()> {
+        let (m, tx) = (&self.migration, self.migration.run_in_transaction);
+        let started = Instant::now();
+        if self.kind == Step::Run {
+            if !tx {
+                // Marked dirty first: a crash or error half-way must never look applied.
+                record(conn, m, "dirty", None)?;
+            }
+            conn.batch_execute(&timeouts_sql(
+                &self.config,
+                if tx { "SET LOCAL" } else { "SET" },
+            ))?;
+            let outcome = run_statements(conn, m, direction);
+            if !tx {
+                conn.batch_execute("RESET lock_timeout; RESET statement_timeout;")?;
+            }
+            outcome?;
+            if !tx {
+                return Ok(()); // the runner records the outcome once the harness has
+            }
+        }
+        match direction {
+            Direction::Up => record(conn, m, "applied", Some(elapsed_ms(started))),
+            Direction::Down => forget(conn, m),
+        }
+    }
+}
+
+/// The runner's timeouts, set before the migration's own SQL: a migration that needs
+/// others sets them itself (`SET LOCAL lock_timeout = '10s';` at the top of up.sql).
+fn timeouts_sql(config: &Config, set: &str) -> String {
+    format!(
+        "{set} lock_timeout = '{}ms';\n{set} statement_timeout = '{}ms';\n",
+        config.lock_timeout.as_millis(),
+        config.statement_timeout.as_millis()
+    )
+}
+
+fn refuse_dirty(conn: &mut Conn) -> Result<()> {
+    match dirty_on(conn)?.into_iter().next() {
+        None => Ok(()),
+        Some(folder) => Err(Error::Migration(format!(
+            "{folder} failed part-way outside a transaction: repair the schema by hand, then \
+             `migrate stamp <version>` to record where it stands"
+        ))),
+    }
+}
+
+fn dirty_on(conn: &mut Conn) -> Result<Vec<String>> {
+    if !table_exists(conn, "migrate.checksums")? {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<DirtyRow> = diesel::sql_query(
+        "SELECT folder FROM migrate.checksums WHERE state = 'dirty' ORDER BY version",
+    )
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| r.folder).collect())
+}
+
 /// Runs a migration file statement by statement, so a failure names its statement.
-async fn run_statements(
-    conn: &mut AsyncPgConnection,
-    m: &Migration,
-    direction: Direction,
-) -> Result<()> {
+fn run_statements(conn: &mut Conn, m: &Migration, direction: Direction) -> Result<()> {
     let (file, sql) = match direction {
         Direction::Up => ("up.sql", m.up.as_str()),
         Direction::Down => match m.down.as_deref() {
@@ -669,7 +849,7 @@ async fn run_statements(
         },
     };
     for stmt in statements(sql) {
-        if let Err(err) = conn.batch_execute(&stmt.sql).await {
+        if let Err(err) = conn.batch_execute(&stmt.sql) {
             let first_line = stmt
                 .sql
                 .lines()
@@ -685,48 +865,13 @@ async fn run_statements(
     Ok(())
 }
 
-/// Records (up) or forgets (down) a migration in both version tables.
-async fn bookkeep(
-    conn: &mut AsyncPgConnection,
-    m: &Migration,
-    direction: Direction,
-    started: Instant,
-) -> Result<()> {
-    match direction {
-        Direction::Up => {
-            conn.batch_execute(HISTORY_DDL).await?;
-            let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-            record(conn, m, "applied", Some(ms)).await
-        }
-        Direction::Down => {
-            diesel::sql_query("DELETE FROM __diesel_schema_migrations WHERE version = $1")
-                .bind::<Text, _>(&m.version)
-                .execute(conn)
-                .await?;
-            diesel::sql_query("DELETE FROM migrate.checksums WHERE version = $1")
-                .bind::<Text, _>(&m.version)
-                .execute(conn)
-                .await?;
-            Ok(())
-        }
-    }
+fn elapsed_ms(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Upserts a checksum row; `applied` also writes diesel's version row.
-async fn record(
-    conn: &mut AsyncPgConnection,
-    m: &Migration,
-    state: &str,
-    duration_ms: Option<i64>,
-) -> Result<()> {
-    if state == "applied" {
-        diesel::sql_query(
-            "INSERT INTO __diesel_schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING",
-        )
-        .bind::<Text, _>(&m.version)
-        .execute(conn)
-        .await?;
-    }
+/// Upserts a migration's checksum row.
+fn record(conn: &mut Conn, m: &Migration, state: &str, duration_ms: Option<i64>) -> Result<()> {
+    conn.batch_execute(HISTORY_DDL)?;
     diesel::sql_query(
         "INSERT INTO migrate.checksums (version, folder, checksum, state, duration_ms, applied_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (version) DO UPDATE SET folder = EXCLUDED.folder, \
@@ -739,23 +884,21 @@ async fn record(
     .bind::<Text, _>(state)
     .bind::<Nullable<BigInt>, _>(duration_ms)
     .bind::<Timestamptz, _>(Utc::now())
-    .execute(conn)
-    .await?;
+    .execute(conn)?;
     Ok(())
 }
 
-async fn unlock(conn: &mut AsyncPgConnection) {
-    // Closing the connection would release it too; this makes the release prompt.
-    let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
-        .bind::<BigInt, _>(LOCK_KEY)
-        .execute(conn)
-        .await;
+/// Deletes a migration's checksum row.
+fn forget(conn: &mut Conn, m: &Migration) -> Result<()> {
+    diesel::sql_query("DELETE FROM migrate.checksums WHERE version = $1")
+        .bind::<Text, _>(&m.version)
+        .execute(conn)?;
+    Ok(())
 }
 
-async fn table_exists(conn: &mut AsyncPgConnection, name: &str) -> Result<bool> {
+fn table_exists(conn: &mut Conn, name: &str) -> Result<bool> {
     let found: Flag = diesel::sql_query("SELECT to_regclass($1) IS NOT NULL AS flag")
         .bind::<Text, _>(name)
-        .get_result(conn)
-        .await?;
+        .get_result(conn)?;
     Ok(found.flag)
 }

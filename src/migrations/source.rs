@@ -84,6 +84,19 @@ impl Migration {
         })
     }
 
+    /// An applied version whose folder is gone: only its version is known.
+    pub fn unknown(version: &str) -> Self {
+        Migration {
+            version: version.to_owned(),
+            folder: version.to_owned(),
+            up: String::new(),
+            down: None,
+            run_in_transaction: true,
+            test_data: None,
+            test_expect: None,
+        }
+    }
+
     /// SHA-256 of up.sql, down.sql and `run_in_transaction`, hex: what `verify` compares.
     pub fn checksum(&self) -> String {
         let mut hash = Sha256::new();
