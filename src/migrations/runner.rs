@@ -131,20 +131,23 @@ pub struct Applied {
 }
 
 /// What `verify` finds wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum Problem {
     /// An applied migration's files changed since it ran.
+    #[error("{folder}: changed after it was applied")]
     Changed {
         /// The migration's folder name.
         folder: String,
     },
     /// An applied migration has no folder any more.
+    #[error("{version}: applied, but its folder is gone")]
     Missing {
         /// The version recorded in the history table.
         version: String,
     },
     /// A pending migration sorts before the newest applied one.
+    #[error("{folder}: pending, but older than the applied {newest_applied}")]
     OutOfOrder {
         /// The pending migration's folder name.
         folder: String,
@@ -152,31 +155,11 @@ pub enum Problem {
         newest_applied: String,
     },
     /// A non-transactional migration failed part-way: fix the database, then `stamp`.
+    #[error("{folder}: failed part-way outside a transaction (dirty)")]
     Dirty {
         /// The migration's folder name.
         folder: String,
     },
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Problem::Changed { folder } => write!(f, "{folder}: changed after it was applied"),
-            Problem::Missing { version } => write!(f, "{version}: applied, but its folder is gone"),
-            Problem::OutOfOrder {
-                folder,
-                newest_applied,
-            } => {
-                write!(
-                    f,
-                    "{folder}: pending, but older than the applied {newest_applied}"
-                )
-            }
-            Problem::Dirty { folder } => {
-                write!(f, "{folder}: failed part-way outside a transaction (dirty)")
-            }
-        }
-    }
 }
 
 #[derive(diesel::QueryableByName)]
@@ -706,6 +689,7 @@ enum Step {
 }
 
 /// One migration as the harness runs it.
+#[derive(Clone)]
 struct Guarded {
     migration: Migration,
     config: Config,
@@ -720,13 +704,7 @@ impl MigrationSource<Pg> for Steps {
         Ok(self
             .0
             .iter()
-            .map(|g| {
-                Box::new(Guarded {
-                    migration: g.migration.clone(),
-                    config: g.config.clone(),
-                    kind: g.kind,
-                }) as Box<dyn DieselMigration<Pg>>
-            })
+            .map(|g| Box::new(g.clone()) as Box<dyn DieselMigration<Pg>>)
             .collect())
     }
 }
