@@ -507,11 +507,7 @@ impl Migrator {
         let this = self.clone();
         blocking(url, move |conn| {
             let chosen = this.select_up(this.pending_on(conn)?, &target)?;
-            Ok(chosen
-                .iter()
-                .map(|m| this.script(m, Direction::Up))
-                .collect::<Vec<_>>()
-                .join("\n"))
+            Ok(this.plan(chosen, Direction::Up))
         })
         .await
     }
@@ -521,13 +517,22 @@ impl Migrator {
         let this = self.clone();
         blocking(url, move |conn| {
             let chosen = this.select_down(&this.applied_on(conn)?, &target)?;
-            Ok(chosen
-                .iter()
-                .map(|m| this.script(m, Direction::Down))
-                .collect::<Vec<_>>()
-                .join("\n"))
+            Ok(this.plan(&chosen, Direction::Down))
         })
         .await
+    }
+
+    /// The scripts of `chosen`, in order: what `--sql` prints.
+    fn plan<'a>(
+        &self,
+        chosen: impl IntoIterator<Item = &'a Migration>,
+        direction: Direction,
+    ) -> String {
+        let scripts: Vec<String> = chosen
+            .into_iter()
+            .map(|m| self.script(m, direction))
+            .collect();
+        scripts.join("\n")
     }
 
     fn script(&self, m: &Migration, direction: Direction) -> String {
