@@ -12,7 +12,7 @@ use app::schema::tasks;
 use app::{Error, Result};
 use common::{TestDb, count, table_exists, user, versions};
 use diesel::{ExpressionMethods, QueryDsl};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
 /// Polls `sql` (returning `flag`) until true or the deadline passes.
 async fn wait_for(conn: &mut AsyncPgConnection, sql: &str, timeout: Duration) -> bool {
@@ -65,22 +65,53 @@ async fn connection_killed_mid_bulk_insert_leaves_no_rows_and_the_pool_recovers(
         .collect();
 
     let mut killer = db.conn().await;
+    // Each chunk's statement counts itself (a sequence: visible outside the transaction) and
+    // lingers a moment after writing its rows, so the kill lands while the second chunk runs,
+    // the first written but not committed. Without it a loaded machine could see only the
+    // last chunk, which may commit before the kill.
+    killer
+        .batch_execute(
+            "CREATE SEQUENCE chunks; \
+             CREATE FUNCTION linger() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM nextval('chunks'); PERFORM pg_sleep(0.2); RETURN NULL; END $$; \
+             CREATE TRIGGER linger AFTER INSERT ON tasks FOR EACH STATEMENT \
+             EXECUTE FUNCTION linger();",
+        )
+        .await
+        .unwrap();
+    let writer_pid: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+        "pg_backend_pid()",
+    ))
+    .get_result(&mut writer)
+    .await
+    .unwrap();
     let kill = async {
-        let seen = wait_for(
-            &mut killer,
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
-             AND query LIKE 'INSERT INTO \"tasks\"%' \
-             AND state = 'active') AS flag",
-            Duration::from_secs(30),
-        )
-        .await;
-        assert!(seen, "the bulk insert never showed up in pg_stat_activity");
-        common::flag(
-            &mut killer,
-            "SELECT bool_or(pg_terminate_backend(pid)) AS flag FROM pg_stat_activity \
-             WHERE datname = current_database() AND query LIKE 'INSERT INTO \"tasks\"%' AND pid <> pg_backend_pid()",
-        )
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let active: common::Flag = diesel::sql_query(
+                "SELECT (SELECT last_value >= 2 FROM chunks) AND EXISTS (SELECT 1 \
+                 FROM pg_stat_activity WHERE pid = $1 AND query LIKE 'INSERT INTO \"tasks\"%' \
+                 AND state = 'active') AS flag",
+            )
+            .bind::<diesel::sql_types::Integer, _>(writer_pid)
+            .get_result(&mut killer)
+            .await
+            .unwrap();
+            if active.flag {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the bulk insert never reached its second chunk"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let killed: common::Flag = diesel::sql_query("SELECT pg_terminate_backend($1) AS flag")
+            .bind::<diesel::sql_types::Integer, _>(writer_pid)
+            .get_result(&mut killer)
+            .await
+            .unwrap();
+        assert!(killed.flag, "the writer's backend was terminated");
     };
     let (result, ()) = tokio::join!(bulk::insert(&mut writer, &rows), kill);
     assert!(
