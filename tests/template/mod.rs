@@ -99,7 +99,10 @@ pub fn cargo_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .envs(env.iter().copied())
         .output()
         .expect("run cargo");
-    assert_success(&format!("cargo {}", args.join(" ")), &out);
+    assert_success(
+        &format!("cargo {} in {}", args.join(" "), dir.display()),
+        &out,
+    );
     out
 }
 
