@@ -137,6 +137,30 @@ fn refused_login_is_one_line_with_password_masked() {
     assert_one_clear_line(&out, "hunter2", "no_such_role");
 }
 
+/// Needs a server that checks passwords: a private scram-sha-256 cluster (skipped without
+/// PostgreSQL's server binaries unless REQUIRE_PG_BINARIES=1).
+#[test]
+fn wrong_password_is_one_line_with_password_masked() {
+    if !common::pg_binaries_present() {
+        return;
+    }
+    let cluster = common::Cluster::new("pw");
+    let server = cluster.start(&[("PG_PASSWORD", "right-secret")]);
+    let good = db::DatabaseUrl::parse(&server)
+        .unwrap()
+        .with_database("pw_check");
+    let good = good.expose();
+
+    let out = init_db(&["--url", &good.replace(":right-secret@", ":wrong-secret@")]);
+    assert_one_clear_line(&out, "wrong-secret", "password authentication failed");
+    assert!(text(&out.stderr).contains("postgres:***@"));
+
+    let out = init_db(&["--url", good]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(!stdout.contains("right-secret"), "{stdout}");
+}
+
 #[test]
 fn missing_url_says_how_to_give_one() {
     let out = init_db(&[]);
