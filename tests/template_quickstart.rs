@@ -7,7 +7,7 @@ mod template;
 use std::path::Path;
 use std::process::Command;
 
-use common::TestDb;
+use common::{Cluster, TestDb};
 use template::{assert_seeded, assert_success, have_cargo_generate, root, stdout, target_dir};
 
 fn quickstart(dir: &Path, database_url: Option<&str>) -> String {
@@ -63,7 +63,8 @@ fn quickstart_ends_migrated_and_seeded_on_a_given_server_and_on_a_private_cluste
         .lines()
         .find_map(|l| l.trim().strip_prefix("scripts/pg.sh stop "))
         .unwrap_or_else(|| panic!("quickstart names the cluster to stop:\n{out}"));
-    let _stop = StopCluster(dir.join("scripts/pg.sh"), cluster.to_owned());
+    // Stopped and removed however the test ends.
+    let _cluster = Cluster(cluster.into());
     assert!(out.contains("private PostgreSQL cluster"), "{out}");
 
     // The cluster it left running serves the project: a second init_db changes nothing,
@@ -72,16 +73,4 @@ fn quickstart_ends_migrated_and_seeded_on_a_given_server_and_on_a_private_cluste
     assert!(again.contains("already present"), "{again}");
     script(&dir, "migrate.sh", &["current", "--check"]);
     script(&dir, "migrate.sh", &["verify"]);
-}
-
-/// Stops the private cluster quickstart left running, even when the test fails.
-struct StopCluster(std::path::PathBuf, String);
-
-impl Drop for StopCluster {
-    fn drop(&mut self) {
-        let stop = Command::new(&self.0).args(["stop", &self.1]).output();
-        if !matches!(&stop, Ok(out) if out.status.success()) {
-            eprintln!("could not stop the private cluster in {}: {stop:?}", self.1);
-        }
-    }
 }
