@@ -852,9 +852,8 @@ fn elapsed_ms(started: Instant) -> i64 {
     i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Upserts a migration's checksum row.
+/// Upserts a migration's checksum row (the tables exist: every locked path creates them first).
 fn record(conn: &mut Conn, m: &Migration, state: &str, duration_ms: Option<i64>) -> Result<()> {
-    conn.batch_execute(HISTORY_DDL)?;
     diesel::sql_query(
         "INSERT INTO migrate.checksums (version, folder, checksum, state, duration_ms, applied_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (version) DO UPDATE SET folder = EXCLUDED.folder, \
