@@ -11,5 +11,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg.sh
 
-pg_default_url "$(pg_package_db)" "$@"
+pg_default_url "$@"
 exec cargo run --quiet --bin init_db -- "$@"

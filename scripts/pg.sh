@@ -154,11 +154,10 @@ pg_package_db() {
 }
 
 # For the project scripts: unless the arguments carry --url, DATABASE_URL is set or .env
-# has it, exports DATABASE_URL for the server steps 1-2 find, with database DBNAME.
-# Never fails: without a server the binaries say themselves what is missing.
+# has it, exports DATABASE_URL for the server steps 1-2 find, with the project's database
+# (pg_package_db). Never fails: without a server the binaries say themselves what is missing.
 pg_default_url() {
-  local db=$1 arg server
-  shift
+  local arg server
   for arg in "$@"; do
     case "$arg" in --url | --url=*) return 0 ;; esac
   done
@@ -166,7 +165,7 @@ pg_default_url() {
     return 0
   fi
   if server=$(pg_resolve); then
-    DATABASE_URL=$(pg_with_database "$server" "$db")
+    DATABASE_URL=$(pg_with_database "$server" "$(pg_package_db)")
     export DATABASE_URL
   fi
   return 0
