@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use app::db::{self, DatabaseUrl};
-use app::migrations::{self, Migrator, Target, parse_duration};
+use app::migrations::{self, Direction, Migrator, Target};
 use clap::{Parser, Subcommand};
 
 /// Create, apply, revert and check database migrations (diesel_cli's folder format).
@@ -110,8 +110,28 @@ enum Verb {
     Check,
 }
 
+/// clap's parser for durations: parses `500ms`, `5s`, `2min`, `1h` (PostgreSQL's units) into a duration.
 fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 5s"))?;
+    let millis = match unit.trim() {
+        "ms" => 1,
+        "s" | "" => 1_000,
+        "min" | "m" => 60_000,
+        "h" => 3_600_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (ms, s, min, h)"
+            ));
+        }
+    };
+    Ok(Duration::from_millis(number * millis))
 }
 
 #[tokio::main]
@@ -176,7 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             migrator.config.allow_out_of_order = *allow_out_of_order;
             let target = Target::parse(target)?;
             if *sql {
-                print!("{}", migrator.upgrade_sql(&url, target).await?);
+                print!("{}", migrator.preview(&url, Direction::Up, target).await?);
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(file) = backup {
@@ -194,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let url = url(&cli)?;
             let target = Target::parse(target)?;
             if *sql {
-                print!("{}", migrator.downgrade_sql(&url, target).await?);
+                print!("{}", migrator.preview(&url, Direction::Down, target).await?);
                 return Ok(ExitCode::SUCCESS);
             }
             let reverted = migrator.downgrade(&url, target).await?;
@@ -207,14 +227,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::Current { check, json } => {
             let url = url(&cli)?;
-            let applied = migrator.applied(&url).await?;
-            let pending: Vec<String> = migrator
-                .pending(&url)
-                .await?
-                .iter()
-                .map(|m| m.folder.clone())
-                .collect();
-            let dirty = !migrator.dirty(&url).await?.is_empty();
+            let status = migrator.status(&url).await?;
+            let pending: Vec<String> = status.pending.iter().map(|m| m.folder.clone()).collect();
+            let (applied, dirty) = (status.applied, !status.dirty.is_empty());
             let current = applied
                 .last()
                 .map(|a| a.folder.clone().unwrap_or_else(|| a.version.clone()));
@@ -242,8 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Verb::History { json } => {
-            let url = url(&cli)?;
-            let applied = migrator.applied(&url).await?;
+            let applied = migrator.status(&url(&cli)?).await?.applied;
             if *json {
                 println!("{}", serde_json::to_string(&applied)?);
             } else {
@@ -277,8 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("stamped {version}: recorded without running SQL");
         }
         Verb::Verify { json } => {
-            let url = url(&cli)?;
-            let problems = migrator.verify(&url).await?;
+            let problems = migrator.status(&url(&cli)?).await?.problems();
             if *json {
                 println!("{}", serde_json::to_string(&problems)?);
             } else if problems.is_empty() {

@@ -10,11 +10,13 @@ mod scratch;
 mod source;
 
 pub use lint::{LintFinding, lint};
-pub use runner::{Applied, Config, HISTORY_DDL, LOCK_KEY, Migrator, Problem, Target};
+pub use runner::{
+    Applied, Config, Direction, HISTORY_DDL, LOCK_KEY, Migrator, Problem, Status, Target,
+};
 pub use scratch::{
     RoundTripFailure, Scratch, dump_schema, round_trip, schema_drift, tool, unindexed_foreign_keys,
 };
-pub use source::{Migration, Statement, parse_duration, statements};
+pub use source::{Migration, Statement, statements};
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 

@@ -1,9 +1,8 @@
-//! The runner: diesel_migrations' `MigrationHarness` applies and reverts migrations and keeps
-//! `__diesel_schema_migrations`; this layer adds what it lacks. One connection holds a session
-//! advisory lock while the harness runs each migration as a [`Step`], which sets
-//! `lock_timeout` and `statement_timeout`, runs the SQL statement by statement so a failure
-//! names its statement, and records a checksum in `migrate.checksums` in the same transaction
-//! as diesel's version row.
+//! The runner: diesel_migrations' `MigrationHarness` applies, reverts and records migrations;
+//! this layer adds what it lacks. One connection holds a session advisory lock while the
+//! harness runs each migration as a [`Guarded`] step, which sets `lock_timeout` and
+//! `statement_timeout`, runs the SQL statement by statement so a failure names its statement,
+//! and records a checksum in `migrate.checksums` in the harness's transaction.
 //!
 //! The harness is synchronous: the work runs on a blocking thread, on the pooled driver's
 //! connection wrapped by diesel-async's `AsyncConnectionWrapper` (still no libpq).
@@ -13,13 +12,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDateTime, Utc};
 use diesel::connection::{BoxableConnection, SimpleConnection};
-use diesel::migration::{
-    Migration as DieselMigration, MigrationMetadata, MigrationName, MigrationSource,
-    MigrationVersion,
-};
+use diesel::migration::{self, MigrationMetadata, MigrationName, MigrationSource};
 use diesel::pg::Pg;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp, Timestamptz};
-use diesel::{Connection, RunQueryDsl};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::MigrationHarness;
@@ -53,6 +49,28 @@ CREATE TABLE IF NOT EXISTS migrate.checksums (
     duration_ms BIGINT
 );";
 
+diesel::table! {
+    /// diesel's version table, read for `run_on` (the harness only reports versions).
+    #[sql_name = "__diesel_schema_migrations"]
+    diesel_history (version) {
+        version -> VarChar,
+        run_on -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Our side table, `migrate.checksums`: what diesel does not record.
+    #[sql_name = "checksums"]
+    migrate.sums (version) {
+        version -> VarChar,
+        folder -> Text,
+        checksum -> Text,
+        state -> Text,
+        applied_at -> Timestamptz,
+        duration_ms -> Nullable<BigInt>,
+    }
+}
+
 /// How the runner behaves; defaults suit a production deploy.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -83,9 +101,9 @@ impl Default for Config {
 /// How far to upgrade or downgrade.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// Every migration (`head`) / none (`base`).
+    /// Every pending migration.
     Head,
-    /// Nothing applied (`base`, downgrade only).
+    /// Nothing applied (downgrade only).
     Base,
     /// This many steps (`+N` up, `-N` down).
     Steps(usize),
@@ -94,24 +112,33 @@ pub enum Target {
 }
 
 impl Target {
-    /// Parses `head`, `base`, `+N`, `-N`, `N` (steps when short) or a version.
+    /// Parses `head`, `base`, `+N`, `-N` or a version (dashes allowed).
     pub fn parse(text: &str) -> Result<Target> {
         let text = text.trim();
-        let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '-');
-        match text {
-            "head" => Ok(Target::Head),
-            "base" => Ok(Target::Base),
-            _ if (text.starts_with('+') || text.starts_with('-'))
-                && text[1..].parse::<usize>().is_ok() =>
-            {
-                Ok(Target::Steps(text[1..].parse().unwrap()))
+        let steps = text
+            .strip_prefix(['+', '-'])
+            .and_then(|n| n.parse::<usize>().ok());
+        match (text, steps) {
+            ("head", _) => Ok(Target::Head),
+            ("base", _) => Ok(Target::Base),
+            (_, Some(n)) => Ok(Target::Steps(n)),
+            _ if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '-') => {
+                Ok(Target::Version(text.replace('-', "")))
             }
-            _ if digits(text) => Ok(Target::Version(text.replace('-', ""))),
             _ => Err(Error::Migration(format!(
                 "{text:?} is not a target: use head, base, +N, -N or a version"
             ))),
         }
     }
+}
+
+/// Which way a migration runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// up.sql.
+    Up,
+    /// down.sql.
+    Down,
 }
 
 /// One applied migration, as the database records it.
@@ -162,32 +189,55 @@ pub enum Problem {
     },
 }
 
-#[derive(diesel::QueryableByName)]
-struct Row {
-    #[diesel(sql_type = Text)]
-    version: String,
-    #[diesel(sql_type = Timestamp)]
-    run_on: NaiveDateTime,
-    #[diesel(sql_type = Nullable<Text>)]
-    folder: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    checksum: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    state: Option<String>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    duration_ms: Option<i64>,
+/// Where a database stands: what it has applied, what is left, what failed part-way.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Applied migrations, oldest first, each with its checksum state.
+    pub applied: Vec<Applied>,
+    /// Migrations not applied yet, in version order.
+    pub pending: Vec<Migration>,
+    /// Folders of migrations that failed part-way outside a transaction.
+    pub dirty: Vec<String>,
 }
 
-#[derive(diesel::QueryableByName)]
-struct DirtyRow {
-    #[diesel(sql_type = Text)]
-    folder: String,
-}
+impl Status {
+    /// The newest applied version, if any.
+    pub fn newest(&self) -> Option<&str> {
+        self.applied.last().map(|a| a.version.as_str())
+    }
 
-#[derive(diesel::QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = Bool)]
-    flag: bool,
+    /// Everything `verify` reports: changed, missing, out-of-order and dirty migrations.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems: Vec<Problem> = self
+            .applied
+            .iter()
+            .filter_map(|a| {
+                let folder = a.folder.clone().unwrap_or_else(|| a.version.clone());
+                match a.state.as_str() {
+                    "changed" => Some(Problem::Changed { folder }),
+                    "missing" => Some(Problem::Missing {
+                        version: a.version.clone(),
+                    }),
+                    _ => None,
+                }
+            })
+            .collect();
+        problems.extend(self.dirty.iter().map(|folder| Problem::Dirty {
+            folder: folder.clone(),
+        }));
+        if let Some(newest) = self.newest() {
+            problems.extend(
+                self.pending
+                    .iter()
+                    .filter(|m| m.version.as_str() < newest)
+                    .map(|m| Problem::OutOfOrder {
+                        folder: m.folder.clone(),
+                        newest_applied: newest.to_owned(),
+                    }),
+            );
+        }
+        problems
+    }
 }
 
 /// A set of migrations and the settings to run them with.
@@ -204,7 +254,7 @@ impl Migrator {
         Ok(Migrator::new(source::read_all(&super::MIGRATIONS)?))
     }
 
-    /// The migrations in a folder on disk.
+    /// The migrations in a folder on disk, `migrate test`'s fixtures included.
     pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
         Ok(Migrator::new(source::from_dir(dir)?))
     }
@@ -215,13 +265,11 @@ impl Migrator {
         self
     }
 
-    /// A migrator over these migrations, default settings.
+    /// A migrator over these migrations (sorted by version), default settings.
     pub fn new(mut migrations: Vec<Migration>) -> Self {
         migrations.sort_by(|a, b| a.version.cmp(&b.version));
-        Migrator {
-            migrations,
-            config: Config::default(),
-        }
+        let config = Config::default();
+        Migrator { migrations, config }
     }
 
     /// The migrations, in version order.
@@ -229,133 +277,82 @@ impl Migrator {
         &self.migrations
     }
 
-    /// What the database has applied, oldest first, with each file's checksum state.
-    pub async fn applied(&self, url: &DatabaseUrl) -> Result<Vec<Applied>> {
+    fn find(&self, version: &str) -> Option<&Migration> {
+        self.migrations.iter().find(|m| m.version == version)
+    }
+
+    /// Where the database stands. Reads without creating anything: `current` and `history`
+    /// must work for a role that may not create tables.
+    pub async fn status(&self, url: &DatabaseUrl) -> Result<Status> {
         let this = self.clone();
-        blocking(url, move |conn| this.applied_on(conn)).await
+        blocking(url, move |conn| this.status_on(conn)).await
     }
 
-    /// Migrations not yet applied, in version order.
-    pub async fn pending(&self, url: &DatabaseUrl) -> Result<Vec<Migration>> {
-        let this = self.clone();
-        blocking(url, move |conn| {
-            Ok(this.pending_on(conn)?.into_iter().cloned().collect())
-        })
-        .await
-    }
-
-    /// Folders of migrations that failed part-way outside a transaction.
-    pub async fn dirty(&self, url: &DatabaseUrl) -> Result<Vec<String>> {
-        blocking(url, dirty_on).await
-    }
-
-    /// Everything `verify` reports: changed, missing, out-of-order and dirty migrations.
-    pub async fn verify(&self, url: &DatabaseUrl) -> Result<Vec<Problem>> {
-        let this = self.clone();
-        blocking(url, move |conn| this.verify_on(conn)).await
-    }
-
-    /// Reads the history without creating anything: `current` and `history` must work for
-    /// a role that may not create tables.
-    fn applied_on(&self, conn: &mut Conn) -> Result<Vec<Applied>> {
-        if !table_exists(conn, "public.__diesel_schema_migrations")? {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<Row> = if table_exists(conn, "migrate.checksums")? {
-            diesel::sql_query(
-                "SELECT d.version::text AS version, d.run_on, c.folder, c.checksum, c.state, \
-                 c.duration_ms FROM __diesel_schema_migrations d \
-                 LEFT JOIN migrate.checksums c USING (version) ORDER BY d.version",
-            )
-            .load(conn)?
+    fn status_on(&self, conn: &mut Conn) -> Result<Status> {
+        let rows: Vec<(String, NaiveDateTime)> = if exists(conn, "__diesel_schema_migrations")? {
+            diesel_history::table
+                .select((diesel_history::version, diesel_history::run_on))
+                .order(diesel_history::version)
+                .load(conn)?
         } else {
-            diesel::sql_query(
-                "SELECT version::text AS version, run_on, NULL::text AS folder, \
-                 NULL::text AS checksum, NULL::text AS state, NULL::bigint AS duration_ms \
-                 FROM __diesel_schema_migrations ORDER BY version",
-            )
-            .load(conn)?
+            Vec::new()
         };
-        let by_version: BTreeMap<&str, &Migration> = self
-            .migrations
-            .iter()
-            .map(|m| (m.version.as_str(), m))
-            .collect();
-        Ok(rows
+        let with_sums = exists(conn, "migrate.checksums")?;
+        let sums: BTreeMap<String, (String, String, String, Option<i64>)> = if with_sums {
+            use self::sums::dsl::*;
+            sums.select((version, (folder, checksum, state, duration_ms)))
+                .load(conn)?
+                .into_iter()
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let applied: Vec<Applied> = rows
             .into_iter()
-            .map(|row| {
-                let file = by_version.get(row.version.as_str());
-                let state = match (file, row.checksum.as_deref(), row.state.as_deref()) {
-                    (_, _, Some("dirty")) => "dirty",
-                    (None, _, _) => "missing",
-                    (Some(_), None, _) => "unrecorded",
-                    (Some(m), Some(sum), _) if m.checksum() == sum => "ok",
-                    (Some(_), Some(_), _) => "changed",
+            .map(|(version, run_on)| {
+                let file = self.find(&version);
+                let sum = sums.get(&version);
+                let state = match (file, sum) {
+                    (_, Some((_, _, s, _))) if s == "dirty" => "dirty",
+                    (None, _) => "missing",
+                    (Some(_), None) => "unrecorded",
+                    (Some(m), Some((_, c, _, _))) if &m.checksum() == c => "ok",
+                    (Some(_), Some(_)) => "changed",
                 };
                 Applied {
-                    folder: row.folder.or_else(|| file.map(|m| m.folder.clone())),
-                    version: row.version,
-                    run_on: row.run_on,
-                    duration_ms: row.duration_ms,
+                    folder: sum.map(|s| s.0.clone()).or(file.map(|m| m.folder.clone())),
+                    duration_ms: sum.and_then(|s| s.3),
                     state: state.to_owned(),
+                    version,
+                    run_on,
                 }
             })
-            .collect())
-    }
-
-    fn pending_on(&self, conn: &mut Conn) -> Result<Vec<&Migration>> {
-        let applied = self.applied_on(conn)?;
-        Ok(self
-            .migrations
-            .iter()
+            .collect();
+        let pending = (self.migrations.iter())
             .filter(|m| !applied.iter().any(|a| a.version == m.version))
-            .collect())
-    }
-
-    fn verify_on(&self, conn: &mut Conn) -> Result<Vec<Problem>> {
-        let applied = self.applied_on(conn)?;
-        let mut problems = Vec::new();
-        for a in &applied {
-            let folder = a.folder.clone().unwrap_or_else(|| a.version.clone());
-            match a.state.as_str() {
-                "changed" => problems.push(Problem::Changed { folder }),
-                "missing" => problems.push(Problem::Missing {
-                    version: a.version.clone(),
-                }),
-                _ => {}
-            }
-        }
-        for folder in dirty_on(conn)? {
-            problems.push(Problem::Dirty { folder });
-        }
-        if let Some(newest) = applied.iter().map(|a| &a.version).max() {
-            for m in self.pending_on(conn)? {
-                if &m.version < newest {
-                    problems.push(Problem::OutOfOrder {
-                        folder: m.folder.clone(),
-                        newest_applied: newest.clone(),
-                    });
-                }
-            }
-        }
-        Ok(problems)
+            .cloned()
+            .collect();
+        let dirty = sums
+            .into_values()
+            .filter(|s| s.2 == "dirty")
+            .map(|s| s.0)
+            .collect();
+        Ok(Status {
+            applied,
+            pending,
+            dirty,
+        })
     }
 
     /// The pending migrations `target` selects, oldest first.
-    fn select_up<'a>(
-        &'a self,
-        pending: Vec<&'a Migration>,
-        target: &Target,
-    ) -> Result<Vec<&'a Migration>> {
+    fn select_up<'a>(&self, pending: &'a [Migration], target: &Target) -> Result<&'a [Migration]> {
         match target {
             Target::Head => Ok(pending),
-            Target::Steps(n) => Ok(pending.into_iter().take(*n).collect()),
-            Target::Version(v) => {
-                if !self.migrations.iter().any(|m| &m.version == v) {
-                    return Err(Error::Migration(format!("no migration has version {v}")));
-                }
-                Ok(pending.into_iter().filter(|m| &m.version <= v).collect())
+            Target::Steps(n) => Ok(&pending[..pending.len().min(*n)]),
+            Target::Version(v) if self.find(v).is_none() => {
+                Err(Error::Migration(format!("no migration has version {v}")))
             }
+            Target::Version(v) => Ok(&pending[..pending.partition_point(|m| &m.version <= v)]),
             Target::Base => Err(Error::Migration(
                 "upgrade to base makes no sense: use downgrade base".into(),
             )),
@@ -368,28 +365,21 @@ impl Migrator {
         match target {
             Target::Base | Target::Head => {}
             Target::Steps(n) => chosen.truncate(*n),
-            Target::Version(v) => {
-                if !applied.iter().any(|a| &a.version == v) {
-                    return Err(Error::Migration(format!("version {v} is not applied")));
-                }
-                chosen.retain(|a| &a.version > v);
+            Target::Version(v) if !applied.iter().any(|a| &a.version == v) => {
+                return Err(Error::Migration(format!("version {v} is not applied")));
             }
+            Target::Version(v) => chosen.retain(|a| &a.version > v),
         }
-        chosen
-            .into_iter()
+        (chosen.into_iter())
             .map(|a| {
                 self.find(&a.version).cloned().ok_or_else(|| {
+                    let v = &a.version;
                     Error::Migration(format!(
-                        "{}: applied, but its folder is gone; cannot revert it",
-                        a.version
+                        "{v}: applied, but its folder is gone; cannot revert it"
                     ))
                 })
             })
             .collect()
-    }
-
-    fn find(&self, version: &str) -> Option<&Migration> {
-        self.migrations.iter().find(|m| m.version == version)
     }
 
     /// Applies pending migrations up to `target`; returns the folders applied. Takes no lock
@@ -397,44 +387,36 @@ impl Migrator {
     pub async fn upgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
         let (this, shown) = (self.clone(), url.to_string());
         blocking(url, move |conn| {
-            if this.select_up(this.pending_on(conn)?, &target)?.is_empty() {
+            if this
+                .select_up(&this.status_on(conn)?.pending, &target)?
+                .is_empty()
+            {
                 return Ok(Vec::new());
             }
-            this.locked(conn, &shown, |conn| this.upgrade_locked(conn, &target))
+            this.locked(conn, &shown, |conn| {
+                // Re-read under the lock: another migrator may have done the work meanwhile.
+                let pending = conn
+                    .pending_migrations(this.steps(Step::Run))
+                    .map_err(harness_error)?;
+                let pending: Vec<Migration> = (pending.iter())
+                    .filter_map(|m| this.find(&m.name().version().to_string()).cloned())
+                    .collect();
+                let chosen = this.select_up(&pending, &target)?;
+                let newest = conn.applied_migrations().map_err(harness_error)?;
+                if let (Some(newest), false) = (newest.first(), this.config.allow_out_of_order) {
+                    let newest = newest.to_string();
+                    if let Some(old) = chosen.iter().find(|m| m.version < newest) {
+                        return Err(Error::Migration(format!(
+                            "{} is older than the applied {newest}: rename it to a newer \
+                             version, or pass --allow-out-of-order",
+                            old.folder
+                        )));
+                    }
+                }
+                this.apply_all(conn, chosen, Direction::Up)
+            })
         })
         .await
-    }
-
-    fn upgrade_locked(&self, conn: &mut Conn, target: &Target) -> Result<Vec<String>> {
-        conn.batch_execute(HISTORY_DDL)?;
-        refuse_dirty(conn)?;
-        // Re-read under the lock, through the harness: another migrator may have done the
-        // work meanwhile.
-        let pending = conn
-            .pending_migrations(self.steps(Step::Run))
-            .map_err(harness_error)?;
-        let pending: Vec<&Migration> = pending
-            .iter()
-            .filter_map(|m| self.find(&m.name().version().to_string()))
-            .collect();
-        let chosen = self.select_up(pending, target)?;
-        let applied = conn.applied_migrations().map_err(harness_error)?;
-        if let (Some(newest), false) = (applied.first(), self.config.allow_out_of_order) {
-            let newest = newest.to_string();
-            if let Some(old) = chosen.iter().find(|m| m.version < newest) {
-                return Err(Error::Migration(format!(
-                    "{} is older than the applied {newest}: rename it to a newer version, or \
-                     pass --allow-out-of-order",
-                    old.folder
-                )));
-            }
-        }
-        let mut done = Vec::new();
-        for migration in chosen {
-            self.apply(conn, migration, Direction::Up)?;
-            done.push(migration.folder.clone());
-        }
-        Ok(done)
     }
 
     /// Reverts applied migrations down to `target`; returns the folders reverted.
@@ -442,15 +424,8 @@ impl Migrator {
         let (this, shown) = (self.clone(), url.to_string());
         blocking(url, move |conn| {
             this.locked(conn, &shown, |conn| {
-                conn.batch_execute(HISTORY_DDL)?;
-                refuse_dirty(conn)?;
-                let chosen = this.select_down(&this.applied_on(conn)?, &target)?;
-                let mut done = Vec::new();
-                for migration in &chosen {
-                    this.apply(conn, migration, Direction::Down)?;
-                    done.push(migration.folder.clone());
-                }
-                Ok(done)
+                let chosen = this.select_down(&this.status_on(conn)?.applied, &target)?;
+                this.apply_all(conn, &chosen, Direction::Down)
             })
         })
         .await
@@ -466,28 +441,21 @@ impl Migrator {
                 "no migration has version {version}"
             )));
         }
+        let keep = move |v: &str| version != "base" && v <= version.as_str();
         let (this, shown) = (self.clone(), url.to_string());
         blocking(url, move |conn| {
             this.locked(conn, &shown, |conn| {
                 conn.transaction::<_, Error, _>(|conn| {
-                    conn.batch_execute(HISTORY_DDL)?;
-                    let keep = |v: &str| version != "base" && v <= version.as_str();
-                    for applied in conn.applied_migrations().map_err(harness_error)? {
-                        let applied = applied.to_string();
-                        if !keep(&applied) {
-                            let m = this
-                                .find(&applied)
-                                .cloned()
-                                .unwrap_or_else(|| Migration::unknown(&applied));
-                            conn.revert_migration(&this.step(m, Step::Stamp))
-                                .map_err(harness_error)?;
-                        }
+                    let status = this.status_on(conn)?;
+                    for a in status.applied.iter().filter(|a| !keep(&a.version)) {
+                        let m = (this.find(&a.version).cloned())
+                            .unwrap_or_else(|| Migration::unknown(&a.version));
+                        let step = this.step(m, Step::Stamp);
+                        conn.revert_migration(&step).map_err(harness_error)?;
                     }
-                    for m in this.pending_on(conn)? {
-                        if keep(&m.version) {
-                            conn.run_migration(&this.step(m.clone(), Step::Stamp))
-                                .map_err(harness_error)?;
-                        }
+                    for m in status.pending.into_iter().filter(|m| keep(&m.version)) {
+                        let step = this.step(m, Step::Stamp);
+                        conn.run_migration(&step).map_err(harness_error)?;
                     }
                     // A dirty mark above the stamp belongs to nothing applied any more.
                     conn.batch_execute(
@@ -502,52 +470,39 @@ impl Migrator {
         .await
     }
 
-    /// The SQL an upgrade to `target` would run, without running it.
-    pub async fn upgrade_sql(&self, url: &DatabaseUrl, target: Target) -> Result<String> {
-        let this = self.clone();
-        blocking(url, move |conn| {
-            let chosen = this.select_up(this.pending_on(conn)?, &target)?;
-            Ok(this.plan(chosen, Direction::Up))
-        })
-        .await
-    }
-
-    /// The SQL a downgrade to `target` would run, without running it.
-    pub async fn downgrade_sql(&self, url: &DatabaseUrl, target: Target) -> Result<String> {
-        let this = self.clone();
-        blocking(url, move |conn| {
-            let chosen = this.select_down(&this.applied_on(conn)?, &target)?;
-            Ok(this.plan(&chosen, Direction::Down))
-        })
-        .await
-    }
-
-    /// The scripts of `chosen`, in order: what `--sql` prints.
-    fn plan<'a>(
+    /// The SQL an upgrade (`Up`) or downgrade (`Down`) to `target` would run, without
+    /// running it: what `--sql` prints.
+    pub async fn preview(
         &self,
-        chosen: impl IntoIterator<Item = &'a Migration>,
-        direction: Direction,
-    ) -> String {
-        let scripts: Vec<String> = chosen
-            .into_iter()
-            .map(|m| self.script(m, direction))
-            .collect();
-        scripts.join("\n")
+        url: &DatabaseUrl,
+        way: Direction,
+        target: Target,
+    ) -> Result<String> {
+        let this = self.clone();
+        blocking(url, move |conn| {
+            let status = this.status_on(conn)?;
+            let chosen = match way {
+                Direction::Up => this.select_up(&status.pending, &target)?.to_vec(),
+                Direction::Down => this.select_down(&status.applied, &target)?,
+            };
+            let scripts: Vec<String> = chosen.iter().map(|m| this.script(m, way)).collect();
+            Ok(scripts.join("\n"))
+        })
+        .await
     }
 
-    fn script(&self, m: &Migration, direction: Direction) -> String {
-        let (file, sql) = match direction {
-            Direction::Up => ("up.sql", m.up.as_str()),
-            Direction::Down => ("down.sql", m.down.as_deref().unwrap_or("-- (no down.sql)")),
-        };
-        let bookkeeping = match direction {
-            Direction::Up => format!(
-                "INSERT INTO __diesel_schema_migrations (version) VALUES ('{}');",
-                m.version
+    fn script(&self, m: &Migration, way: Direction) -> String {
+        let v = &m.version;
+        let (file, sql, bookkeeping) = match way {
+            Direction::Up => (
+                "up.sql",
+                m.up.as_str(),
+                format!("INSERT INTO __diesel_schema_migrations (version) VALUES ('{v}');"),
             ),
-            Direction::Down => format!(
-                "DELETE FROM __diesel_schema_migrations WHERE version = '{}';",
-                m.version
+            Direction::Down => (
+                "down.sql",
+                m.down.as_deref().unwrap_or("-- (no down.sql)"),
+                format!("DELETE FROM __diesel_schema_migrations WHERE version = '{v}';"),
             ),
         };
         let (begin, end) = if m.run_in_transaction {
@@ -555,10 +510,10 @@ impl Migrator {
         } else {
             ("", "")
         };
+        let timeouts = timeouts_sql(&self.config, "SET LOCAL");
+        let folder = &m.folder;
         format!(
-            "-- {}/{file}\n{begin}{}{}\n{bookkeeping}\n{end}",
-            m.folder,
-            timeouts_sql(&self.config, "SET LOCAL"),
+            "-- {folder}/{file}\n{begin}{timeouts}{}\n{bookkeeping}\n{end}",
             sql.trim_end()
         )
     }
@@ -574,14 +529,16 @@ impl Migrator {
     }
 
     fn step(&self, migration: Migration, kind: Step) -> Guarded {
+        let config = self.config.clone();
         Guarded {
             migration,
-            config: self.config.clone(),
+            config,
             kind,
         }
     }
 
     /// Runs `work` holding the session advisory lock, waiting up to `config.wait` for it.
+    /// Every locked path first creates the history tables.
     fn locked<T>(
         &self,
         conn: &mut Conn,
@@ -590,72 +547,98 @@ impl Migrator {
     ) -> Result<T> {
         let deadline = Instant::now() + self.config.wait;
         let mut pause = Duration::from_millis(50);
-        loop {
-            let got: Flag = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS flag")
-                .bind::<BigInt, _>(LOCK_KEY)
-                .get_result(conn)?;
-            if got.flag {
-                break;
-            }
+        while !diesel::select(pg_try_advisory_lock(LOCK_KEY)).get_result::<bool>(conn)? {
             if Instant::now() >= deadline {
                 return Err(Error::Migration(format!(
-                    "another migration run holds the lock on {shown}; gave up after {:?} (--wait to change)",
+                    "another migration run holds the lock on {shown}; gave up after {:?} \
+                     (--wait to change)",
                     self.config.wait
                 )));
             }
             std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
             pause = (pause * 2).min(Duration::from_secs(1));
         }
-        let result = work(conn);
+        let result = conn
+            .batch_execute(HISTORY_DDL)
+            .map_err(Error::from)
+            .and_then(|()| work(conn));
         // Closing the connection would release it too; this makes the release prompt.
-        let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
-            .bind::<BigInt, _>(LOCK_KEY)
-            .execute(conn);
+        let _ = diesel::select(pg_advisory_unlock(LOCK_KEY)).execute(conn);
         result
+    }
+
+    /// Has the harness run (or revert) each of `chosen` in turn; returns their folders.
+    /// Refuses to start while a migration is dirty.
+    fn apply_all(
+        &self,
+        conn: &mut Conn,
+        chosen: &[Migration],
+        way: Direction,
+    ) -> Result<Vec<String>> {
+        if let Some(folder) = self.status_on(conn)?.dirty.first() {
+            return Err(Error::Migration(format!(
+                "{folder} failed part-way outside a transaction: repair the schema by hand, \
+                 then `migrate stamp <version>` to record where it stands"
+            )));
+        }
+        (chosen.iter())
+            .map(|m| self.apply(conn, m, way).map(|()| m.folder.clone()))
+            .collect()
     }
 
     /// Has the harness run (or revert) `m` as the next step, retrying a transactional
     /// migration that hit its lock timeout.
-    fn apply(&self, conn: &mut Conn, m: &Migration, direction: Direction) -> Result<()> {
+    fn apply(&self, conn: &mut Conn, m: &Migration, way: Direction) -> Result<()> {
         let mut pause = Duration::from_millis(200);
-        let mut attempt = 0;
-        loop {
+        for attempt in 1.. {
             let started = Instant::now();
-            let done = match direction {
+            let done = match way {
                 Direction::Up => conn.run_next_migration(self.steps(Step::Run)),
                 Direction::Down => conn.revert_last_migration(self.steps(Step::Run)),
             };
-            let result = match done {
-                Ok(version) if version.to_string() == m.version => Ok(()),
-                Ok(version) => Err(Error::Migration(format!(
-                    "expected to run {}, the harness ran {version}",
-                    m.folder
-                ))),
-                Err(e) => Err(harness_error(e)),
-            };
-            match result {
+            match done.map_err(harness_error) {
+                Ok(v) if v.to_string() != m.version => {
+                    let folder = &m.folder;
+                    return Err(Error::Migration(format!(
+                        "expected to run {folder}, the harness ran {v}"
+                    )));
+                }
                 Err(Error::Migration(msg))
                     if m.run_in_transaction
                         && msg.contains("lock timeout")
-                        && attempt < self.config.lock_retries =>
+                        && attempt <= self.config.lock_retries =>
                 {
-                    attempt += 1;
                     eprintln!("{}: lock timeout, retry {attempt} in {pause:?}", m.folder);
                     std::thread::sleep(pause);
                     pause *= 2;
                 }
-                Ok(()) if !m.run_in_transaction => {
-                    // Outside a transaction the step marked itself dirty; the harness has
-                    // now recorded (or forgotten) the version, so it is clean again.
-                    return match direction {
-                        Direction::Up => record(conn, m, "applied", Some(elapsed_ms(started))),
-                        Direction::Down => forget(conn, m),
-                    };
-                }
-                other => return other,
+                // Outside a transaction the step marked itself dirty; the harness has now
+                // recorded (or forgotten) the version, so it is clean again.
+                Ok(_) if !m.run_in_transaction => return record(conn, m, way, started),
+                other => return other.map(drop),
             }
         }
+        unreachable!("the retry loop returns")
     }
+}
+
+diesel::define_sql_function! {
+    /// Takes a session advisory lock if free; true when taken.
+    fn pg_try_advisory_lock(key: BigInt) -> Bool;
+}
+
+diesel::define_sql_function! {
+    /// Releases a session advisory lock.
+    fn pg_advisory_unlock(key: BigInt) -> Bool;
+}
+
+diesel::define_sql_function! {
+    /// The table's OID if a table by that name exists, else NULL.
+    fn to_regclass(name: Text) -> Nullable<Oid>;
+}
+
+fn exists(conn: &mut Conn, table: &str) -> Result<bool> {
+    Ok(diesel::select(to_regclass(table).is_not_null()).get_result(conn)?)
 }
 
 /// Runs `work` on a blocking thread, on a fresh connection to `url` that diesel's synchronous
@@ -676,12 +659,6 @@ fn harness_error(e: Box<dyn std::error::Error + Send + Sync>) -> Error {
         Ok(ours) => *ours,
         Err(other) => Error::Migration(other.to_string()),
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Up,
-    Down,
 }
 
 /// What a [`Guarded`] migration does when the harness runs it.
@@ -705,21 +682,18 @@ struct Guarded {
 struct Steps(Vec<Guarded>);
 
 impl MigrationSource<Pg> for Steps {
-    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn DieselMigration<Pg>>>> {
-        Ok(self
-            .0
-            .iter()
-            .map(|g| Box::new(g.clone()) as Box<dyn DieselMigration<Pg>>)
-            .collect())
+    fn migrations(&self) -> migration::Result<Vec<Box<dyn migration::Migration<Pg>>>> {
+        let boxed = |g: &Guarded| Box::new(g.clone()) as Box<dyn migration::Migration<Pg>>;
+        Ok(self.0.iter().map(boxed).collect())
     }
 }
 
-impl DieselMigration<Pg> for Guarded {
-    fn run(&self, conn: &mut dyn BoxableConnection<Pg>) -> diesel::migration::Result<()> {
+impl migration::Migration<Pg> for Guarded {
+    fn run(&self, conn: &mut dyn BoxableConnection<Pg>) -> migration::Result<()> {
         Ok(self.execute(ours(conn)?, Direction::Up)?)
     }
 
-    fn revert(&self, conn: &mut dyn BoxableConnection<Pg>) -> diesel::migration::Result<()> {
+    fn revert(&self, conn: &mut dyn BoxableConnection<Pg>) -> migration::Result<()> {
         Ok(self.execute(ours(conn)?, Direction::Down)?)
     }
 
@@ -739,8 +713,8 @@ impl MigrationMetadata for Guarded {
 }
 
 impl MigrationName for Guarded {
-    fn version(&self) -> MigrationVersion<'_> {
-        MigrationVersion::from(self.migration.version.as_str())
+    fn version(&self) -> migration::MigrationVersion<'_> {
+        self.migration.version.as_str().into()
     }
 }
 
@@ -752,135 +726,105 @@ impl std::fmt::Display for Guarded {
 
 /// The harness hands steps back the connection it was given: ours.
 fn ours(conn: &mut dyn BoxableConnection<Pg>) -> Result<&mut Conn> {
-    conn.as_any_mut()
-        .downcast_mut::<Conn>()
+    (conn.as_any_mut().downcast_mut::<Conn>())
         .ok_or_else(|| Error::Migration("migrations must run through Migrator".into()))
 }
 
 impl Guarded {
-    fn execute(&self, conn: &mut Conn, direction: Direction) -> Result<()> {
+    fn execute(&self, conn: &mut Conn, way: Direction) -> Result<()> {
         let (m, tx) = (&self.migration, self.migration.run_in_transaction);
         let started = Instant::now();
-        if self.kind == Step::Run {
-            if !tx {
-                // Marked dirty first: a crash or error half-way must never look applied.
-                record(conn, m, "dirty", None)?;
+        if self.kind == Step::Stamp || tx {
+            if self.kind == Step::Run {
+                conn.batch_execute(&timeouts_sql(&self.config, "SET LOCAL"))?;
+                run_statements(conn, m, way)?;
             }
-            conn.batch_execute(&timeouts_sql(
-                &self.config,
-                if tx { "SET LOCAL" } else { "SET" },
-            ))?;
-            let outcome = run_statements(conn, m, direction);
-            if !tx {
-                conn.batch_execute("RESET lock_timeout; RESET statement_timeout;")?;
-            }
-            outcome?;
-            if !tx {
-                return Ok(()); // the runner records the outcome once the harness has
-            }
+            return record(conn, m, way, started);
         }
-        match direction {
-            Direction::Up => record(conn, m, "applied", Some(elapsed_ms(started))),
-            Direction::Down => forget(conn, m),
-        }
+        // Marked dirty first: a crash or error half-way must never look applied. The runner
+        // records the outcome once the harness has.
+        mark_dirty(conn, m)?;
+        conn.batch_execute(&timeouts_sql(&self.config, "SET"))?;
+        let outcome = run_statements(conn, m, way);
+        conn.batch_execute("RESET lock_timeout; RESET statement_timeout;")?;
+        outcome
     }
 }
 
 /// The runner's timeouts, set before the migration's own SQL: a migration that needs
 /// others sets them itself (`SET LOCAL lock_timeout = '10s';` at the top of up.sql).
 fn timeouts_sql(config: &Config, set: &str) -> String {
-    format!(
-        "{set} lock_timeout = '{}ms';\n{set} statement_timeout = '{}ms';\n",
+    let (lock, statement) = (
         config.lock_timeout.as_millis(),
-        config.statement_timeout.as_millis()
-    )
-}
-
-fn refuse_dirty(conn: &mut Conn) -> Result<()> {
-    match dirty_on(conn)?.into_iter().next() {
-        None => Ok(()),
-        Some(folder) => Err(Error::Migration(format!(
-            "{folder} failed part-way outside a transaction: repair the schema by hand, then \
-             `migrate stamp <version>` to record where it stands"
-        ))),
-    }
-}
-
-fn dirty_on(conn: &mut Conn) -> Result<Vec<String>> {
-    if !table_exists(conn, "migrate.checksums")? {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<DirtyRow> = diesel::sql_query(
-        "SELECT folder FROM migrate.checksums WHERE state = 'dirty' ORDER BY version",
-    )
-    .load(conn)?;
-    Ok(rows.into_iter().map(|r| r.folder).collect())
+        config.statement_timeout.as_millis(),
+    );
+    format!("{set} lock_timeout = '{lock}ms';\n{set} statement_timeout = '{statement}ms';\n")
 }
 
 /// Runs a migration file statement by statement, so a failure names its statement.
-fn run_statements(conn: &mut Conn, m: &Migration, direction: Direction) -> Result<()> {
-    let (file, sql) = match direction {
-        Direction::Up => ("up.sql", m.up.as_str()),
-        Direction::Down => match m.down.as_deref() {
-            Some(sql) => ("down.sql", sql),
-            None => {
-                return Err(Error::Migration(format!(
-                    "{}: no down.sql, cannot revert",
-                    m.folder
-                )));
-            }
-        },
+fn run_statements(conn: &mut Conn, m: &Migration, way: Direction) -> Result<()> {
+    let folder = &m.folder;
+    let (file, sql) = match (way, m.down.as_deref()) {
+        (Direction::Up, _) => ("up.sql", m.up.as_str()),
+        (Direction::Down, Some(sql)) => ("down.sql", sql),
+        (Direction::Down, None) => {
+            return Err(Error::Migration(format!(
+                "{folder}: no down.sql, cannot revert"
+            )));
+        }
     };
     for stmt in statements(sql) {
         if let Err(err) = conn.batch_execute(&stmt.sql) {
-            let first_line = stmt
-                .sql
-                .lines()
-                .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
-                .unwrap_or("")
-                .trim();
+            let first_line = (stmt.sql.lines())
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("--"))
+                .unwrap_or("");
+            let (n, line) = (stmt.number, stmt.line);
             return Err(Error::Migration(format!(
-                "{}/{file}, statement {} (line {}): {first_line}: {err}",
-                m.folder, stmt.number, stmt.line
+                "{folder}/{file}, statement {n} (line {line}): {first_line}: {err}"
             )));
         }
     }
     Ok(())
 }
 
-fn elapsed_ms(started: Instant) -> i64 {
-    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Upserts a migration's checksum row (the tables exist: every locked path creates them first).
-fn record(conn: &mut Conn, m: &Migration, state: &str, duration_ms: Option<i64>) -> Result<()> {
-    diesel::sql_query(
-        "INSERT INTO migrate.checksums (version, folder, checksum, state, duration_ms, applied_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (version) DO UPDATE SET folder = EXCLUDED.folder, \
-         checksum = EXCLUDED.checksum, state = EXCLUDED.state, duration_ms = EXCLUDED.duration_ms, \
-         applied_at = EXCLUDED.applied_at",
-    )
-    .bind::<Text, _>(&m.version)
-    .bind::<Text, _>(&m.folder)
-    .bind::<Text, _>(m.checksum())
-    .bind::<Text, _>(state)
-    .bind::<Nullable<BigInt>, _>(duration_ms)
-    .bind::<Timestamptz, _>(Utc::now())
-    .execute(conn)?;
-    Ok(())
-}
-
-/// Deletes a migration's checksum row.
-fn forget(conn: &mut Conn, m: &Migration) -> Result<()> {
-    diesel::sql_query("DELETE FROM migrate.checksums WHERE version = $1")
-        .bind::<Text, _>(&m.version)
+/// Writes down a migration's checksum (up) or deletes it (down).
+fn record(conn: &mut Conn, m: &Migration, way: Direction, started: Instant) -> Result<()> {
+    use self::sums::dsl::*;
+    if way == Direction::Down {
+        diesel::delete(sums.find(&m.version)).execute(conn)?;
+        return Ok(());
+    }
+    let took = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let row = (
+        folder.eq(&m.folder),
+        checksum.eq(m.checksum()),
+        state.eq("applied"),
+        duration_ms.eq(Some(took)),
+        applied_at.eq(Utc::now()),
+    );
+    diesel::insert_into(sums)
+        .values((version.eq(&m.version), row.clone()))
+        .on_conflict(version)
+        .do_update()
+        .set(row)
         .execute(conn)?;
     Ok(())
 }
 
-fn table_exists(conn: &mut Conn, name: &str) -> Result<bool> {
-    let found: Flag = diesel::sql_query("SELECT to_regclass($1) IS NOT NULL AS flag")
-        .bind::<Text, _>(name)
-        .get_result(conn)?;
-    Ok(found.flag)
+/// Marks a non-transactional migration dirty before it runs.
+fn mark_dirty(conn: &mut Conn, m: &Migration) -> Result<()> {
+    use self::sums::dsl::*;
+    let row = (
+        folder.eq(&m.folder),
+        checksum.eq(m.checksum()),
+        state.eq("dirty"),
+    );
+    diesel::insert_into(sums)
+        .values((version.eq(&m.version), row.clone()))
+        .on_conflict(version)
+        .do_update()
+        .set(row)
+        .execute(conn)?;
+    Ok(())
 }

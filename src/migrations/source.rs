@@ -10,7 +10,6 @@
 
 use std::any::Any;
 use std::path::Path;
-use std::time::Duration;
 
 use diesel::QueryResult;
 use diesel::connection::{BoxableConnection, SimpleConnection};
@@ -106,30 +105,6 @@ impl Migration {
         hash.update([0, u8::from(self.run_in_transaction)]);
         hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
-}
-
-/// Parses `500ms`, `5s`, `2min`, `1h` (PostgreSQL's units) into a duration.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 5s"))?;
-    let millis = match unit.trim() {
-        "ms" => 1,
-        "s" | "" => 1_000,
-        "min" | "m" => 60_000,
-        "h" => 3_600_000,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (ms, s, min, h)"
-            ));
-        }
-    };
-    Ok(Duration::from_millis(number * millis))
 }
 
 /// The migrations of a diesel_migrations source, in version order.
