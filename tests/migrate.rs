@@ -6,41 +6,10 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use app::db::DatabaseUrl;
 use app::migrations::{self, LOCK_KEY};
-use common::{TempDir, TestDb, table_exists, versions};
+use common::{TempDir, TestDb, migrate, ok, stderr, stdout, table_exists, versions};
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-
-fn migrate(url: Option<&DatabaseUrl>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_migrate"));
-    cmd.args(args)
-        .env_remove("DATABASE_URL")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if let Some(url) = url {
-        cmd.args(["--url", url.expose()]);
-    }
-    cmd.output().expect("run migrate")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "migrate failed:\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
 
 /// The project's migrations plus `extra` (folder, up.sql, down.sql) in a temp folder.
 fn migrations_with(extra: &[(&str, &str, &str)]) -> TempDir {

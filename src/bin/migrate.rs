@@ -50,7 +50,7 @@ enum Verb {
     },
     /// Apply pending migrations: head (default), +N, or up to VERSION.
     Upgrade {
-        #[arg(default_value = "head")]
+        #[arg(default_value = "head", allow_hyphen_values = true)]
         target: String,
         /// Print the SQL instead of running it.
         #[arg(long)]
@@ -62,7 +62,7 @@ enum Verb {
         #[arg(long)]
         allow_out_of_order: bool,
     },
-    /// Revert migrations: -1 (default), -N, down to VERSION (kept), or base.
+    /// Revert migrations: -1 (default), -N, down to VERSION (kept), or everything with base.
     Downgrade {
         #[arg(default_value = "-1", allow_hyphen_values = true)]
         target: String,
@@ -194,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let url = url(&cli)?;
             migrator.config.allow_out_of_order = *allow_out_of_order;
-            let target = Target::parse(target)?;
+            let target = Target::parse(target, Direction::Up)?;
             if *sql {
                 print!("{}", migrator.preview(&url, Direction::Up, target).await?);
                 return Ok(ExitCode::SUCCESS);
@@ -212,7 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::Downgrade { target, sql } => {
             let url = url(&cli)?;
-            let target = Target::parse(target)?;
+            let target = Target::parse(target, Direction::Down)?;
             if *sql {
                 print!("{}", migrator.preview(&url, Direction::Down, target).await?);
                 return Ok(ExitCode::SUCCESS);
@@ -401,29 +401,26 @@ fn create(
     autogenerate: bool,
     no_transaction: bool,
 ) -> anyhow::Result<()> {
+    // Any Unicode letter or digit is kept; everything else separates words.
     let slug: String = message
         .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect::<String>()
-        .split('_')
+        .split(|c: char| !c.is_alphanumeric())
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join("_");
     if slug.is_empty() {
         bail!("the message must contain letters or digits");
     }
+    let folder = new_folder(dir, &slug)?;
     if autogenerate {
+        // diesel writes the folder itself; it gets the version we reserved, never a used one.
+        std::fs::remove_dir(&folder)?;
+        let name = folder.file_name().unwrap_or_default().to_string_lossy();
+        let version = name.split('_').next().unwrap_or_default();
         let url = url(cli)?;
         let status = std::process::Command::new("diesel")
-            .args([
-                "migration",
-                "generate",
-                "--diff-schema",
-                &slug,
-                "--database-url",
-                url.expose(),
-            ])
+            .args(["migration", "generate", "--diff-schema", &slug])
+            .args(["--version", version, "--database-url", url.expose()])
             .arg("--migration-dir")
             .arg(dir)
             .status();
@@ -440,19 +437,48 @@ fn create(
             ),
         };
     }
-    let stamp = chrono::Utc::now().format("%Y-%m-%d-%H%M%S");
-    let folder = dir.join(format!("{stamp}_{slug}"));
-    if folder.exists() {
-        bail!("{} exists already", folder.display());
-    }
-    std::fs::create_dir_all(&folder).with_context(|| format!("create {}", folder.display()))?;
-    std::fs::write(folder.join("up.sql"), format!("-- {message}\n"))?;
-    std::fs::write(folder.join("down.sql"), format!("-- Undo: {message}\n"))?;
+    // The message reaches the SQL only as one comment line: no newline can start a statement.
+    let comment: String = message
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(folder.join("up.sql"), format!("-- {comment}\n"))?;
+    std::fs::write(folder.join("down.sql"), format!("-- Undo: {comment}\n"))?;
     if no_transaction {
         std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n")?;
     }
     println!("created {}", folder.display());
     Ok(())
+}
+
+/// Creates `<timestamp>_<slug>` with a version newer than every folder in `dir`: now, or one
+/// second past the newest when that is not older (two runs in a second, a clock behind).
+/// `create_dir` fails if the folder exists, so concurrent runs never share one.
+fn new_folder(dir: &std::path::Path, slug: &str) -> anyhow::Result<PathBuf> {
+    const FORMAT: &str = "%Y-%m-%d-%H%M%S";
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let newest = std::fs::read_dir(dir)?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let version = name.split('_').next()?.replace('-', "");
+            chrono::NaiveDateTime::parse_from_str(&version, "%Y%m%d%H%M%S").ok()
+        })
+        .max();
+    let mut at = chrono::Utc::now().naive_utc();
+    loop {
+        if let Some(newest) = newest.filter(|n| *n >= at) {
+            at = newest + chrono::Duration::seconds(1);
+        }
+        let folder = dir.join(format!("{}_{slug}", at.format(FORMAT)));
+        match std::fs::create_dir(&folder) {
+            Ok(()) => return Ok(folder),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                at += chrono::Duration::seconds(1);
+            }
+            Err(e) => return Err(e).with_context(|| format!("create {}", folder.display())),
+        }
+    }
 }
 
 fn backup_to(url: &DatabaseUrl, file: &std::path::Path) -> anyhow::Result<()> {

@@ -112,21 +112,25 @@ pub enum Target {
 }
 
 impl Target {
-    /// Parses `head`, `base`, `+N`, `-N` or a version (dashes allowed).
-    pub fn parse(text: &str) -> Result<Target> {
+    /// Parses `head`, `base`, `+N` (upgrade), `-N` (downgrade) or a version (dashes allowed).
+    pub fn parse(text: &str, way: Direction) -> Result<Target> {
         let text = text.trim();
+        let sign = if way == Direction::Up { '+' } else { '-' };
         let steps = text
-            .strip_prefix(['+', '-'])
+            .strip_prefix(sign)
             .and_then(|n| n.parse::<usize>().ok());
         match (text, steps) {
             ("head", _) => Ok(Target::Head),
             ("base", _) => Ok(Target::Base),
             (_, Some(n)) => Ok(Target::Steps(n)),
+            _ if text.starts_with(['+', '-']) && text[1..].parse::<usize>().is_ok() => Err(
+                Error::Migration(format!("{text:?}: steps go {sign}N in this direction")),
+            ),
             _ if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '-') => {
                 Ok(Target::Version(text.replace('-', "")))
             }
             _ => Err(Error::Migration(format!(
-                "{text:?} is not a target: use head, base, +N, -N or a version"
+                "{text:?} is not a target: use head, base, {sign}N or a version"
             ))),
         }
     }
@@ -359,14 +363,34 @@ impl Migrator {
         }
     }
 
-    /// The applied migrations `target` selects for reverting, newest first.
+    /// The applied migrations `target` selects for reverting, newest first. Never more than
+    /// asked: reverting everything takes the explicit `base`.
     fn select_down(&self, applied: &[Applied], target: &Target) -> Result<Vec<Migration>> {
+        let refuse = |why: String| Err(Error::Migration(why));
+        let current = applied
+            .last()
+            .map_or("base (nothing applied)", |a| &a.version);
         let mut chosen: Vec<&Applied> = applied.iter().rev().collect();
         match target {
-            Target::Base | Target::Head => {}
+            Target::Base => {}
+            Target::Head => {
+                return refuse(format!(
+                    "downgrade head would revert nothing it names: the current version is \
+                     {current}; use -N, a version below it, or base to revert everything"
+                ));
+            }
+            Target::Steps(n) if *n > applied.len() => {
+                return refuse(format!(
+                    "-{n} asks for more than is applied ({}); use base to revert everything",
+                    applied.len()
+                ));
+            }
             Target::Steps(n) => chosen.truncate(*n),
+            Target::Version(v) if v.as_str() >= current || applied.is_empty() => {
+                return refuse(format!("{v} is not below the current version {current}"));
+            }
             Target::Version(v) if !applied.iter().any(|a| &a.version == v) => {
-                return Err(Error::Migration(format!("version {v} is not applied")));
+                return refuse(format!("version {v} is not applied"));
             }
             Target::Version(v) => chosen.retain(|a| &a.version > v),
         }
@@ -423,6 +447,8 @@ impl Migrator {
     pub async fn downgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
         let (this, shown) = (self.clone(), url.to_string());
         blocking(url, move |conn| {
+            // Checked before the lock too, so a refused target writes nothing at all.
+            this.select_down(&this.status_on(conn)?.applied, &target)?;
             this.locked(conn, &shown, |conn| {
                 let chosen = this.select_down(&this.status_on(conn)?.applied, &target)?;
                 this.apply_all(conn, &chosen, Direction::Down)

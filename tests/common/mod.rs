@@ -451,3 +451,37 @@ impl Drop for Cluster {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Runs the `migrate` binary from the project folder, without `DATABASE_URL`.
+pub fn migrate(url: Option<&DatabaseUrl>, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"));
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if let Some(url) = url {
+        cmd.args(["--url", url.expose()]);
+    }
+    cmd.output().expect("run migrate")
+}
+
+/// A command's standard output, lossily decoded.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command's standard error, lossily decoded.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The standard output of a command that must have succeeded.
+#[track_caller]
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
