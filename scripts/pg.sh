@@ -182,7 +182,7 @@ pg_with_database() {
 
 # Masks the password of a URL for printing.
 pg_mask() {
-  sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#' <<<"$1"
+  sed -E 's#(://[^:/@]*):.*@#\1:***@#' <<<"$1"
 }
 
 # Sets $server: pg_resolve's answer, else a private throwaway cluster, stopped and deleted

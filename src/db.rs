@@ -30,15 +30,29 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
     .remove(b'~');
 
 impl DatabaseUrl {
-    /// Parses and checks a URL: scheme postgres/postgresql and a database name.
+    /// Parses and checks a URL: scheme postgres/postgresql, user info where it belongs, and
+    /// a database name. Errors show the input masked by [`mask`], never raw.
     pub fn parse(raw: &str) -> Result<Self> {
         let bad = |reason: &str| Error::BadUrl {
             url: mask(raw),
             reason: reason.to_owned(),
         };
-        let parsed = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        let parsed = url::Url::parse(raw).map_err(|e| match e {
+            url::ParseError::RelativeUrlWithoutBase => {
+                bad("it must look like postgres://user:password@host:5432/dbname")
+            }
+            _ if raw.contains('@') => bad(&format!("{e}{ENCODE_HINT}")),
+            _ => bad(&e.to_string()),
+        })?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
             return Err(bad("the scheme must be postgres:// or postgresql://"));
+        }
+        // An '@' that did not end the user info means the URL split somewhere else: a
+        // reserved character in the password moved part of it into the port, path or query.
+        if misplaced_at(&parsed, raw) {
+            return Err(bad(&format!(
+                "the '@' is not after the user info{ENCODE_HINT}"
+            )));
         }
         let url = DatabaseUrl(parsed);
         if url.database().is_empty() {
@@ -81,37 +95,62 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Masks the password of a URL, in the userinfo and in a `password=` query parameter.
-/// Works on strings that do not parse too, so error messages can quote bad input safely.
+/// Added to URL errors where a reserved character in the password is the likely cause.
+const ENCODE_HINT: &str = "; if the password holds @ : / ? # or %, percent-encode them \
+                           (@ is %40, : is %3A, / is %2F, ? is %3F, # is %23, % is %25)";
+
+/// Masks every part of `raw` that may be a password, for any input. A URL that parses
+/// cleanly has its password and `password=` parameters masked. Of anything else only the
+/// scheme is shown: nothing tells where in it a password would end.
 pub fn mask(raw: &str) -> String {
-    if let Ok(mut url) = url::Url::parse(raw) {
-        if url.password().is_some() {
-            let _ = url.set_password(Some("***"));
-        }
-        let has_password_param = url.query_pairs().any(|(k, _)| k == "password");
-        if has_password_param {
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if k == "password" { "***".into() } else { v };
-                    (k.into_owned(), v.into_owned())
-                })
-                .collect();
-            url.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        return url.to_string();
-    }
-    // Unparseable: hide everything between "scheme://user:" and the last '@'.
-    match (raw.find("://"), raw.rfind('@')) {
-        (Some(start), Some(at)) if at > start => {
-            let userinfo = &raw[start + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{}***{}", &raw[..start + 3 + colon + 1], &raw[at..]),
-                None => raw.to_owned(),
+    match url::Url::parse(raw) {
+        Ok(mut url) if !misplaced_at(&url, raw) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
             }
+            mask_password_params(url.as_str())
         }
-        _ => raw.to_owned(),
+        _ => match raw.split_once("://") {
+            Some((scheme, _))
+                if scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+') =>
+            {
+                format!("{scheme}://(rest not shown: it does not parse)")
+            }
+            _ => "(not shown: not a URL)".to_owned(),
+        },
     }
+}
+
+/// True when an `@` of `raw` did not end the user info: a reserved character in the
+/// password moved part of it into the host, port, path, query or fragment.
+fn misplaced_at(url: &url::Url, raw: &str) -> bool {
+    let outside = [
+        url.path(),
+        url.query().unwrap_or(""),
+        url.fragment().unwrap_or(""),
+    ];
+    (raw.contains('@') && url.username().is_empty() && url.password().is_none())
+        || outside.iter().any(|part| part.contains('@'))
+}
+
+/// Masks the value of every `password=` (query parameter or `key=value` form).
+fn mask_password_params(text: &str) -> String {
+    const KEY: &str = "password=";
+    let (mut out, mut rest) = (String::new(), text);
+    while let Some(at) = rest.to_ascii_lowercase().find(KEY) {
+        let value = &rest[at + KEY.len()..];
+        let end = match value.chars().next() {
+            Some(quote @ ('\'' | '"')) => value[1..].find(quote).map_or(value.len(), |e| e + 2),
+            _ => value.find(['&', ' ', '\t', '\n']).unwrap_or(value.len()),
+        };
+        out.push_str(&rest[..at + KEY.len()]);
+        out.push_str("***");
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Quotes an SQL identifier (database, table, column name) for the few statements that

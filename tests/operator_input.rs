@@ -118,3 +118,64 @@ fn folders(dir: &TempDir) -> Vec<String> {
     all.sort();
     all
 }
+
+/// No fragment of a password appears in any output of either binary, however the URL is
+/// malformed, given as `--url` or as `DATABASE_URL`.
+#[test]
+fn no_password_fragment_is_printed_for_malformed_urls() {
+    let pw = "Kx9q/Vb7w@Zr4t?Lm2p#Hn5c:Jd8y";
+    let fragments = [
+        "Kx9q", "Vb7w", "Zr4t", "Lm2p", "Hn5c", "Jd8y", "1234", "5678",
+    ];
+    let urls = [
+        format!("postgres://app:{pw}@127.0.0.1:1/db"),
+        format!("postgress://app:{pw}@127.0.0.1:1/db"),
+        format!("postgres//app:{pw}@127.0.0.1:1/db"),
+        format!("app:{pw}@127.0.0.1:1/db"),
+        format!("postgres://app:{pw}"),
+        "postgres://app:Kx9q/Vb7w@127.0.0.1:1/db".into(),
+        "postgres://app:Kx9q?Vb7w@127.0.0.1:1/db".into(),
+        "postgres://app:Kx9q#Vb7w@127.0.0.1:1/db".into(),
+        "postgres://app:1234/5678@127.0.0.1:1/db".into(),
+        "postgres://app:Kx9q%ZZVb7w@127.0.0.1:1/db".into(),
+        "postgres://app:Kx9q Vb7w@127.0.0.1:1/db".into(),
+        "postgres://app:Kx9q@127.0.0.1:99999/db".into(),
+        "postgres://[::1:app:Kx9q@127.0.0.1/db".into(),
+        "postgres://app:Kx9q".into(),
+        "postgres://127.0.0.1:1/db?password=Kx9q&sslmode=disable".into(),
+        format!("host=127.0.0.1 port=1 user=app password={pw} dbname=db"),
+        "host=127.0.0.1 password='Kx9q Vb7w' dbname=db".into(),
+        "Kx9qVb7w".into(),
+    ];
+    let bins = [
+        (env!("CARGO_BIN_EXE_init_db"), vec![]),
+        (env!("CARGO_BIN_EXE_migrate"), vec!["current"]),
+    ];
+    for url in &urls {
+        for (bin, args) in &bins {
+            let by_flag = std::process::Command::new(bin)
+                .args(args)
+                .args(["--url", url])
+                .env_remove("DATABASE_URL")
+                .output()
+                .unwrap();
+            let by_env = std::process::Command::new(bin)
+                .args(args)
+                .env("DATABASE_URL", url)
+                .current_dir(std::env::temp_dir())
+                .output()
+                .unwrap();
+            for out in [by_flag, by_env] {
+                let all = format!("{}{}", common::stdout(&out), stderr(&out));
+                assert!(!out.status.success(), "{url}: {all}");
+                assert!(!all.contains("panicked"), "{url}: {all}");
+                for fragment in fragments {
+                    assert!(!all.contains(fragment), "{url}: {fragment} shown in\n{all}");
+                }
+            }
+        }
+    }
+    // Where a reserved character in the password is the likely cause, the error says so.
+    let out = migrate(None, &["current", "--url", &urls[5]]);
+    assert!(stderr(&out).contains("percent-encode"), "{}", stderr(&out));
+}
