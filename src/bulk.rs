@@ -278,14 +278,8 @@ pub async fn copy_insert<R: BulkRow>(url: &crate::db::DatabaseUrl, rows: &[R]) -
     if rows.is_empty() {
         return Ok(0);
     }
-    let (mut client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
-        .await
-        .map_err(|e| Error::Connection {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-    let driver = tokio::spawn(connection);
-    let result = async {
+    let mut client = crate::db::connect_client(url).await?;
+    async {
         let tx = client.transaction().await.map_err(copy_error)?;
         let columns = R::columns(rows);
         let mut types = Vec::with_capacity(columns.len());
@@ -344,10 +338,7 @@ pub async fn copy_insert<R: BulkRow>(url: &crate::db::DatabaseUrl, rows: &[R]) -
         tx.commit().await.map_err(copy_error)?;
         Ok(usize::try_from(written).unwrap_or(usize::MAX))
     }
-    .await;
-    drop(client);
-    let _ = driver.await;
-    result
+    .await
 }
 
 /// A tokio-postgres error as ours, constraint violations typed like Diesel's.

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::{Error, Result};
 
@@ -223,9 +223,20 @@ fn env_number(key: &str) -> Result<Option<u64>> {
     }
 }
 
-/// Builds a pool. Connections open lazily, so this succeeds even while the server is down.
+/// Builds a pool. Connections open lazily, so this succeeds even while the server is down;
+/// each one opens through [`connect`], so the pool has the same bounded wait.
 pub fn build_pool(config: &DbConfig) -> Result<Pool> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.expose());
+    let mut setup = ManagerConfig::default();
+    setup.custom_setup = Box::new(|raw| {
+        Box::pin(async move {
+            let url = DatabaseUrl::parse(raw)
+                .map_err(|e| diesel::ConnectionError::InvalidConnectionUrl(e.to_string()))?;
+            connect(&url)
+                .await
+                .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+        })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(config.url.expose(), setup);
     DeadPool::builder(manager)
         .max_size(config.max_size)
         .wait_timeout(Some(config.wait_timeout))
@@ -235,27 +246,98 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
         .map_err(|e| Error::Pool(e.to_string()))
 }
 
-/// Opens one connection, with an error that names the (masked) URL and the cause.
-pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
-    let err = match AsyncPgConnection::establish(url.expose()).await {
-        Ok(conn) => return Ok(conn),
-        Err(err) => connection_error(url, err),
+/// The default of [`connect_timeout`], in seconds.
+pub const CONNECT_TIMEOUT_SECS: u64 = 10;
+
+/// How long opening a connection may take, handshake and login included: the URL's
+/// `connect_timeout`, else `DATABASE_CONNECT_TIMEOUT_SECS`, else [`CONNECT_TIMEOUT_SECS`].
+pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
+    let in_url = url.0.query_pairs().find(|(k, _)| k == "connect_timeout");
+    let secs = match in_url {
+        Some((_, v)) => v.trim().parse().map_err(|_| Error::BadUrl {
+            url: url.to_string(),
+            reason: format!("connect_timeout must be whole seconds, got {v:?}"),
+        })?,
+        None => env_number("DATABASE_CONNECT_TIMEOUT_SECS")?.unwrap_or(CONNECT_TIMEOUT_SECS),
     };
-    match err {
-        // diesel-async keeps only tokio-postgres's top line ("error connecting to server");
-        // one more attempt with tokio-postgres itself yields the cause chain.
-        Error::Connection {
-            url: masked,
-            reason,
-        } if reason.starts_with("error ") => {
-            let retry = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await;
-            let reason = retry.err().map_or(reason, |cause| error_chain(&cause));
-            Err(Error::Connection {
-                url: masked,
-                reason,
-            })
-        }
-        other => Err(other),
+    Ok(Duration::from_secs(secs))
+}
+
+/// The same bound for PostgreSQL's client tools (pg_dump, diesel_cli), as libpq's
+/// `PGCONNECT_TIMEOUT` (whole seconds, at least 2).
+pub fn tool_env(url: &DatabaseUrl) -> Result<[(&'static str, String); 1]> {
+    let secs = connect_timeout(url)?.as_secs().max(2);
+    Ok([("PGCONNECT_TIMEOUT", secs.to_string())])
+}
+
+/// Opens one connection, with an error that names the (masked) URL and the cause. See
+/// [`connect_client`] for the bounded wait and the clean close.
+pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
+    let limit = connect_timeout(url)?;
+    let client = connect_client(url).await?;
+    // diesel-async sets the session up (time zone, encoding): bounded too.
+    match tokio::time::timeout(limit, AsyncPgConnection::try_from(client)).await {
+        Ok(conn) => conn.map_err(|e| connection_error(url, e)),
+        Err(_) => Err(timed_out(url, limit)),
+    }
+}
+
+/// One tokio-postgres session: a single attempt, bounded by [`connect_timeout`] from the
+/// first packet to a usable session (a server that accepts and never answers included). Its
+/// driver runs on a task that sends Terminate when the client is dropped;
+/// [`close_connections`] lets those tasks finish before a program exits.
+pub async fn connect_client(url: &DatabaseUrl) -> Result<tokio_postgres::Client> {
+    let limit = connect_timeout(url)?;
+    let mut config: tokio_postgres::Config = url.expose().parse().map_err(|e| Error::BadUrl {
+        url: url.to_string(),
+        reason: error_chain(&e),
+    })?;
+    config.connect_timeout(limit);
+    let (client, connection) =
+        match tokio::time::timeout(limit, config.connect(tokio_postgres::NoTls)).await {
+            Ok(Ok(pair)) => pair,
+            // tokio-postgres's own per-address timeout (the URL's connect_timeout) ran out.
+            Ok(Err(e)) if is_timeout(&e) => return Err(timed_out(url, limit)),
+            Ok(Err(e)) => {
+                return Err(Error::Connection {
+                    url: url.to_string(),
+                    reason: error_chain(&e),
+                });
+            }
+            Err(_) => return Err(timed_out(url, limit)),
+        };
+    DRIVERS.spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The tasks that drive open connections.
+static DRIVERS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Waits, up to `limit`, until every connection dropped so far has said goodbye
+/// (Terminate) to the server. Binaries call it last; otherwise the runtime stops the driver
+/// tasks first and the server logs a reset connection.
+pub async fn close_connections(limit: Duration) {
+    DRIVERS.close();
+    let _ = tokio::time::timeout(limit, DRIVERS.wait()).await;
+    DRIVERS.reopen();
+}
+
+fn is_timeout(err: &tokio_postgres::Error) -> bool {
+    let io = std::error::Error::source(err).and_then(|e| e.downcast_ref::<std::io::Error>());
+    io.is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+fn timed_out(url: &DatabaseUrl, limit: Duration) -> Error {
+    Error::Connection {
+        url: url.to_string(),
+        reason: format!(
+            "no answer within {}s (connect_timeout in the URL or DATABASE_CONNECT_TIMEOUT_SECS \
+             sets the limit)",
+            limit.as_secs()
+        ),
     }
 }
 

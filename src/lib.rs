@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod bulk;
+pub mod cli;
 pub mod db;
 pub mod error;
 pub mod explain;

@@ -1,10 +1,16 @@
-//! What an operator can type wrong must never lose data, hang, or print a secret: downgrade
-//! targets that would revert more than asked, and `migrate create` run twice in a second.
+//! What an operator can get wrong must never lose data, hang, or print a secret: downgrade
+//! targets that would revert more than asked, `migrate create` twice in a second, malformed
+//! URLs, servers that never answer, and connections that must close cleanly.
 
 mod common;
 
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use app::db::{self, DatabaseUrl};
 use app::migrations;
 use common::{TempDir, TestDb, count, migrate, ok, stderr, versions};
+use tokio::net::TcpStream;
 
 /// A downgrade target that is not below the current version, or more steps than are applied,
 /// is refused before anything is written: versions, schema and rows stay as they were.
@@ -178,4 +184,191 @@ fn no_password_fragment_is_printed_for_malformed_urls() {
     // Where a reserved character in the password is the likely cause, the error says so.
     let out = migrate(None, &["current", "--url", &urls[5]]);
     assert!(stderr(&out).contains("percent-encode"), "{}", stderr(&out));
+}
+
+/// A server that accepts connections and never says a word; returns its port.
+fn silent_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    port
+}
+
+/// Runs a binary against `url` and returns its output and how long it took.
+fn timed(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    let out = Command::new(bin)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_CONNECT_TIMEOUT_SECS")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out, started.elapsed())
+}
+
+/// A server that accepts and never answers: every command gives up within its bound (the
+/// default 10 s, the URL's `connect_timeout`, or DATABASE_CONNECT_TIMEOUT_SECS) with one
+/// clear line, instead of hanging.
+#[test]
+fn a_server_that_never_answers_fails_within_the_bound() {
+    let port = silent_server();
+    let url = format!("postgres://app:Kx9q@127.0.0.1:{port}/app");
+    let in_url = format!("{url}?connect_timeout=1");
+    let runs = [
+        (
+            env!("CARGO_BIN_EXE_init_db"),
+            vec!["--url", &url],
+            vec![],
+            "10s",
+        ),
+        (
+            env!("CARGO_BIN_EXE_migrate"),
+            vec!["current", "--url", &in_url],
+            vec![],
+            "1s",
+        ),
+        (
+            env!("CARGO_BIN_EXE_migrate"),
+            vec!["upgrade", "--url", &url],
+            vec![("DATABASE_CONNECT_TIMEOUT_SECS", "2")],
+            "2s",
+        ),
+    ];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (runs.iter())
+            .map(|(bin, args, env, limit)| {
+                scope.spawn(move || (timed(bin, args, env), *limit, args.clone()))
+            })
+            .collect();
+        for handle in handles {
+            let ((out, took), limit, args) = handle.join().unwrap();
+            let err = stderr(&out);
+            assert!(!out.status.success(), "{args:?}: {err}");
+            assert!(took < Duration::from_secs(30), "{args:?} took {took:?}");
+            assert!(
+                err.contains(&format!("no answer within {limit}")),
+                "{args:?}: {err}"
+            );
+            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+            assert!(!err.contains("Kx9q"), "{err}");
+        }
+    });
+}
+
+/// A server whose accept queue is full drops the SYN packets: connecting, from the library
+/// and from the pool, still ends within the bound.
+#[tokio::test]
+async fn a_server_that_drops_packets_fails_within_the_bound() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap(); // never accepts
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    let probe = Duration::from_millis(300);
+    while let Ok(Ok(stream)) = tokio::time::timeout(probe, TcpStream::connect(addr)).await {
+        queued.push(stream);
+        assert!(
+            queued.len() < 64,
+            "the kernel kept accepting: cannot simulate drops"
+        );
+    }
+
+    let url = DatabaseUrl::parse(&format!("postgres://app@{addr}/app?connect_timeout=1")).unwrap();
+    let started = Instant::now();
+    let err = db::connect(&url).await.err().unwrap().to_string();
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    assert!(err.contains("no answer within 1s"), "{err}");
+
+    let mut config = db::DbConfig::new(url);
+    config.wait_timeout = Duration::from_secs(2);
+    let pool = db::build_pool(&config).unwrap();
+    let started = Instant::now();
+    assert!(pool.get().await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(listener);
+}
+
+/// Every connection says goodbye (Terminate) before the program exits: the server logs no
+/// unexpected end of a connection. A connection dropped without Terminate, first, shows
+/// that the log would say so.
+#[tokio::test]
+async fn connections_end_with_a_clean_terminate() {
+    if !common::pg_binaries_present() {
+        return;
+    }
+    let cluster = common::Cluster::new("bye");
+    let server = cluster.start(&[("PG_EXTRA_OPTS", "-c log_min_messages=debug1")]);
+    let url = DatabaseUrl::parse(&server).unwrap().with_database("bye");
+    let log = cluster.0.join("server.log");
+    let eofs = || {
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.matches("unexpected EOF on client connection").count()
+            + text.matches("could not receive data from client").count()
+    };
+    let (client, connection) = tokio_postgres::connect(server.as_str(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.unwrap();
+    driver.abort();
+    let _ = driver.await;
+    drop(client);
+    let until = Instant::now() + Duration::from_secs(10);
+    while eofs() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = eofs();
+    assert_eq!(before, 1, "an abandoned connection is logged");
+
+    ok(Command::new(env!("CARGO_BIN_EXE_init_db"))
+        .args(["--url", url.expose(), "--seed"])
+        .output()
+        .unwrap());
+    ok(migrate(Some(&url), &["current"]));
+    ok(migrate(Some(&url), &["downgrade", "-1"]));
+    ok(migrate(Some(&url), &["upgrade"]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(eofs(), before, "a connection ended without Terminate");
+}
+
+/// `init_db | head -2` and friends: output to a reader that has gone is dropped, the work
+/// is still done, and the exit status is the command's own (no panic, no 101).
+#[tokio::test]
+async fn a_closed_pipe_ends_quietly_and_the_work_is_done() {
+    let db = TestDb::not_created();
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    let init = Command::new(env!("CARGO_BIN_EXE_init_db"))
+        .args(["--url", db.url.expose(), "--seed"])
+        .stdout(closed())
+        .stderr(closed())
+        .status()
+        .unwrap();
+    assert!(init.success(), "{init:?}");
+    let mut conn = db.conn().await;
+    assert!(
+        count(&mut conn, "users").await > 0,
+        "seeded despite the closed pipe"
+    );
+
+    let history = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["history", "--url", db.url.expose()])
+        .stdout(closed())
+        .status()
+        .unwrap();
+    assert!(history.success(), "{history:?}");
+    // A failure still exits 1, its message dropped with the closed stderr.
+    let failed = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["downgrade", "head", "--url", db.url.expose()])
+        .stderr(closed())
+        .status()
+        .unwrap();
+    assert_eq!(failed.code(), Some(1), "{failed:?}");
 }

@@ -1,6 +1,7 @@
 //! `bench`: bulk-write and loading techniques side by side on a scratch database, one run,
 //! with ratios to the fastest. `cargo run --release --bin bench -- --rows 100000 --json out.json`
 
+use app::{errln, outln};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -54,13 +55,8 @@ struct Report {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Args::parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench: error: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let result = run(Args::parse()).await;
+    app::cli::finish("bench", result.map(|()| std::process::ExitCode::SUCCESS)).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -77,7 +73,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(file) = &args.json {
         std::fs::write(file, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("write {}", file.display()))?;
-        println!("\nwrote {}", file.display());
+        outln!("\nwrote {}", file.display());
     }
     Ok(())
 }
@@ -114,7 +110,7 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Vec<Measurement
         .collect();
     let mut results = Vec::new();
     let mut record = |workload, technique, seconds, queries| {
-        eprintln!("{workload:<8} {technique:<12} {seconds:>8.3} s");
+        errln!("{workload:<8} {technique:<12} {seconds:>8.3} s");
         results.push(Measurement {
             workload,
             technique,
@@ -278,7 +274,7 @@ async fn upsert_batched(conn: &mut AsyncPgConnection, rows: &[Membership]) -> Re
 }
 
 fn print_table(report: &Report) {
-    println!(
+    outln!(
         "\n{} rows, {} users\n{:<8} {:<12} {:>9} {:>12} {:>8} {:>9}",
         report.rows,
         report.users,
@@ -301,7 +297,7 @@ fn print_table(report: &Report) {
         } else {
             report.rows
         };
-        println!(
+        outln!(
             "{:<8} {:<12} {:>9.3} {:>12.0} {:>8} {:>8.2}x",
             m.workload,
             m.technique,

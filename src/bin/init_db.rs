@@ -1,6 +1,7 @@
 //! `init_db`: create the database if missing, apply pending migrations, optionally seed
 //! demo data. Safe to run again: the second run changes nothing.
 
+use app::outln;
 use std::process::ExitCode;
 
 use app::db;
@@ -32,14 +33,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("init_db: error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    let result = run(Args::parse()).await.map(|()| ExitCode::SUCCESS);
+    app::cli::finish("init_db", result).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -47,16 +42,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let name = url.database();
 
     let created = db::ensure_database(&url).await?;
-    println!(
+    outln!(
         "database {name}: {} ({url})",
         if created { "created" } else { "exists" }
     );
 
     let applied = migrations::run_pending(&url).await?;
     if applied.is_empty() {
-        println!("migrations: up to date");
+        outln!("migrations: up to date");
     } else {
-        println!(
+        outln!(
             "migrations: applied {}: {}",
             applied.len(),
             applied.join(", ")
@@ -66,13 +61,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut conn = db::connect(&url).await?;
     if let Some(role) = &args.app_role {
         roles::grant_app_role(&mut conn, role).await?;
-        println!("roles: {role} may read and write rows, not change the schema");
+        outln!("roles: {role} may read and write rows, not change the schema");
     }
     if args.seed {
         match seed::demo(&mut conn).await? {
-            seed::Seeded::Inserted => println!("seed: demo data inserted"),
+            seed::Seeded::Inserted => outln!("seed: demo data inserted"),
             seed::Seeded::AlreadyPresent => {
-                println!("seed: demo data already present, nothing written")
+                outln!("seed: demo data already present, nothing written")
             }
         }
     }
@@ -86,19 +81,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bar.finish_and_clear();
         match outcome? {
             seed::Seeded::Inserted => {
-                println!(
+                outln!(
                     "seed: {} users and {} tasks inserted",
-                    args.users, args.tasks
+                    args.users,
+                    args.tasks
                 )
             }
             seed::Seeded::AlreadyPresent => {
-                println!("seed: volume data already present, nothing written")
+                outln!("seed: volume data already present, nothing written")
             }
         }
     }
-    println!("tables:");
+    outln!("tables:");
     for (table, rows) in db::table_counts(&mut conn).await? {
-        println!("  {table:<22} {rows:>8} rows");
+        outln!("  {table:<22} {rows:>8} rows");
     }
     Ok(())
 }

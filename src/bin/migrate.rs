@@ -1,6 +1,7 @@
 //! `migrate`: the guide's migrate.sh workflow on Diesel migrations, with a lock, checksums,
 //! timeouts, previews and checks. `migrate --help` and `migrate <verb> --help` explain each.
 
+use app::{errln, out, outln};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -136,14 +137,7 @@ fn duration(text: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("migrate: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    app::cli::finish("migrate", run(Cli::parse()).await).await
 }
 
 fn url(cli: &Cli) -> anyhow::Result<DatabaseUrl> {
@@ -196,7 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             migrator.config.allow_out_of_order = *allow_out_of_order;
             let target = Target::parse(target, Direction::Up)?;
             if *sql {
-                print!("{}", migrator.preview(&url, Direction::Up, target).await?);
+                out!("{}", migrator.preview(&url, Direction::Up, target).await?);
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(file) = backup {
@@ -204,25 +198,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let applied = migrator.upgrade(&url, target).await?;
             if applied.is_empty() {
-                println!("nothing to apply: up to date");
+                outln!("nothing to apply: up to date");
             }
             for folder in applied {
-                println!("applied {folder}");
+                outln!("applied {folder}");
             }
         }
         Verb::Downgrade { target, sql } => {
             let url = url(&cli)?;
             let target = Target::parse(target, Direction::Down)?;
             if *sql {
-                print!("{}", migrator.preview(&url, Direction::Down, target).await?);
+                out!("{}", migrator.preview(&url, Direction::Down, target).await?);
                 return Ok(ExitCode::SUCCESS);
             }
             let reverted = migrator.downgrade(&url, target).await?;
             if reverted.is_empty() {
-                println!("nothing to revert");
+                outln!("nothing to revert");
             }
             for folder in reverted {
-                println!("reverted {folder}");
+                outln!("reverted {folder}");
             }
         }
         Verb::Current { check, json } => {
@@ -236,20 +230,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if *json {
                 let value =
                     serde_json::json!({"current": current, "pending": pending, "dirty": dirty});
-                println!("{value}");
+                outln!("{value}");
             } else {
-                println!(
+                outln!(
                     "current: {}",
                     current.as_deref().unwrap_or("base (nothing applied)")
                 );
                 match pending.len() {
-                    0 => println!("pending: none"),
-                    n => println!("pending: {n}: {}", pending.join(", ")),
+                    0 => outln!("pending: none"),
+                    n => outln!("pending: {n}: {}", pending.join(", ")),
                 }
                 if dirty {
-                    println!(
-                        "dirty: a migration failed part-way outside a transaction (see verify)"
-                    );
+                    outln!("dirty: a migration failed part-way outside a transaction (see verify)");
                 }
             }
             if *check && (!pending.is_empty() || dirty) {
@@ -259,16 +251,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::History { json } => {
             let applied = migrator.status(&url(&cli)?).await?.applied;
             if *json {
-                println!("{}", serde_json::to_string(&applied)?);
+                outln!("{}", serde_json::to_string(&applied)?);
             } else {
-                println!(
+                outln!(
                     "{:<46} {:<20} {:>9}  checksum",
-                    "migration", "applied at (UTC)", "took"
+                    "migration",
+                    "applied at (UTC)",
+                    "took"
                 );
                 for a in &applied {
                     let took = a.duration_ms.map_or("-".into(), |ms| format!("{ms} ms"));
                     let name = a.folder.clone().unwrap_or_else(|| a.version.clone());
-                    println!(
+                    outln!(
                         "{name:<46} {:<20} {took:>9}  {}",
                         a.run_on.format("%Y-%m-%d %H:%M:%S"),
                         a.state
@@ -279,27 +273,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Redo { steps } => {
             let url = url(&cli)?;
             for folder in migrator.downgrade(&url, Target::Steps(*steps)).await? {
-                println!("reverted {folder}");
+                outln!("reverted {folder}");
             }
             for folder in migrator.upgrade(&url, Target::Steps(*steps)).await? {
-                println!("applied {folder}");
+                outln!("applied {folder}");
             }
         }
         Verb::Stamp { version } => {
             let url = url(&cli)?;
             migrator.stamp(&url, version).await?;
-            println!("stamped {version}: recorded without running SQL");
+            outln!("stamped {version}: recorded without running SQL");
         }
         Verb::Verify { json } => {
             let problems = migrator.status(&url(&cli)?).await?.problems();
             if *json {
-                println!("{}", serde_json::to_string(&problems)?);
+                outln!("{}", serde_json::to_string(&problems)?);
             } else if problems.is_empty() {
-                println!("verified: every applied migration matches its files");
+                outln!("verified: every applied migration matches its files");
             }
             if !problems.is_empty() {
                 for p in &problems {
-                    eprintln!("verify: {p}");
+                    errln!("verify: {p}");
                 }
                 return Ok(ExitCode::FAILURE);
             }
@@ -308,15 +302,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let findings =
                 migrations::lint(migrator.migrations(), Some(&baseline.replace('-', "")));
             if *json {
-                println!("{}", serde_json::to_string(&findings)?);
+                outln!("{}", serde_json::to_string(&findings)?);
             } else if findings.is_empty() {
-                println!("lint: no findings (migrations after {baseline})");
+                outln!("lint: no findings (migrations after {baseline})");
             }
             for f in &findings {
                 if !*json {
-                    println!("{}/up.sql:{}: {}: {}", f.folder, f.line, f.rule, f.message);
+                    outln!("{}/up.sql:{}: {}: {}", f.folder, f.line, f.rule, f.message);
                     if let Some(help) = &f.help {
-                        println!("    help: {help}");
+                        outln!("    help: {help}");
                     }
                 }
             }
@@ -327,33 +321,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Test => {
             let url = url(&cli)?;
             if !dir.is_dir() {
-                println!(
+                outln!(
                     "test: no {} here: its test_data.sql / test_expect.sql are not compiled in, \
                      so data survival is not checked (run from the project, or pass --dir)",
                     dir.display()
                 );
             }
             let failures =
-                migrations::round_trip(&migrator, &url, &mut |line| println!("{line}")).await?;
+                migrations::round_trip(&migrator, &url, &mut |line| outln!("{line}")).await?;
             for f in &failures {
-                eprintln!("test: {}: {}", f.folder, f.problem);
+                errln!("test: {}: {}", f.folder, f.problem);
             }
             if !failures.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
-            println!("test: every migration reverts cleanly and every foreign key is indexed");
+            outln!("test: every migration reverts cleanly and every foreign key is indexed");
         }
         Verb::Check => {
             let url = url(&cli)?;
             let drift = migrations::schema_drift(&migrator, &url, &project_dir()).await?;
             if !drift.is_empty() {
-                eprintln!("check: src/schema.rs differs from the migrated schema:\n{drift}");
-                eprintln!(
+                errln!("check: src/schema.rs differs from the migrated schema:\n{drift}");
+                errln!(
                     "run `diesel print-schema > src/schema.rs` (or `diesel migration run`) to update it"
                 );
                 return Ok(ExitCode::FAILURE);
             }
-            println!("check: src/schema.rs matches the migrations");
+            outln!("check: src/schema.rs matches the migrations");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -363,7 +357,7 @@ const SETUP_FOLDER: &str = "00000000000000_diesel_initial_setup";
 
 fn init(dir: &std::path::Path) -> anyhow::Result<()> {
     let created =
-        |what: &str, did: bool| println!("{what}: {}", if did { "created" } else { "exists" });
+        |what: &str, did: bool| outln!("{what}: {}", if did { "created" } else { "exists" });
     let existed = dir.is_dir();
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     created(&dir.display().to_string(), !existed);
@@ -419,6 +413,7 @@ fn create(
         let version = name.split('_').next().unwrap_or_default();
         let url = url(cli)?;
         let status = std::process::Command::new("diesel")
+            .envs(db::tool_env(&url)?)
             .args(["migration", "generate", "--diff-schema", &slug])
             .args(["--version", version, "--database-url", url.expose()])
             .arg("--migration-dir")
@@ -426,7 +421,7 @@ fn create(
             .status();
         return match status {
             Ok(s) if s.success() => {
-                println!(
+                outln!(
                     "drafted by diesel --diff-schema: review it (types, defaults, indexes are not diffed), then `migrate lint`"
                 );
                 Ok(())
@@ -448,7 +443,7 @@ fn create(
     if no_transaction {
         std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n")?;
     }
-    println!("created {}", folder.display());
+    outln!("created {}", folder.display());
     Ok(())
 }
 
@@ -483,6 +478,7 @@ fn new_folder(dir: &std::path::Path, slug: &str) -> anyhow::Result<PathBuf> {
 
 fn backup_to(url: &DatabaseUrl, file: &std::path::Path) -> anyhow::Result<()> {
     let out = std::process::Command::new(migrations_tool("pg_dump"))
+        .envs(db::tool_env(url)?)
         .args(["--format=custom", "--file"])
         .arg(file)
         .args(["--dbname", url.expose()])
@@ -492,7 +488,7 @@ fn backup_to(url: &DatabaseUrl, file: &std::path::Path) -> anyhow::Result<()> {
         let stderr = String::from_utf8_lossy(&out.stderr).replace(url.expose(), &url.to_string());
         bail!("backup failed, nothing applied: {}", stderr.trim());
     }
-    println!(
+    outln!(
         "backup: {} (restore: pg_restore --clean --dbname URL {})",
         file.display(),
         file.display()

@@ -634,7 +634,7 @@ impl Migrator {
                         && msg.contains("lock timeout")
                         && attempt <= self.config.lock_retries =>
                 {
-                    eprintln!("{}: lock timeout, retry {attempt} in {pause:?}", m.folder);
+                    crate::errln!("{}: lock timeout, retry {attempt} in {pause:?}", m.folder);
                     std::thread::sleep(pause);
                     pause *= 2;
                 }

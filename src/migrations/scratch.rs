@@ -54,6 +54,7 @@ impl Scratch {
 /// dumps of the same schema compare equal.
 pub fn dump_schema(url: &DatabaseUrl) -> Result<String> {
     let out = Command::new(tool("pg_dump"))
+        .envs(db::tool_env(url)?)
         .args([
             "--schema-only",
             "--no-owner",
@@ -313,6 +314,7 @@ pub async fn schema_drift(
     let result = async {
         migrator.upgrade(&scratch.url, Target::Head).await?;
         let out = Command::new("diesel")
+            .envs(db::tool_env(&scratch.url)?)
             .args(["print-schema", "--database-url", scratch.url.expose()])
             .current_dir(project)
             .output()
