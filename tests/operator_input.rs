@@ -59,8 +59,10 @@ async fn downgrade_refuses_targets_that_would_revert_more_than_asked() {
         assert_eq!(count(&mut conn, "users").await, 1, "{args:?} lost rows");
     }
 
-    // Everything goes only when asked for by name.
-    ok(migrate(Some(&db.url), &["downgrade", "base"]));
+    // Everything goes only when asked for by name, and the plan is printed first.
+    let out = ok(migrate(Some(&db.url), &["downgrade", "base"]));
+    let plan = format!("reverting {}: ", before.len());
+    assert!(out.starts_with(&plan), "{out}");
     assert!(versions(&mut conn).await.is_empty());
 }
 

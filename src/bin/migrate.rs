@@ -211,6 +211,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 out!("{}", migrator.preview(&url, Direction::Down, target).await?);
                 return Ok(ExitCode::SUCCESS);
             }
+            // More than one step: say what will go before it goes.
+            let plan = migrator.plan_down(&migrator.status(&url).await?, &target)?;
+            if plan.len() > 1 {
+                let folders: Vec<&str> = plan.iter().map(|m| m.folder.as_str()).collect();
+                outln!("reverting {}: {}", plan.len(), folders.join(", "));
+            }
             let reverted = migrator.downgrade(&url, target).await?;
             if reverted.is_empty() {
                 outln!("nothing to revert");

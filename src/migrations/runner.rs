@@ -363,6 +363,12 @@ impl Migrator {
         }
     }
 
+    /// What a downgrade to `target` would revert from `status`, newest first; refuses
+    /// targets that would revert more than they name. `migrate downgrade` prints it first.
+    pub fn plan_down(&self, status: &Status, target: &Target) -> Result<Vec<Migration>> {
+        self.select_down(&status.applied, target)
+    }
+
     /// The applied migrations `target` selects for reverting, newest first. Never more than
     /// asked: reverting everything takes the explicit `base`.
     fn select_down(&self, applied: &[Applied], target: &Target) -> Result<Vec<Migration>> {
