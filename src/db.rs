@@ -263,11 +263,35 @@ pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
-/// The same bound for PostgreSQL's client tools (pg_dump, diesel_cli), as libpq's
-/// `PGCONNECT_TIMEOUT` (whole seconds, at least 2).
-pub fn tool_env(url: &DatabaseUrl) -> Result<[(&'static str, String); 1]> {
+/// How a child tool (pg_dump, diesel_cli) reaches the database: the URL for its command
+/// line, without the password, and its environment: the password as `PGPASSWORD` (argv is
+/// readable by every local user through `ps`; the environment only by the same user) and
+/// the connect bound as `PGCONNECT_TIMEOUT` (whole seconds, at least 2).
+pub fn tool_connection(url: &DatabaseUrl) -> Result<(String, Vec<(&'static str, String)>)> {
     let secs = connect_timeout(url)?.as_secs().max(2);
-    Ok([("PGCONNECT_TIMEOUT", secs.to_string())])
+    let mut env = vec![("PGCONNECT_TIMEOUT", secs.to_string())];
+    let mut bare = url.0.clone();
+    let in_query = bare
+        .query_pairs()
+        .find(|(k, _)| k == "password")
+        .map(|(_, v)| v.into_owned());
+    let in_userinfo = bare.password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    if let Some(password) = in_userinfo.or(in_query) {
+        env.push(("PGPASSWORD", password));
+    }
+    let _ = bare.set_password(None);
+    let kept: Vec<(String, String)> = (bare.query_pairs().into_owned())
+        .filter(|(k, _)| k != "password")
+        .collect();
+    bare.set_query(None);
+    if !kept.is_empty() {
+        bare.query_pairs_mut().extend_pairs(kept);
+    }
+    Ok((bare.to_string(), env))
 }
 
 /// Opens one connection, with an error that names the (masked) URL and the cause. See
@@ -288,24 +312,22 @@ pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
 /// [`close_connections`] lets those tasks finish before a program exits.
 pub async fn connect_client(url: &DatabaseUrl) -> Result<tokio_postgres::Client> {
     let limit = connect_timeout(url)?;
-    let mut config: tokio_postgres::Config = url.expose().parse().map_err(|e| Error::BadUrl {
+    let (config, tls) = crate::tls::configure(&url.0).map_err(|reason| Error::BadUrl {
         url: url.to_string(),
-        reason: error_chain(&e),
+        reason,
     })?;
-    config.connect_timeout(limit);
-    let (client, connection) =
-        match tokio::time::timeout(limit, config.connect(tokio_postgres::NoTls)).await {
-            Ok(Ok(pair)) => pair,
-            // tokio-postgres's own per-address timeout (the URL's connect_timeout) ran out.
-            Ok(Err(e)) if is_timeout(&e) => return Err(timed_out(url, limit)),
-            Ok(Err(e)) => {
-                return Err(Error::Connection {
-                    url: url.to_string(),
-                    reason: error_chain(&e),
-                });
-            }
-            Err(_) => return Err(timed_out(url, limit)),
-        };
+    let (client, connection) = match tokio::time::timeout(limit, config.connect(tls)).await {
+        Ok(Ok(pair)) => pair,
+        // tokio-postgres's own per-address timeout (the URL's connect_timeout) ran out.
+        Ok(Err(e)) if is_timeout(&e) => return Err(timed_out(url, limit)),
+        Ok(Err(e)) => {
+            return Err(Error::Connection {
+                url: url.to_string(),
+                reason: error_chain(&e),
+            });
+        }
+        Err(_) => return Err(timed_out(url, limit)),
+    };
     DRIVERS.spawn(async move {
         let _ = connection.await;
     });

@@ -21,5 +21,6 @@ pub mod roles;
 /// Tables as `diesel print-schema` prints them; regenerate, never edit.
 pub mod schema;
 pub mod seed;
+mod tls;
 
 pub use error::{Error, Result};

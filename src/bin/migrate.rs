@@ -418,10 +418,11 @@ fn create(
         let name = folder.file_name().unwrap_or_default().to_string_lossy();
         let version = name.split('_').next().unwrap_or_default();
         let url = url(cli)?;
+        let (bare, env) = db::tool_connection(&url)?;
         let status = std::process::Command::new("diesel")
-            .envs(db::tool_env(&url)?)
+            .envs(env)
             .args(["migration", "generate", "--diff-schema", &slug])
-            .args(["--version", version, "--database-url", url.expose()])
+            .args(["--version", version, "--database-url", &bare])
             .arg("--migration-dir")
             .arg(dir)
             .status();
@@ -483,11 +484,12 @@ fn new_folder(dir: &std::path::Path, slug: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn backup_to(url: &DatabaseUrl, file: &std::path::Path) -> anyhow::Result<()> {
+    let (bare, env) = db::tool_connection(url)?;
     let out = std::process::Command::new(migrations_tool("pg_dump"))
-        .envs(db::tool_env(url)?)
+        .envs(env)
         .args(["--format=custom", "--file"])
         .arg(file)
-        .args(["--dbname", url.expose()])
+        .args(["--dbname", &bare])
         .output()
         .context("run pg_dump (install PostgreSQL's client tools)")?;
     if !out.status.success() {

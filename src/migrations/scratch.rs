@@ -53,8 +53,9 @@ impl Scratch {
 /// `pg_dump --schema-only` of a database, without the runner's own bookkeeping, so two
 /// dumps of the same schema compare equal.
 pub fn dump_schema(url: &DatabaseUrl) -> Result<String> {
+    let (bare, env) = db::tool_connection(url)?;
     let out = Command::new(tool("pg_dump"))
-        .envs(db::tool_env(url)?)
+        .envs(env)
         .args([
             "--schema-only",
             "--no-owner",
@@ -64,7 +65,7 @@ pub fn dump_schema(url: &DatabaseUrl) -> Result<String> {
         .args([
             "--exclude-table=public.__diesel_schema_migrations",
             "--dbname",
-            url.expose(),
+            &bare,
         ])
         .output()
         .map_err(|e| {
@@ -313,9 +314,10 @@ pub async fn schema_drift(
     let scratch = Scratch::create(url).await?;
     let result = async {
         migrator.upgrade(&scratch.url, Target::Head).await?;
+        let (bare, env) = db::tool_connection(&scratch.url)?;
         let out = Command::new("diesel")
-            .envs(db::tool_env(&scratch.url)?)
-            .args(["print-schema", "--database-url", scratch.url.expose()])
+            .envs(env)
+            .args(["print-schema", "--database-url", &bare])
             .current_dir(project)
             .output()
             .map_err(|_| {

@@ -1,0 +1,222 @@
+//! TLS for every connection, as libpq reads the URL: `sslmode` (`disable`, `prefer`, the
+//! default, `require`, `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file, or
+//! `system` for the operating system's roots). Through rustls, via tokio-postgres-rustls:
+//! pure Rust like the rest of the stack, so nothing to install (no OpenSSL headers).
+
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// What to check of the server's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Nothing (`prefer`, `require`): encrypted, but not authenticated.
+    Nothing,
+    /// The chain up to a trusted root, not the host name (`verify-ca`).
+    Chain,
+    /// The chain and the host name (`verify-full`).
+    Full,
+}
+
+/// The driver's configuration and TLS connector for a URL, or what is wrong with its TLS
+/// settings. tokio-postgres knows only `disable`, `prefer` and `require`: the stricter modes
+/// become `require` plus a rustls verifier, and `sslrootcert` never reaches it.
+pub(crate) fn configure(
+    url: &url::Url,
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
+    let (mut mode, mut root, mut kept) = ("prefer".to_owned(), None, Vec::new());
+    for (key, value) in url.query_pairs().into_owned() {
+        match key.as_str() {
+            "sslmode" => mode = value,
+            "sslrootcert" => root = Some(value),
+            _ => kept.push((key, value)),
+        }
+    }
+    let mut rest = url.clone();
+    rest.set_query(None);
+    if !kept.is_empty() {
+        rest.query_pairs_mut().extend_pairs(kept);
+    }
+    let mut config: tokio_postgres::Config = rest.as_str().parse().map_err(|e| format!("{e}"))?;
+    let (ssl, check) = match (mode.as_str(), &root) {
+        ("disable", _) => (SslMode::Disable, Check::Nothing),
+        ("prefer", _) => (SslMode::Prefer, Check::Nothing),
+        // libpq: with a root certificate given, require checks the chain as verify-ca does.
+        ("require", None) => (SslMode::Require, Check::Nothing),
+        ("require" | "verify-ca", _) => (SslMode::Require, Check::Chain),
+        ("verify-full", _) => (SslMode::Require, Check::Full),
+        (other, _) => {
+            return Err(format!(
+                "sslmode {other:?} is not one of disable, prefer, require, verify-ca, verify-full"
+            ));
+        }
+    };
+    config.ssl_mode(ssl);
+    Ok((
+        config,
+        MakeRustlsConnect::new(client_config(check, root.as_deref())?),
+    ))
+}
+
+fn client_config(check: Check, root: Option<&str>) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let verifier: Arc<dyn ServerCertVerifier> = match check {
+        Check::Nothing => Arc::new(AnyCertificate(provider)),
+        Check::Chain | Check::Full => {
+            let roots = Arc::new(roots(root)?);
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| e.to_string())?;
+            match check {
+                Check::Full => webpki,
+                _ => Arc::new(AnyName(webpki)),
+            }
+        }
+    };
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// The trusted roots: `sslrootcert`'s file, the system's for `system`, else libpq's default
+/// `~/.postgresql/root.crt`.
+fn roots(root: Option<&str>) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    if root == Some("system") {
+        let found = rustls_native_certs::load_native_certs();
+        store.add_parsable_certificates(found.certs);
+        return match store.is_empty() {
+            true => Err("sslrootcert=system: this system has no root certificates".into()),
+            false => Ok(store),
+        };
+    }
+    let default = std::env::var_os("HOME")
+        .map(|home| std::path::Path::new(&home).join(".postgresql/root.crt"))
+        .filter(|path| path.exists());
+    let path = match (root, default) {
+        (Some(path), _) => std::path::PathBuf::from(path),
+        (None, Some(path)) => path,
+        (None, None) => {
+            return Err(
+                "verify-ca and verify-full need the server's root certificate: add \
+                        sslrootcert=<file> (or sslrootcert=system) to the URL"
+                    .into(),
+            );
+        }
+    };
+    let unreadable = |e: &dyn std::fmt::Display| format!("sslrootcert {}: {e}", path.display());
+    for cert in CertificateDer::pem_file_iter(&path).map_err(|e| unreadable(&e))? {
+        store
+            .add(cert.map_err(|e| unreadable(&e))?)
+            .map_err(|e| unreadable(&e))?;
+    }
+    Ok(store)
+}
+
+/// `prefer` and `require`: any certificate, as libpq accepts; the handshake's signatures are
+/// still checked against it.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: webpki's checks, except that any host name will do.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // webpki checks the chain first and the name last: a name error means the chain held.
+        match (self.0).verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
