@@ -1,149 +1,252 @@
-//! Bulk writes for any model: insert, upsert, update by key, delete and soft-delete by ids.
+//! Bulk writes for any model: insert, upsert, update by key, COPY, delete and soft-delete
+//! by ids.
 //!
-//! Rows travel as one array per column (`INSERT ... SELECT * FROM unnest($1::bigint[], ...)`),
-//! so a statement has one bind parameter per column however many rows it carries: no
+//! Rows travel as one array per column (`INSERT ... SELECT ... FROM unnest($1, $2, ...)`), so
+//! a statement has one bind parameter per column however many rows it carries: no
 //! 65,535-parameter limit, one round trip per chunk, and PostgreSQL plans it once. Each call
 //! runs in one transaction: one bad row fails the whole call with a typed error naming the
-//! constraint, and nothing is written. A model opts in by implementing [`BulkRow`]: it names
-//! its table and lays its rows out as columns; every operation here then works for it. Our
-//! models' implementations are in `bulk/rows.rs`.
+//! constraint, and nothing is written.
+//!
+//! Tables and columns come from Diesel's schema types, so a name cannot be misspelt and a
+//! column cannot belong to another table. A model opts in by implementing [`BulkRow`]; this
+//! module knows no model (ours are laid out in `bulk/rows.rs`).
 
-use chrono::{DateTime, NaiveDate, Utc};
-use diesel::pg::Pg;
-use diesel::query_builder::BoxedSqlQuery;
-use diesel::sql_types::{Array, BigInt, Date, Nullable, SmallInt, Text, Timestamptz};
+use std::marker::PhantomData;
+
+use diesel::pg::{Pg, PgQueryBuilder};
+use diesel::query_builder::{BoxedSqlQuery, QueryBuilder, QueryFragment, SqlQuery};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{Array, BigInt, HasSqlType, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use tokio_postgres::types::{FromSql, IsNull, Type};
 
 use crate::db::quote_ident;
-use crate::models::TaskStatus;
-use crate::schema::sql_types;
 use crate::{Error, Result};
 
 mod rows;
+mod values;
+
+pub use values::{ByLabel, Label};
+use values::{ColumnDefault, Defaulted, Plain, Raw, TextArrays, Values};
+
+/// The query every chunk builds: SQL plus one array bind per column.
+type Query<'q> = BoxedSqlQuery<'q, Pg, SqlQuery>;
+
+/// tokio-postgres's `ToSql`: how COPY writes a value.
+pub use tokio_postgres::types::ToSql as CopySql;
 
 /// Rows per statement: large enough to amortise the round trip, small enough to keep each
 /// statement's memory modest. Every chunk runs in the same transaction.
 pub const CHUNK_ROWS: usize = 50_000;
 
-/// One column's values for every row of a chunk.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Values {
-    /// `bigint NOT NULL`.
-    BigInt(Vec<i64>),
-    /// `bigint`, NULL where `None`.
-    NullableBigInt(Vec<Option<i64>>),
-    /// `smallint NOT NULL`.
-    SmallInt(Vec<i16>),
-    /// `text NOT NULL`.
-    Text(Vec<String>),
-    /// `text`, NULL where `None`.
-    NullableText(Vec<Option<String>>),
-    /// `date`, NULL where `None`.
-    NullableDate(Vec<Option<NaiveDate>>),
-    /// `timestamptz NOT NULL`.
-    Timestamptz(Vec<DateTime<Utc>>),
-    /// The `task_status` enum.
-    TaskStatus(Vec<TaskStatus>),
-}
-
-impl Values {
-    /// The PostgreSQL array type to cast the parameter to.
-    fn sql_array_type(&self) -> &'static str {
-        match self {
-            Values::BigInt(_) | Values::NullableBigInt(_) => "bigint[]",
-            Values::SmallInt(_) => "smallint[]",
-            Values::Text(_) | Values::NullableText(_) => "text[]",
-            Values::NullableDate(_) => "date[]",
-            Values::Timestamptz(_) => "timestamptz[]",
-            Values::TaskStatus(_) => "task_status[]",
-        }
-    }
-
-    fn bind<'a>(
-        self,
-        query: BoxedSqlQuery<'a, Pg, diesel::query_builder::SqlQuery>,
-    ) -> BoxedSqlQuery<'a, Pg, diesel::query_builder::SqlQuery> {
-        match self {
-            Values::BigInt(v) => query.bind::<Array<BigInt>, _>(v),
-            Values::NullableBigInt(v) => query.bind::<Array<Nullable<BigInt>>, _>(v),
-            Values::SmallInt(v) => query.bind::<Array<SmallInt>, _>(v),
-            Values::Text(v) => query.bind::<Array<Text>, _>(v),
-            Values::NullableText(v) => query.bind::<Array<Nullable<Text>>, _>(v),
-            Values::NullableDate(v) => query.bind::<Array<Nullable<Date>>, _>(v),
-            Values::Timestamptz(v) => query.bind::<Array<Timestamptz>, _>(v),
-            Values::TaskStatus(v) => query.bind::<Array<sql_types::TaskStatus>, _>(v),
-        }
-    }
-}
-
-/// A named column of values.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Column {
-    /// The column name in the table.
-    pub name: &'static str,
-    /// One value per row.
-    pub values: Values,
-}
-
-impl Column {
-    /// A column from a name and its values.
-    pub fn new(name: &'static str, values: Values) -> Self {
-        Column { name, values }
-    }
-}
-
-/// A row type the bulk operations can write: its table, and its rows as columns.
+/// A row type the bulk operations can write: its Diesel table, and its rows as columns of
+/// that table. Lay out *every* field (destructure the struct without `..`, so a new field
+/// cannot be forgotten): a field left out is silently not stored.
 pub trait BulkRow: Sized + Sync {
-    /// The table the rows go to.
-    const TABLE: &'static str;
-    /// The rows, one [`Column`] per table column written, values in row order.
-    fn columns(rows: &[Self]) -> Vec<Column>;
+    /// The table the rows go to, e.g. `tasks::table`.
+    type Table: diesel::Table + Default + QueryFragment<Pg>;
+    /// The rows, one [`Column`] per field, values in row order.
+    fn columns(rows: &[Self]) -> Vec<Column<'_, Self::Table>>;
 }
+
+/// One column of a bulk write: a Diesel column of table `T` and every row's value for it.
+pub struct Column<'a, T> {
+    name: &'static str,
+    values: Box<dyn Values + 'a>,
+    table: PhantomData<fn() -> T>,
+}
+
+impl<'a, T> Column<'a, T> {
+    fn of(name: &'static str, values: impl Values + 'a) -> Self {
+        let (values, table) = (Box::new(values), PhantomData);
+        Column {
+            name,
+            values,
+            table,
+        }
+    }
+
+    /// Column `C`, one value per row. The value type must be writable by Diesel (the
+    /// `unnest` paths) and by tokio-postgres (COPY): integers, strings, `&str`, dates,
+    /// times, `Option`s of them, and enums through [`ByLabel`].
+    pub fn new<C, V>(_: C, values: Vec<V>) -> Self
+    where
+        C: diesel::Column<Table = T>,
+        C::SqlType: Send + 'static,
+        Pg: HasSqlType<C::SqlType>,
+        V: ToSql<C::SqlType, Pg> + CopySql + Send + Sync + 'a,
+    {
+        Column::of(C::NAME, Plain::<C::SqlType, V>(values, PhantomData))
+    }
+
+    /// Column `C`, where `None` takes the column's default. The default comes from the
+    /// catalog, never repeated here: `COALESCE(value, default)` for `unnest`, the default's
+    /// own value for COPY.
+    pub fn or_default<C, V>(_: C, values: Vec<Option<V>>) -> Self
+    where
+        C: diesel::Column<Table = T>,
+        C::SqlType: diesel::sql_types::SqlType<IsNull = diesel::sql_types::is_nullable::NotNull>
+            + Send
+            + 'static,
+        Pg: HasSqlType<C::SqlType>,
+        V: ToSql<C::SqlType, Pg> + CopySql + Send + Sync + 'a,
+    {
+        let default = ColumnDefault::default();
+        Column::of(
+            C::NAME,
+            Defaulted::<C::SqlType, V> {
+                values,
+                default,
+                st: PhantomData,
+            },
+        )
+    }
+
+    /// A `text[]` column `C`, `None` taking its default. `unnest` would flatten an array of
+    /// arrays, so each row's array travels as its literal (`{"a","b"}`) and is cast back.
+    pub fn text_arrays<C>(_: C, values: Vec<Option<Vec<String>>>) -> Self
+    where
+        C: diesel::Column<Table = T, SqlType = Array<Text>>,
+    {
+        Column::of(C::NAME, TextArrays::new(values))
+    }
+}
+
+/// One or more columns of table `T`, as a tuple: `(tasks::id,)`, `(a, b)`, `(a, b, c)`.
+pub trait Columns<T> {
+    /// The columns' names.
+    fn names(&self) -> Vec<&'static str>;
+}
+
+macro_rules! columns_tuple {
+    ($($c:ident),+) => {
+        impl<T, $($c: diesel::Column<Table = T>),+> Columns<T> for ($($c,)+) {
+            fn names(&self) -> Vec<&'static str> {
+                vec![$($c::NAME),+]
+            }
+        }
+    };
+}
+columns_tuple!(A);
+columns_tuple!(A, B);
+columns_tuple!(A, B, C);
+columns_tuple!(A, B, C, D);
 
 /// What an upsert does with a row whose key exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnConflict<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnConflict {
     /// Keep the existing row (`DO NOTHING`).
     Ignore,
     /// Overwrite these columns with the new values (`DO UPDATE SET c = EXCLUDED.c`).
-    Update(&'a [&'a str]),
+    Update(Vec<&'static str>),
 }
 
-/// `unnest($1::bigint[], $2::text[], ...) AS v(a, b, ...)` and the binds it needs.
-fn unnest_source(columns: &[Column]) -> (String, String) {
-    let casts: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("${}::{}", i + 1, c.values.sql_array_type()))
+impl OnConflict {
+    /// Overwrite `columns` (a tuple of Diesel columns) on conflict.
+    pub fn update<T>(columns: impl Columns<T>) -> Self {
+        OnConflict::Update(columns.names())
+    }
+}
+
+/// A Diesel table's name as Diesel writes it: quoted, schema-qualified when it has one.
+fn table_sql<T: Default + QueryFragment<Pg>>() -> String {
+    let mut out = PgQueryBuilder::default();
+    T::default()
+        .to_sql(&mut out, &Pg)
+        .expect("a table name always renders");
+    out.finish()
+}
+
+/// A statement's column list, `unnest` source and `SELECT` list for some columns.
+struct Parts {
+    table: String,
+    names: Vec<String>,
+    source: String,
+    selects: Vec<String>,
+}
+
+impl Parts {
+    fn new<T>(table: &str, columns: &[Column<'_, T>]) -> Self {
+        let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name)).collect();
+        let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+        let source = format!("unnest({}) AS v({})", params.join(", "), names.join(", "));
+        let selects = (columns.iter().zip(&names))
+            .map(|(c, n)| c.values.select(&format!("v.{n}")))
+            .collect();
+        let table = table.to_owned();
+        Parts {
+            table,
+            names,
+            source,
+            selects,
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct DefaultRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    expr: Option<String>,
+}
+
+/// Column defaults as the server has them (`pg_get_expr`), for `names` of `table`.
+/// The expression comes cast to the column's type (`3` is an integer, the column smallint).
+const DEFAULTS_SQL: &str = "SELECT a.attname::text AS name, \
+     '(' || pg_get_expr(d.adbin, d.adrelid) || ')::' || format_type(a.atttypid, a.atttypmod) AS expr \
+     FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+     WHERE a.attrelid = $1::text::regclass AND a.attname::text = ANY($2::text[]) \
+     AND NOT a.attisdropped";
+
+/// Fills in the catalog default of every column that takes one.
+async fn load_defaults<T>(
+    conn: &mut AsyncPgConnection,
+    table: &str,
+    columns: &mut [Column<'_, T>],
+) -> Result<()> {
+    let wanted: Vec<&str> = (columns.iter_mut())
+        .filter_map(|c| c.values.default_slot().map(|_| c.name))
         .collect();
-    let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name)).collect();
-    (format!("unnest({})", casts.join(", ")), names.join(", "))
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<DefaultRow> = diesel::sql_query(DEFAULTS_SQL)
+        .bind::<Text, _>(table)
+        .bind::<Array<Text>, _>(&wanted)
+        .load(conn)
+        .await?;
+    for column in columns {
+        if let Some(slot) = column.values.default_slot() {
+            let expr = found.iter().find(|d| d.name == column.name);
+            slot.sql = expr
+                .and_then(|d| d.expr.clone())
+                .unwrap_or_else(|| "NULL".into());
+        }
+    }
+    Ok(())
 }
 
-fn bind_all<'a>(
-    sql: String,
-    columns: Vec<Column>,
-) -> BoxedSqlQuery<'a, Pg, diesel::query_builder::SqlQuery> {
-    columns
-        .into_iter()
-        .fold(diesel::sql_query(sql).into_boxed(), |q, c| c.values.bind(q))
-}
-
-/// Runs `statement(chunk)` for each chunk of rows inside one transaction; returns the sum of
-/// affected rows. Any failure rolls back every chunk.
-async fn chunked<R, F>(conn: &mut AsyncPgConnection, rows: &[R], statement: F) -> Result<usize>
-where
-    R: BulkRow,
-    F: Fn(&[R]) -> (String, Vec<Column>) + Sync,
-{
+/// Runs `statement` (built from each chunk's [`Parts`]) for every chunk inside one
+/// transaction; returns the sum of affected rows. Any failure rolls back every chunk.
+async fn chunked<R: BulkRow>(
+    conn: &mut AsyncPgConnection,
+    rows: &[R],
+    statement: impl Fn(&Parts) -> String + Sync,
+) -> Result<usize> {
     if rows.is_empty() {
         return Ok(0);
     }
+    let table = table_sql::<R::Table>();
     conn.transaction::<_, Error, _>(async |conn| {
         let mut affected = 0;
         for chunk in rows.chunks(CHUNK_ROWS) {
-            let (sql, columns) = statement(chunk);
-            affected += bind_all(sql, columns).execute(conn).await?;
+            let mut columns = R::columns(chunk);
+            load_defaults(conn, &table, &mut columns).await?;
+            let sql = statement(&Parts::new(&table, &columns));
+            let query =
+                (columns.iter()).fold(diesel::sql_query(sql).into_boxed(), |q, c| c.values.bind(q));
+            affected += query.execute(conn).await?;
         }
         Ok(affected)
     })
@@ -152,93 +255,94 @@ where
 
 /// Inserts every row, all or nothing; returns the number inserted.
 pub async fn insert<R: BulkRow>(conn: &mut AsyncPgConnection, rows: &[R]) -> Result<usize> {
-    chunked(conn, rows, |chunk| {
-        let columns = R::columns(chunk);
-        let (source, names) = unnest_source(&columns);
-        let sql = format!(
-            "INSERT INTO {} ({names}) SELECT * FROM {source}",
-            quote_ident(R::TABLE)
-        );
-        (sql, columns)
+    chunked(conn, rows, |p| {
+        let (table, names, selects) = (&p.table, p.names.join(", "), p.selects.join(", "));
+        format!(
+            "INSERT INTO {table} ({names}) SELECT {selects} FROM {}",
+            p.source
+        )
     })
     .await
 }
 
-/// Inserts rows, resolving conflicts on `conflict_target` (a unique key's columns) as
+/// Inserts rows, resolving conflicts on the unique key `target` (a tuple of columns) as
 /// `on_conflict` says; returns the rows inserted or updated.
 pub async fn upsert<R: BulkRow>(
     conn: &mut AsyncPgConnection,
     rows: &[R],
-    conflict_target: &[&str],
-    on_conflict: OnConflict<'_>,
+    target: impl Columns<R::Table>,
+    on_conflict: OnConflict,
 ) -> Result<usize> {
-    let target: Vec<String> = conflict_target.iter().map(|c| quote_ident(c)).collect();
+    let target: Vec<String> = target.names().iter().map(|c| quote_ident(c)).collect();
     let action = match on_conflict {
         OnConflict::Ignore => "DO NOTHING".to_owned(),
         OnConflict::Update(columns) => {
-            let sets: Vec<String> = columns
-                .iter()
+            let sets: Vec<String> = (columns.iter())
                 .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
                 .collect();
             format!("DO UPDATE SET {}", sets.join(", "))
         }
     };
-    chunked(conn, rows, |chunk| {
-        let columns = R::columns(chunk);
-        let (source, names) = unnest_source(&columns);
-        let sql = format!(
-            "INSERT INTO {} ({names}) SELECT * FROM {source} ON CONFLICT ({}) {action}",
-            quote_ident(R::TABLE),
-            target.join(", ")
-        );
-        (sql, columns)
+    chunked(conn, rows, |p| {
+        let (table, names, selects) = (&p.table, p.names.join(", "), p.selects.join(", "));
+        let target = target.join(", ");
+        format!(
+            "INSERT INTO {table} ({names}) SELECT {selects} FROM {} ON CONFLICT ({target}) {action}",
+            p.source
+        )
     })
     .await
 }
 
-/// Updates existing rows matched by their first column (the key, e.g. `id`), setting every
-/// other column; returns the rows updated. Keys that match nothing are skipped.
-pub async fn update_by_key<R: BulkRow>(conn: &mut AsyncPgConnection, rows: &[R]) -> Result<usize> {
-    chunked(conn, rows, |chunk| {
-        let columns = R::columns(chunk);
-        let (source, names) = unnest_source(&columns);
-        let key = quote_ident(columns[0].name);
-        let sets: Vec<String> = columns[1..]
-            .iter()
-            .map(|c| format!("{0} = v.{0}", quote_ident(c.name)))
+/// Updates existing rows matched on `key` (a tuple of columns, always named: there is no
+/// default key), setting every other column of the row type; returns the rows updated.
+/// Keys that match nothing are skipped.
+pub async fn update_by_key<R: BulkRow>(
+    conn: &mut AsyncPgConnection,
+    rows: &[R],
+    key: impl Columns<R::Table>,
+) -> Result<usize> {
+    let key: Vec<String> = key.names().iter().map(|c| quote_ident(c)).collect();
+    if let Some(row) = rows.first() {
+        let laid_out: Vec<String> = (R::columns(std::slice::from_ref(row)).iter())
+            .map(|c| quote_ident(c.name))
             .collect();
-        let sql = format!(
-            "UPDATE {table} AS t SET {sets} FROM {source} AS v({names}) WHERE t.{key} = v.{key}",
-            table = quote_ident(R::TABLE),
-            sets = sets.join(", "),
-        );
-        (sql, columns)
+        if let Some(missing) = key.iter().find(|k| !laid_out.contains(k)) {
+            let message = format!("update_by_key: key {missing} is not a column of the rows");
+            return Err(Error::Database(diesel::result::Error::QueryBuilderError(
+                message.into(),
+            )));
+        }
+    }
+    chunked(conn, rows, |p| {
+        let sets: Vec<String> = (p.names.iter().zip(&p.selects))
+            .filter(|(n, _)| !key.contains(n))
+            .map(|(n, s)| format!("{n} = {s}"))
+            .collect();
+        let matches: Vec<String> = key.iter().map(|k| format!("t.{k} = v.{k}")).collect();
+        format!(
+            "UPDATE {} AS t SET {} FROM {} WHERE {}",
+            p.table,
+            sets.join(", "),
+            p.source,
+            matches.join(" AND ")
+        )
     })
     .await
 }
 
-/// Deletes the rows of `table` with these ids (one array parameter); returns how many.
-pub async fn delete_by_ids(
-    conn: &mut AsyncPgConnection,
-    table: &str,
-    ids: &[i64],
-) -> Result<usize> {
-    let sql = format!("DELETE FROM {} WHERE id = ANY($1)", quote_ident(table));
-    Ok(diesel::sql_query(sql)
-        .bind::<Array<BigInt>, _>(ids)
-        .execute(conn)
-        .await?)
-}
-
-/// Sets `deleted_at` on the live rows of `table` with these ids; returns how many.
-pub async fn soft_delete_by_ids(
-    conn: &mut AsyncPgConnection,
-    table: &str,
-    ids: &[i64],
-) -> Result<usize> {
+/// Deletes the rows whose `key` column is one of `ids` (one array parameter); returns how
+/// many. `bulk::delete_by_ids(conn, tasks::id, &ids)`.
+pub async fn delete_by_ids<C>(conn: &mut AsyncPgConnection, key: C, ids: &[i64]) -> Result<usize>
+where
+    C: diesel::Column<SqlType = BigInt>,
+    C::Table: Default + QueryFragment<Pg>,
+{
+    let _ = key;
+    let table = table_sql::<C::Table>();
     let sql = format!(
-        "UPDATE {} SET deleted_at = now() WHERE id = ANY($1) AND deleted_at IS NULL",
-        quote_ident(table)
+        "DELETE FROM {table} WHERE {} = ANY($1)",
+        quote_ident(C::NAME)
     );
     Ok(diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(ids)
@@ -246,99 +350,116 @@ pub async fn soft_delete_by_ids(
         .await?)
 }
 
-/// A PostgreSQL enum value for tokio-postgres: its label.
-#[derive(Debug)]
-struct EnumLabel(&'static str);
-
-impl tokio_postgres::types::ToSql for EnumLabel {
-    fn to_sql(
-        &self,
-        _: &tokio_postgres::types::Type,
-        out: &mut bytes::BytesMut,
-    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
-    {
-        out.extend_from_slice(self.0.as_bytes());
-        Ok(tokio_postgres::types::IsNull::No)
-    }
-
-    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
-        matches!(ty.kind(), tokio_postgres::types::Kind::Enum(_))
-    }
-
-    tokio_postgres::types::to_sql_checked!();
+/// Sets `deleted_at` to now on the live rows whose `key` is one of `ids`; returns how many.
+/// `bulk::soft_delete_by_ids(conn, tasks::id, tasks::deleted_at, &ids)`.
+pub async fn soft_delete_by_ids<C, D>(
+    conn: &mut AsyncPgConnection,
+    key: C,
+    deleted_at: D,
+    ids: &[i64],
+) -> Result<usize>
+where
+    C: diesel::Column<SqlType = BigInt>,
+    C::Table: Default + QueryFragment<Pg>,
+    D: diesel::Column<Table = C::Table, SqlType = Nullable<Timestamptz>>,
+{
+    let _ = (key, deleted_at);
+    let (table, key, deleted) = (
+        table_sql::<C::Table>(),
+        quote_ident(C::NAME),
+        quote_ident(D::NAME),
+    );
+    let sql =
+        format!("UPDATE {table} SET {deleted} = now() WHERE {key} = ANY($1) AND {deleted} IS NULL");
+    Ok(diesel::sql_query(sql)
+        .bind::<Array<BigInt>, _>(ids)
+        .execute(conn)
+        .await?)
 }
 
 /// Inserts every row with `COPY ... FROM STDIN (FORMAT binary)`, the fastest path
 /// PostgreSQL has, in one transaction. diesel-async cannot COPY, so this opens its own
-/// tokio-postgres connection to `url`: it does not join a transaction of yours.
+/// connection to `url` (TLS and timeouts as every other): it does not join a transaction of
+/// yours.
 pub async fn copy_insert<R: BulkRow>(url: &crate::db::DatabaseUrl, rows: &[R]) -> Result<usize> {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
-    use tokio_postgres::types::{ToSql, Type};
 
     if rows.is_empty() {
         return Ok(0);
     }
     let mut client = crate::db::connect_client(url).await?;
-    async {
-        let tx = client.transaction().await.map_err(copy_error)?;
-        let columns = R::columns(rows);
-        let mut types = Vec::with_capacity(columns.len());
-        for c in &columns {
-            types.push(match &c.values {
-                Values::BigInt(_) | Values::NullableBigInt(_) => Type::INT8,
-                Values::SmallInt(_) => Type::INT2,
-                Values::Text(_) | Values::NullableText(_) => Type::TEXT,
-                Values::NullableDate(_) => Type::DATE,
-                Values::Timestamptz(_) => Type::TIMESTAMPTZ,
-                Values::TaskStatus(_) => {
-                    let probe = tx
-                        .prepare("SELECT NULL::task_status")
-                        .await
-                        .map_err(copy_error)?;
-                    probe.columns()[0].type_().clone()
-                }
-            });
+    let tx = client.transaction().await.map_err(copy_error)?;
+    let table = table_sql::<R::Table>();
+    let mut columns = R::columns(rows);
+    let wanted: Vec<String> = (columns.iter_mut())
+        .filter_map(|c| c.values.default_slot().map(|_| c.name.to_owned()))
+        .collect();
+    if !wanted.is_empty() {
+        // Each default once, as the server encodes it: COPY writes those bytes for `None`.
+        let found = tx
+            .query(DEFAULTS_SQL, &[&table, &wanted])
+            .await
+            .map_err(copy_error)?;
+        for column in &mut columns {
+            let name = column.name;
+            if let Some(slot) = column.values.default_slot() {
+                let row = found.iter().find(|r| r.get::<_, String>(0) == name);
+                let expr = row.and_then(|r| r.get::<_, Option<String>>(1));
+                slot.sql = expr.unwrap_or_else(|| "NULL".into());
+                let value = tx.query_one(&format!("SELECT {}", slot.sql), &[]).await;
+                slot.raw = value.map_err(copy_error)?.get::<_, Option<Raw>>(0);
+            }
         }
-        let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name)).collect();
-        let sql = format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            quote_ident(R::TABLE),
-            names.join(", ")
-        );
-        let sink = tx.copy_in(&sql).await.map_err(copy_error)?;
-        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
-        // Enum columns as labels tokio-postgres can write; other columns need none.
-        let labels: Vec<Vec<EnumLabel>> = columns
-            .iter()
-            .map(|c| match &c.values {
-                Values::TaskStatus(v) => v.iter().map(|s| EnumLabel(s.as_str())).collect(),
-                _ => Vec::new(),
-            })
-            .collect();
-        for i in 0..rows.len() {
-            let row: Vec<&(dyn ToSql + Sync)> = columns
-                .iter()
-                .zip(&labels)
-                .map(|(c, labels)| -> &(dyn ToSql + Sync) {
-                    match &c.values {
-                        Values::TaskStatus(_) => &labels[i],
-                        Values::BigInt(v) => &v[i],
-                        Values::NullableBigInt(v) => &v[i],
-                        Values::SmallInt(v) => &v[i],
-                        Values::Text(v) => &v[i],
-                        Values::NullableText(v) => &v[i],
-                        Values::NullableDate(v) => &v[i],
-                        Values::Timestamptz(v) => &v[i],
-                    }
-                })
-                .collect();
-            writer.as_mut().write(&row).await.map_err(copy_error)?;
-        }
-        let written = writer.finish().await.map_err(copy_error)?;
-        tx.commit().await.map_err(copy_error)?;
-        Ok(usize::try_from(written).unwrap_or(usize::MAX))
     }
-    .await
+    let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name)).collect();
+    let names = names.join(", ");
+    // The columns' types, enums included, as the server declares them.
+    let probe = (tx
+        .prepare(&format!("SELECT {names} FROM {table} LIMIT 0"))
+        .await)
+        .map_err(copy_error)?;
+    let types: Vec<Type> = probe.columns().iter().map(|c| c.type_().clone()).collect();
+    let sql = format!("COPY {table} ({names}) FROM STDIN (FORMAT binary)");
+    let sink = tx.copy_in(&sql).await.map_err(copy_error)?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for i in 0..rows.len() {
+        let row: Vec<&(dyn CopySql + Sync)> =
+            columns.iter().map(|c| c.values.copy_value(i)).collect();
+        writer.as_mut().write(&row).await.map_err(copy_error)?;
+    }
+    let written = writer.finish().await.map_err(copy_error)?;
+    tx.commit().await.map_err(copy_error)?;
+    Ok(usize::try_from(written).unwrap_or(usize::MAX))
+}
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+impl CopySql for Raw {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// A tokio-postgres error as ours, constraint violations typed like Diesel's.

@@ -5,6 +5,7 @@ mod common;
 use app::Error;
 use app::bulk::{self, OnConflict};
 use app::models::*;
+use app::schema::{tasks, team_members};
 use common::{TestDb, count, user};
 use diesel_async::AsyncPgConnection;
 
@@ -135,7 +136,7 @@ async fn upsert_updates_or_ignores_existing_keys() {
     let ignored = bulk::upsert(
         &mut conn,
         &rows,
-        &["team_id", "user_id"],
+        (team_members::team_id, team_members::user_id),
         OnConflict::Ignore,
     )
     .await
@@ -153,8 +154,8 @@ async fn upsert_updates_or_ignores_existing_keys() {
     let updated = bulk::upsert(
         &mut conn,
         &rows,
-        &["team_id", "user_id"],
-        OnConflict::Update(&["role"]),
+        (team_members::team_id, team_members::user_id),
+        OnConflict::update((team_members::role,)),
     )
     .await
     .unwrap();
@@ -195,7 +196,9 @@ async fn update_by_key_delete_and_soft_delete_by_ids() {
         })
         .collect();
     assert_eq!(
-        bulk::update_by_key(&mut conn, &changes).await.unwrap(),
+        bulk::update_by_key(&mut conn, &changes, (tasks::id,))
+            .await
+            .unwrap(),
         all.len()
     );
     let t = Task::find(&mut conn, all[0]).await.unwrap();
@@ -203,13 +206,13 @@ async fn update_by_key_delete_and_soft_delete_by_ids() {
     assert_eq!(t.title, title, "columns not in the update are untouched");
 
     assert_eq!(
-        bulk::soft_delete_by_ids(&mut conn, "tasks", &all[..50])
+        bulk::soft_delete_by_ids(&mut conn, tasks::id, tasks::deleted_at, &all[..50])
             .await
             .unwrap(),
         50
     );
     assert_eq!(
-        bulk::soft_delete_by_ids(&mut conn, "tasks", &all[..50])
+        bulk::soft_delete_by_ids(&mut conn, tasks::id, tasks::deleted_at, &all[..50])
             .await
             .unwrap(),
         0,
@@ -220,7 +223,9 @@ async fn update_by_key_delete_and_soft_delete_by_ids() {
         Err(Error::NotFound)
     ));
     assert_eq!(
-        bulk::delete_by_ids(&mut conn, "tasks", &all).await.unwrap(),
+        bulk::delete_by_ids(&mut conn, tasks::id, &all)
+            .await
+            .unwrap(),
         all.len()
     );
     assert_eq!(count(&mut conn, "tasks").await, 1_000 - all.len() as i64);
@@ -253,4 +258,106 @@ async fn copy_inserts_all_or_nothing_with_typed_errors() {
     .await
     .unwrap();
     assert_eq!(done, 1, "enum values go through COPY as labels");
+}
+
+/// Every field of `NewTask`, set away from its default, is stored by each bulk path; a row
+/// of `None`s takes the columns' defaults. The destructuring below has no `..`: a new field
+/// of `NewTask` does not compile here until this test checks it.
+#[tokio::test]
+async fn every_field_of_new_task_is_stored_by_each_bulk_path() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let owner = user(&mut conn, "fields@example.com").await;
+    let team = Team::create(&mut conn, &NewTeam { name: "fields" })
+        .await
+        .unwrap();
+    let parent_title = Title::parse("parent").unwrap();
+    let parent = Task::create(&mut conn, &NewTask::new(owner.id, &parent_title))
+        .await
+        .unwrap();
+    let title = Title::parse("every field").unwrap();
+    let checklist = [
+        "one",
+        "two, \"quoted\"",
+        "{braces}",
+        "back\\slash",
+        "",
+        "NULL",
+        "ünï",
+    ];
+    let full = NewTask {
+        owner_id: owner.id,
+        title: &title,
+        team_id: Some(team.id),
+        parent_id: Some(parent.id),
+        description: Some("described, \"quoted\" \\ and ünïcode"),
+        status: Some(TaskStatus::InProgress),
+        priority: Some(Priority::new(5).unwrap()),
+        due_date: chrono::NaiveDate::from_ymd_opt(2031, 2, 3),
+        checklist: Some(checklist.iter().map(|s| s.to_string()).collect()),
+    };
+    let defaults = NewTask::new(owner.id, &title);
+    for path in ["insert", "upsert", "copy_insert"] {
+        let rows = [full.clone(), defaults.clone()];
+        let written = match path {
+            "insert" => bulk::insert(&mut conn, &rows).await,
+            "upsert" => bulk::upsert(&mut conn, &rows, (tasks::id,), OnConflict::Ignore).await,
+            _ => bulk::copy_insert(&db.url, &rows).await,
+        };
+        assert_eq!(written.unwrap(), 2, "{path}");
+        let mut stored: Vec<Task> = Task::owned_by(&mut conn, &owner)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.id != parent.id)
+            .collect();
+        stored.sort_by_key(|t| t.id);
+        let [got, plain] = &stored[..] else {
+            panic!("{path}: {stored:?}")
+        };
+        let NewTask {
+            owner_id,
+            title: t,
+            team_id,
+            parent_id,
+            description,
+            status,
+            priority,
+            due_date,
+            checklist,
+        } = &full;
+        assert_eq!(got.owner_id, *owner_id, "{path}");
+        assert_eq!(&got.title, *t, "{path}");
+        assert_eq!(got.team_id, *team_id, "{path}");
+        assert_eq!(got.parent_id, *parent_id, "{path}");
+        assert_eq!(got.description.as_deref(), *description, "{path}");
+        assert_eq!(Some(got.status), *status, "{path}");
+        assert_eq!(Some(got.priority), *priority, "{path}");
+        assert_eq!(got.due_date, *due_date, "{path}");
+        assert_eq!(Some(&got.checklist), checklist.as_ref(), "{path}");
+        // The migration's defaults, not values repeated in Rust.
+        assert_eq!(plain.status, TaskStatus::Todo, "{path}");
+        assert_eq!(plain.priority, Priority::NORMAL, "{path}");
+        assert!(plain.checklist.is_empty(), "{path}");
+        let ids: Vec<i64> = stored.iter().map(|t| t.id).collect();
+        bulk::delete_by_ids(&mut conn, tasks::id, &ids)
+            .await
+            .unwrap();
+    }
+}
+
+/// The key of `update_by_key` is always named, and must be a column the rows carry.
+#[tokio::test]
+async fn update_by_key_refuses_a_key_the_rows_do_not_carry() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let change = TaskStatusUpdate {
+        id: 1,
+        status: TaskStatus::Done,
+        priority: Priority::NORMAL,
+    };
+    let err = bulk::update_by_key(&mut conn, &[change], (tasks::title,))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("key \"title\""), "{err}");
 }

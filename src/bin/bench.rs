@@ -1,7 +1,6 @@
 //! `bench`: bulk-write and loading techniques side by side on a scratch database, one run,
 //! with ratios to the fastest. `cargo run --release --bin bench -- --rows 100000 --json out.json`
 
-use app::{errln, outln};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -14,6 +13,7 @@ use app::models::{
 };
 use app::schema::{tasks, team_members};
 use app::{Error, loaders};
+use app::{errln, outln};
 use clap::Parser;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
@@ -180,14 +180,9 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Vec<Measurement
         conn.batch_execute("TRUNCATE team_members").await?;
         bulk::insert(&mut conn, half).await?;
         let secs = if technique == "unnest" {
-            let key = ["team_id", "user_id"];
-            timed(bulk::upsert(
-                &mut conn,
-                &promoted,
-                &key,
-                OnConflict::Update(&["role"]),
-            ))
-            .await?
+            let key = (team_members::team_id, team_members::user_id);
+            let on_conflict = OnConflict::update((team_members::role,));
+            timed(bulk::upsert(&mut conn, &promoted, key, on_conflict)).await?
         } else {
             timed(upsert_batched(&mut conn, &promoted)).await?
         };
@@ -205,14 +200,14 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Vec<Measurement
     record(
         "update",
         "unnest",
-        timed(bulk::update_by_key(&mut conn, &updates)).await?,
+        timed(bulk::update_by_key(&mut conn, &updates, (tasks::id,))).await?,
         None,
     );
     let ids: Vec<i64> = (1..=args.rows as i64).collect();
     record(
         "delete",
         "any_array",
-        timed(bulk::delete_by_ids(&mut conn, "tasks", &ids)).await?,
+        timed(bulk::delete_by_ids(&mut conn, tasks::id, &ids)).await?,
         None,
     );
 

@@ -1,10 +1,10 @@
 //! `init_db`: create the database if missing, apply pending migrations, optionally seed
 //! demo data. Safe to run again: the second run changes nothing.
 
-use app::outln;
 use std::process::ExitCode;
 
 use app::db;
+use app::outln;
 use app::{migrations, roles, seed};
 use clap::Parser;
 

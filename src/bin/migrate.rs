@@ -1,7 +1,6 @@
 //! `migrate`: the guide's migrate.sh workflow on Diesel migrations, with a lock, checksums,
 //! timeouts, previews and checks. `migrate --help` and `migrate <verb> --help` explain each.
 
-use app::{errln, out, outln};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use app::db::{self, DatabaseUrl};
 use app::migrations::{self, Direction, Migrator, Target};
+use app::{errln, out, outln};
 use clap::{Parser, Subcommand};
 
 /// Create, apply, revert and check database migrations (diesel_cli's folder format).
