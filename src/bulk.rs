@@ -474,8 +474,12 @@ fn copy_error(err: tokio_postgres::Error) -> Error {
     match *db.code() {
         SqlState::UNIQUE_VIOLATION => Error::Conflict { constraint },
         SqlState::FOREIGN_KEY_VIOLATION => Error::ForeignKey { constraint },
-        SqlState::CHECK_VIOLATION | SqlState::NOT_NULL_VIOLATION => Error::Invalid {
+        SqlState::CHECK_VIOLATION => Error::Invalid {
             constraint,
+            message: db.message().to_owned(),
+        },
+        SqlState::NOT_NULL_VIOLATION => Error::Invalid {
+            constraint: crate::error::not_null(db.table(), db.column()),
             message: db.message().to_owned(),
         },
         _ => Error::Database(diesel::result::Error::QueryBuilderError(

@@ -21,7 +21,8 @@ pub enum Error {
     /// value. Validation names the CHECK constraint that would have refused it.
     #[error("invalid value: {message} (constraint {constraint})")]
     Invalid {
-        /// The CHECK constraint that refuses the value (`unknown` for NOT NULL, which has none).
+        /// The CHECK constraint that refuses the value; for NOT NULL, `<table>_<column>_not_null`
+        /// (the name PostgreSQL 18 gives such constraints).
         constraint: String,
         /// What is wrong, for people.
         message: String,
@@ -66,8 +67,8 @@ pub enum Error {
     /// A migration failed; the message names it.
     #[error("migration failed: {0}")]
     Migration(String),
-    /// Any other database error.
-    #[error("database error: {0}")]
+    /// Any other database error: Diesel's message, and its sources behind it.
+    #[error(transparent)]
     Database(DieselError),
 }
 
@@ -82,12 +83,14 @@ impl From<DieselError> for Error {
                 DatabaseErrorKind::UniqueViolation => Error::Conflict {
                     constraint: name(info.as_ref()),
                 },
-                DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
-                    Error::Invalid {
-                        constraint: name(info.as_ref()),
-                        message: info.message().to_owned(),
-                    }
-                }
+                DatabaseErrorKind::CheckViolation => Error::Invalid {
+                    constraint: name(info.as_ref()),
+                    message: info.message().to_owned(),
+                },
+                DatabaseErrorKind::NotNullViolation => Error::Invalid {
+                    constraint: not_null(info.table_name(), info.column_name()),
+                    message: info.message().to_owned(),
+                },
                 DatabaseErrorKind::ForeignKeyViolation => Error::ForeignKey {
                     constraint: name(info.as_ref()),
                 },
@@ -96,6 +99,13 @@ impl From<DieselError> for Error {
             other => Error::Database(other),
         }
     }
+}
+
+/// A NOT NULL constraint's name, as PostgreSQL 18 names them (`tasks_title_not_null`); older
+/// servers report the table and column but no name.
+pub(crate) fn not_null(table: Option<&str>, column: Option<&str>) -> String {
+    let part = |p: Option<&str>| p.unwrap_or("unknown").to_owned();
+    format!("{}_{}_not_null", part(table), part(column))
 }
 
 impl Error {

@@ -54,7 +54,7 @@ pub async fn eager(conn: &mut AsyncPgConnection, user_ids: &[i64]) -> Result<Vec
         .load(conn)
         .await?;
     let tasks: Vec<Task> = Task::belonging_to(&users)
-        .filter(tasks::deleted_at.is_null())
+        .filter(Task::is_live())
         .order(tasks::id)
         .select(Task::as_select())
         .load(conn)
@@ -83,11 +83,7 @@ pub async fn eager(conn: &mut AsyncPgConnection, user_ids: &[i64]) -> Result<Vec
 /// trips, but each user row repeats once per task and tag: better for few children per parent.
 pub async fn joined(conn: &mut AsyncPgConnection, user_ids: &[i64]) -> Result<Vec<UserTasks>> {
     let rows: Vec<(User, Option<Task>, Option<Tag>)> = users::table
-        .left_join(
-            tasks::table.on(tasks::owner_id
-                .eq(users::id)
-                .and(tasks::deleted_at.is_null())),
-        )
+        .left_join(tasks::table.on(tasks::owner_id.eq(users::id).and(Task::is_live())))
         .left_join(task_tags::table.on(task_tags::task_id.eq(tasks::id)))
         .left_join(tags::table.on(tags::id.eq(task_tags::tag_id)))
         .filter(users::id.eq_any(user_ids))

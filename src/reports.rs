@@ -23,7 +23,7 @@ pub async fn team_tasks_with_owners(
     Ok(tasks::table
         .inner_join(users::table)
         .filter(tasks::team_id.eq(team.id))
-        .filter(tasks::deleted_at.is_null())
+        .filter(Task::is_live())
         .order((tasks::priority, tasks::id))
         .select((Task::as_select(), User::as_select()))
         .load(conn)
@@ -36,7 +36,7 @@ pub async fn status_counts_per_team(
 ) -> Result<Vec<(String, TaskStatus, i64)>> {
     Ok(tasks::table
         .inner_join(teams::table)
-        .filter(tasks::deleted_at.is_null())
+        .filter(Task::is_live())
         .group_by((teams::name, tasks::status))
         .select((teams::name, tasks::status, count_star()))
         .order((teams::name, tasks::status))
@@ -49,7 +49,7 @@ pub async fn users_without_open_tasks(conn: &mut AsyncPgConnection) -> Result<Ve
     let open = tasks::table
         .filter(tasks::owner_id.eq(users::id))
         .filter(tasks::status.ne(TaskStatus::Done))
-        .filter(tasks::deleted_at.is_null());
+        .filter(Task::is_live());
     Ok(users::table
         .filter(not(exists(open)))
         .order(users::id)
@@ -63,7 +63,7 @@ pub async fn users_without_open_tasks(conn: &mut AsyncPgConnection) -> Result<Ve
 pub async fn priority_rank_within_team(conn: &mut AsyncPgConnection) -> Result<Vec<(Task, i64)>> {
     Ok(tasks::table
         .filter(tasks::team_id.is_not_null())
-        .filter(tasks::deleted_at.is_null())
+        .filter(Task::is_live())
         .order((tasks::team_id, tasks::priority, tasks::id))
         .select((
             Task::as_select(),

@@ -322,3 +322,16 @@ async fn pool_hands_out_connections_to_the_test_database() {
     let mut again = pool.get().await.unwrap();
     assert_eq!(User::find(&mut again, owner.id).await.unwrap(), owner);
 }
+
+/// `by_email` lowercases in SQL, as the unique index `lower(email)` does: `İ` becomes `i` in
+/// PostgreSQL but `i̇` (two characters) in Rust, and the user is still found.
+#[tokio::test]
+async fn by_email_matches_as_the_unique_index_does() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let created = common::user(&mut conn, "İnfo@example.com").await;
+    for asked in ["İnfo@example.com", "İNFO@EXAMPLE.COM", " info@example.com "] {
+        let found = User::by_email(&mut conn, asked).await.unwrap();
+        assert_eq!(found.id, created.id, "{asked}");
+    }
+}

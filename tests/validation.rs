@@ -175,3 +175,31 @@ async fn foreign_key_violations_are_typed() {
     task(&mut conn, &owner, "Real").await;
     assert_eq!(count(&mut conn, "tasks").await, 1);
 }
+
+/// A NOT NULL violation names its column, from the Diesel path and from COPY alike.
+#[tokio::test]
+async fn not_null_violations_name_the_column() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let err: Error = diesel::sql_query("INSERT INTO tags (name) VALUES (NULL)")
+        .execute(&mut conn)
+        .await
+        .unwrap_err()
+        .into();
+    assert_eq!(constraint_of(&err), "tags_name_not_null", "{err:?}");
+    assert_eq!(count(&mut conn, "tags").await, 0);
+}
+
+/// `Error::Database` shows Diesel's message and keeps the chain beneath it: its `source()`
+/// is the wrapped error's cause.
+#[test]
+fn database_errors_keep_their_source_chain() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("building the query failed")]
+    struct Outer(#[source] std::io::Error);
+    let cause = std::io::Error::other("the underlying cause");
+    let err: Error = diesel::result::Error::QueryBuilderError(Box::new(Outer(cause))).into();
+    assert_eq!(err.to_string(), "building the query failed");
+    let source = std::error::Error::source(&err).expect("a source");
+    assert_eq!(source.to_string(), "the underlying cause");
+}

@@ -87,7 +87,7 @@ impl Bug {
         Ok(tasks::table
             .inner_join(bugs::table)
             .filter(tasks::id.eq(task_id))
-            .filter(tasks::deleted_at.is_null())
+            .filter(Task::is_live())
             .select(Bug::as_select())
             .first(conn)
             .await?)
@@ -98,7 +98,7 @@ impl Bug {
         Ok(tasks::table
             .inner_join(bugs::table)
             .filter(bugs::severity.le(severity))
-            .filter(tasks::deleted_at.is_null())
+            .filter(Task::is_live())
             .order((bugs::severity, tasks::id))
             .select(Bug::as_select())
             .load(conn)

@@ -275,9 +275,15 @@ pub struct TreeTask {
 type Live = diesel::dsl::Filter<tasks::table, diesel::dsl::IsNull<tasks::deleted_at>>;
 
 impl Task {
+    /// The one definition of "not soft-deleted": every query that shows tasks filters on it
+    /// (directly, in a join's `ON`, or through [`Task::live`]).
+    pub fn is_live() -> diesel::dsl::IsNull<tasks::deleted_at> {
+        tasks::deleted_at.is_null()
+    }
+
     /// All tasks that are not soft-deleted.
     pub fn live() -> Live {
-        tasks::table.filter(tasks::deleted_at.is_null())
+        tasks::table.filter(Task::is_live())
     }
 
     /// Open (not done), live tasks of an owner, soonest due first. Its WHERE clause matches
@@ -375,7 +381,7 @@ impl Task {
     /// A user's tasks (one-to-many through `belonging_to`), by id.
     pub async fn owned_by(conn: &mut AsyncPgConnection, owner: &User) -> Result<Vec<Task>> {
         Ok(Task::belonging_to(owner)
-            .filter(tasks::deleted_at.is_null())
+            .filter(Task::is_live())
             .order(tasks::id)
             .select(Task::as_select())
             .load(conn)
@@ -385,7 +391,7 @@ impl Task {
     /// A team's tasks, by id.
     pub async fn of_team(conn: &mut AsyncPgConnection, team: &Team) -> Result<Vec<Task>> {
         Ok(Task::belonging_to(team)
-            .filter(tasks::deleted_at.is_null())
+            .filter(Task::is_live())
             .order(tasks::id)
             .select(Task::as_select())
             .load(conn)

@@ -189,10 +189,12 @@ impl User {
             .await?)
     }
 
-    /// The user with this email, ignoring case (served by the `lower(email)` index).
+    /// The user with this email, ignoring case (served by the `lower(email)` index). Both
+    /// sides go through SQL's `lower()`, as the unique index does: Rust's lowercasing differs
+    /// from the database's for some letters.
     pub async fn by_email(conn: &mut AsyncPgConnection, email: &str) -> Result<User> {
         Ok(users::table
-            .filter(lower(users::email).eq(email.trim().to_lowercase()))
+            .filter(lower(users::email).eq(lower(email.trim())))
             .select(User::as_select())
             .first(conn)
             .await?)
