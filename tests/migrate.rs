@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use app::db::DatabaseUrl;
 use app::migrations::{self, LOCK_KEY};
 use common::{TempDir, TestDb, migrate, ok, stderr, stdout, table_exists, versions};
 use diesel::sql_types::BigInt;
@@ -336,6 +337,82 @@ async fn lock_timeouts_are_retried_then_reported() {
         Some(&db.url),
         &["upgrade", "--dir", dir_arg, "--lock-timeout", "100ms"],
     ));
+}
+
+/// Only a real lock timeout is retried, recognised by the server's own message for one (in
+/// whatever language the server speaks), not by English words in an error.
+#[tokio::test]
+async fn a_failure_that_only_mentions_a_lock_timeout_is_not_retried() {
+    let db = TestDb::new().await;
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_pretend",
+        "DO $$ BEGIN RAISE EXCEPTION 'pretend lock timeout'; END $$;",
+        "SELECT 1;",
+    )]);
+    let dir_arg = dir.0.to_str().unwrap();
+    let out = migrate(Some(&db.url), &["upgrade", "--dir", dir_arg]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("pretend lock timeout"), "{err}");
+    assert!(
+        !err.contains("retry"),
+        "retried a failure that is no lock timeout: {err}"
+    );
+}
+
+/// A lock timeout is recognised whatever language the server speaks: a private cluster with
+/// `lc_messages = de_DE.UTF-8` (the locale compiled by `localedef` for the test, reached
+/// through `LOCPATH`). Skipped, saying why, where the German locale sources are missing.
+#[tokio::test]
+async fn lock_timeouts_are_retried_under_another_server_language() {
+    if !common::pg_binaries_present() {
+        return;
+    }
+    let locales = TempDir::new("locales");
+    let compiled = Command::new("localedef")
+        .args(["-i", "de_DE", "-f", "UTF-8"])
+        .arg(locales.0.join("de_DE.UTF-8"))
+        .output();
+    if !compiled.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: localedef cannot build de_DE.UTF-8 here");
+        return;
+    }
+    let cluster = common::Cluster::new("de");
+    let server = cluster.start(&[
+        ("LOCPATH", locales.0.to_str().unwrap()),
+        ("PG_EXTRA_OPTS", "-c lc_messages=de_DE.UTF-8"),
+    ]);
+    let url = DatabaseUrl::parse(&server)
+        .unwrap()
+        .with_database("de_check");
+    ok(Command::new(env!("CARGO_BIN_EXE_init_db"))
+        .args(["--url", url.expose()])
+        .output()
+        .unwrap());
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_alter_users",
+        "ALTER TABLE users ADD COLUMN nickname TEXT;",
+        "ALTER TABLE users DROP COLUMN nickname;",
+    )]);
+    let mut holder = app::db::connect(&url).await.unwrap();
+    for sql in ["BEGIN", "LOCK TABLE users IN ACCESS SHARE MODE"] {
+        diesel::sql_query(sql).execute(&mut holder).await.unwrap();
+    }
+    let dir_arg = dir.0.to_str().unwrap();
+    let args = ["upgrade", "--dir", dir_arg, "--lock-timeout", "100ms"];
+    let out = migrate(Some(&url), &args);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("lock timeout, retry 3"), "retried: {err}");
+    assert!(
+        !err.contains("canceling statement"),
+        "the server spoke English: {err}"
+    );
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    ok(migrate(Some(&url), &args));
 }
 
 #[tokio::test]

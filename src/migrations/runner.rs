@@ -415,8 +415,8 @@ impl Migrator {
     /// Applies pending migrations up to `target`; returns the folders applied. Takes no lock
     /// when nothing is pending, so many instances can start at once.
     pub async fn upgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
-        let (this, shown) = (self.clone(), url.to_string());
-        blocking(url, move |conn| {
+        let (this, shown, url) = (self.clone(), url.to_string(), url.clone());
+        blocking(&url.clone(), move |conn| {
             if this
                 .select_up(&this.status_on(conn)?.pending, &target)?
                 .is_empty()
@@ -443,7 +443,7 @@ impl Migrator {
                         )));
                     }
                 }
-                this.apply_all(conn, chosen, Direction::Up)
+                this.apply_all(conn, &url, chosen, Direction::Up)
             })
         })
         .await
@@ -451,13 +451,13 @@ impl Migrator {
 
     /// Reverts applied migrations down to `target`; returns the folders reverted.
     pub async fn downgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
-        let (this, shown) = (self.clone(), url.to_string());
-        blocking(url, move |conn| {
+        let (this, shown, url) = (self.clone(), url.to_string(), url.clone());
+        blocking(&url.clone(), move |conn| {
             // Checked before the lock too, so a refused target writes nothing at all.
             this.select_down(&this.status_on(conn)?.applied, &target)?;
             this.locked(conn, &shown, |conn| {
                 let chosen = this.select_down(&this.status_on(conn)?.applied, &target)?;
-                this.apply_all(conn, &chosen, Direction::Down)
+                this.apply_all(conn, &url, &chosen, Direction::Down)
             })
         })
         .await
@@ -604,6 +604,7 @@ impl Migrator {
     fn apply_all(
         &self,
         conn: &mut Conn,
+        url: &DatabaseUrl,
         chosen: &[Migration],
         way: Direction,
     ) -> Result<Vec<String>> {
@@ -613,14 +614,25 @@ impl Migrator {
                  then `migrate stamp <version>` to record where it stands"
             )));
         }
+        let mut lock_text = None;
         (chosen.iter())
-            .map(|m| self.apply(conn, m, way).map(|()| m.folder.clone()))
+            .map(|m| {
+                self.apply(conn, url, &mut lock_text, m, way)
+                    .map(|()| m.folder.clone())
+            })
             .collect()
     }
 
     /// Has the harness run (or revert) `m` as the next step, retrying a transactional
-    /// migration that hit its lock timeout.
-    fn apply(&self, conn: &mut Conn, m: &Migration, way: Direction) -> Result<()> {
+    /// migration that hit its lock timeout. `lock_text` caches [`lock_timeout_text`].
+    fn apply(
+        &self,
+        conn: &mut Conn,
+        url: &DatabaseUrl,
+        lock_text: &mut Option<String>,
+        m: &Migration,
+        way: Direction,
+    ) -> Result<()> {
         let mut pause = Duration::from_millis(200);
         for attempt in 1.. {
             let started = Instant::now();
@@ -628,35 +640,67 @@ impl Migrator {
                 Direction::Up => conn.run_next_migration(self.steps(Step::Run)),
                 Direction::Down => conn.revert_last_migration(self.steps(Step::Run)),
             };
-            match done.map_err(harness_error) {
+            let failure = match done.map_err(harness_error) {
                 Ok(v) if v.to_string() != m.version => {
                     let folder = &m.folder;
                     return Err(Error::Migration(format!(
                         "expected to run {folder}, the harness ran {v}"
                     )));
                 }
-                Err(Error::Migration(msg))
-                    if m.run_in_transaction
-                        && msg.contains("lock timeout")
-                        && attempt <= self.config.lock_retries =>
-                {
-                    crate::errln!("{}: lock timeout, retry {attempt} in {pause:?}", m.folder);
-                    std::thread::sleep(pause);
-                    pause *= 2;
-                }
                 // Outside a transaction the step marked itself dirty; the harness has now
                 // recorded (or forgotten) the version, so it is clean again.
                 Ok(_) if !m.run_in_transaction => return record(conn, m, way, started),
-                other => return other.map(drop),
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let retry = m.run_in_transaction && attempt <= self.config.lock_retries;
+            let Error::Migration(msg) = &failure else {
+                return Err(failure);
+            };
+            if !retry || !msg.contains(lock_timeout_text(url, lock_text)?) {
+                return Err(failure);
             }
+            crate::errln!("{}: lock timeout, retry {attempt} in {pause:?}", m.folder);
+            std::thread::sleep(pause);
+            pause *= 2;
         }
         unreachable!("the retry loop returns")
     }
 }
 
+/// The server's own message for a lock timeout (SQLSTATE 55P03), in the language its
+/// sessions speak. diesel-async reports no SQLSTATE for it, and English text would not match
+/// under another `lc_messages`; so a second session provokes one, on the advisory lock this
+/// run holds, and keeps its message. Asked once per run, and only after a failure.
+fn lock_timeout_text<'a>(url: &DatabaseUrl, cached: &'a mut Option<String>) -> Result<&'a str> {
+    if cached.is_none() {
+        let url = url.clone();
+        let text = tokio::runtime::Handle::current().block_on(async move {
+            use diesel_async::SimpleAsyncConnection;
+            let mut probe = db::connect(&url).await?;
+            probe.batch_execute("SET lock_timeout = '1ms'").await?;
+            let query = diesel::select(pg_advisory_lock(LOCK_KEY));
+            let waited = diesel_async::RunQueryDsl::execute(query, &mut probe).await;
+            match waited {
+                Err(diesel::result::Error::DatabaseError(_, info)) => Ok(info.message().to_owned()),
+                other => Err(Error::Migration(format!(
+                    "the lock-timeout probe did not time out: {other:?}"
+                ))),
+            }
+        })?;
+        *cached = Some(text);
+    }
+    Ok(cached.as_deref().unwrap_or_default())
+}
+
 diesel::define_sql_function! {
     /// Takes a session advisory lock if free; true when taken.
     fn pg_try_advisory_lock(key: BigInt) -> Bool;
+}
+
+diesel::define_sql_function! {
+    /// Waits for a session advisory lock (void in SQL; only ever awaited for its error here).
+    fn pg_advisory_lock(key: BigInt) -> Bool;
 }
 
 diesel::define_sql_function! {
