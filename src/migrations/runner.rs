@@ -866,35 +866,27 @@ fn run_statements(conn: &mut Conn, m: &Migration, way: Direction) -> Result<()> 
 
 /// Writes down a migration's checksum (up) or deletes it (down).
 fn record(conn: &mut Conn, m: &Migration, way: Direction, started: Instant) -> Result<()> {
-    use self::sums::dsl::*;
     if way == Direction::Down {
-        diesel::delete(sums.find(&m.version)).execute(conn)?;
+        diesel::delete(sums::table.find(&m.version)).execute(conn)?;
         return Ok(());
     }
     let took = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    let row = (
-        folder.eq(&m.folder),
-        checksum.eq(m.checksum()),
-        state.eq("applied"),
-        duration_ms.eq(Some(took)),
-        applied_at.eq(Utc::now()),
-    );
-    diesel::insert_into(sums)
-        .values((version.eq(&m.version), row.clone()))
-        .on_conflict(version)
-        .do_update()
-        .set(row)
-        .execute(conn)?;
-    Ok(())
+    write_sum(conn, m, "applied", Some(took))
 }
 
 /// Marks a non-transactional migration dirty before it runs.
 fn mark_dirty(conn: &mut Conn, m: &Migration) -> Result<()> {
+    write_sum(conn, m, "dirty", None)
+}
+
+fn write_sum(conn: &mut Conn, m: &Migration, new_state: &str, took: Option<i64>) -> Result<()> {
     use self::sums::dsl::*;
     let row = (
         folder.eq(&m.folder),
         checksum.eq(m.checksum()),
-        state.eq("dirty"),
+        state.eq(new_state),
+        duration_ms.eq(took),
+        applied_at.eq(Utc::now()),
     );
     diesel::insert_into(sums)
         .values((version.eq(&m.version), row.clone()))
