@@ -118,7 +118,7 @@ fn array_literal(items: &[String]) -> String {
     let quoted: Vec<String> = (items.iter())
         .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
         .collect();
-    format!("{{{}}}", quoted.join(","))
+    ["{", &quoted.join(","), "}"].concat()
 }
 
 impl Values for TextArrays {
