@@ -251,6 +251,7 @@ pub const CONNECT_TIMEOUT_SECS: u64 = 10;
 
 /// How long opening a connection may take, handshake and login included: the URL's
 /// `connect_timeout`, else `DATABASE_CONNECT_TIMEOUT_SECS`, else [`CONNECT_TIMEOUT_SECS`].
+/// Zero, which libpq reads as no limit, is refused.
 pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
     let in_url = url.0.query_pairs().find(|(k, _)| k == "connect_timeout");
     let secs = match in_url {
@@ -260,6 +261,13 @@ pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
         })?,
         None => env_number("DATABASE_CONNECT_TIMEOUT_SECS")?.unwrap_or(CONNECT_TIMEOUT_SECS),
     };
+    // libpq reads 0 as "wait for ever"; a hung server must never hang us, so it is refused.
+    if secs == 0 {
+        return Err(Error::BadUrl {
+            url: url.to_string(),
+            reason: "a connect timeout of 0 would wait for ever: give whole seconds".into(),
+        });
+    }
     Ok(Duration::from_secs(secs))
 }
 

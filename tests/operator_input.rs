@@ -259,6 +259,14 @@ fn a_server_that_never_answers_fails_within_the_bound() {
             assert!(!err.contains("Kx9q"), "{err}");
         }
     });
+    // libpq's "0 = wait for ever" is refused rather than obeyed.
+    let zero = format!("{url}?connect_timeout=0");
+    let (out, _) = timed(
+        env!("CARGO_BIN_EXE_migrate"),
+        &["current", "--url", &zero],
+        &[],
+    );
+    assert!(stderr(&out).contains("for ever"), "{}", stderr(&out));
 }
 
 /// A server whose accept queue is full drops the SYN packets: connecting, from the library
