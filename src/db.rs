@@ -174,7 +174,13 @@ impl DbConfig {
     /// Reads `DATABASE_URL`, `DATABASE_POOL_SIZE` and `DATABASE_POOL_TIMEOUT_SECS`,
     /// loading `.env` first if there is one.
     pub fn from_env() -> Result<Self> {
-        let mut config = Self::new(url_from(None)?);
+        Self::with_env(url_from(None)?)
+    }
+
+    /// Settings for `url`, pool sizes from the environment as [`DbConfig::from_env`] reads
+    /// them: for a URL given on the command line.
+    pub fn with_env(url: DatabaseUrl) -> Result<Self> {
+        let mut config = Self::new(url);
         if let Some(size) = env_number("DATABASE_POOL_SIZE")? {
             config.max_size = size as usize;
         }

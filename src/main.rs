@@ -1,0 +1,196 @@
+//! The application: how a service wires the data layer. Configuration from the environment,
+//! the pool, a start-up check that the schema is at head (or `--migrate` to bring it there),
+//! a few commands that use the models as request handlers would, and `serve`, which runs
+//! until Ctrl-C or SIGTERM and then drains the pool.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use app::db::{self, DbConfig, Pool};
+use app::migrations::{self, Migrator};
+use app::models::{Email, NewTask, NewUser, Priority, Task, TaskChanges, TaskStatus, Title, User};
+use app::{errln, outln};
+use clap::{Parser, Subcommand};
+
+/// The example service: users and their tasks.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Database URL [default: $DATABASE_URL, also read from .env]
+    #[arg(long, global = true, value_name = "URL")]
+    url: Option<String>,
+    /// Apply pending migrations before starting, under migrate's advisory lock. For a single
+    /// instance; with several, run `migrate upgrade` as a release step instead.
+    #[arg(long, global = true)]
+    migrate: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add a user.
+    AddUser {
+        /// Their email address (unique, case-insensitive).
+        email: String,
+        /// The name to show.
+        name: String,
+    },
+    /// Add a task for the user with this email.
+    AddTask {
+        /// The owner's email.
+        owner: String,
+        /// What to do.
+        title: String,
+        /// 1 (highest) to 5.
+        #[arg(long)]
+        priority: Option<i64>,
+    },
+    /// List the open tasks of the user with this email, soonest due first.
+    Tasks {
+        /// The owner's email.
+        owner: String,
+    },
+    /// Mark a task done.
+    Close {
+        /// The task's id.
+        id: i64,
+    },
+    /// Run until Ctrl-C or SIGTERM, checking the database every few seconds, then drain the
+    /// pool: the shape of a server's main loop.
+    Serve {
+        /// Seconds between health checks.
+        #[arg(long, default_value_t = 5)]
+        every: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = run(Cli::parse()).await.map(|()| ExitCode::SUCCESS);
+    app::cli::finish(env!("CARGO_PKG_NAME"), result).await
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let url = db::url_from(cli.url.as_deref())?;
+    let config = DbConfig::with_env(url)?;
+    at_head(&config, cli.migrate).await?;
+    let pool = db::build_pool(&config)?;
+    let result = handle(&pool, cli.command).await;
+    // Every connection goes back to the server with a goodbye before the process ends.
+    pool.close();
+    result
+}
+
+/// Refuses to start on a schema behind this binary's migrations, or brings it to head when
+/// asked: code must never run against tables it does not know.
+async fn at_head(config: &DbConfig, migrate: bool) -> anyhow::Result<()> {
+    let status = Migrator::embedded()?.status(&config.url).await?;
+    if let Some(folder) = status.dirty.first() {
+        bail!(
+            "migration {folder} failed part-way: repair it (see `migrate verify`) before starting"
+        );
+    }
+    if status.pending.is_empty() {
+        return Ok(());
+    }
+    let pending: Vec<&str> = status.pending.iter().map(|m| m.folder.as_str()).collect();
+    if !migrate {
+        bail!(
+            "the database is behind this build: {} pending ({}); run `migrate upgrade`, or \
+             start with --migrate",
+            pending.len(),
+            pending.join(", ")
+        );
+    }
+    for folder in migrations::run_pending(&config.url).await? {
+        errln!("applied {folder}");
+    }
+    Ok(())
+}
+
+async fn handle(pool: &Pool, command: Command) -> anyhow::Result<()> {
+    use diesel_async::RunQueryDsl;
+    let mut conn = pool.get().await.context("no database connection")?;
+    match command {
+        Command::AddUser { email, name } => {
+            let email = Email::parse(&email)?;
+            let new = NewUser {
+                email: &email,
+                display_name: &name,
+            };
+            let user = User::create(&mut conn, &new).await?;
+            outln!("user {} <{}>", user.id, user.email.as_str());
+        }
+        Command::AddTask {
+            owner,
+            title,
+            priority,
+        } => {
+            let owner = User::by_email(&mut conn, &owner).await?;
+            let title = Title::parse(&title)?;
+            let mut new = NewTask::new(owner.id, &title);
+            new.priority = priority.map(Priority::new).transpose()?;
+            let task = Task::create(&mut conn, &new).await?;
+            outln!("task {}: {}", task.id, task.title.as_str());
+        }
+        Command::Tasks { owner } => {
+            let owner = User::by_email(&mut conn, &owner).await?;
+            let open: Vec<Task> = Task::open_for_owner(owner.id).load(&mut conn).await?;
+            for task in open {
+                let due = task.due_date.map_or("-".into(), |d| d.to_string());
+                let (id, priority) = (task.id, task.priority.get());
+                outln!("{id:>6}  p{priority}  {due:<10}  {}", task.title.as_str());
+            }
+        }
+        Command::Close { id } => {
+            let done = TaskChanges {
+                status: Some(TaskStatus::Done),
+                ..Default::default()
+            };
+            let task = Task::update(&mut conn, id, &done).await?;
+            outln!("task {} done", task.id);
+        }
+        Command::Serve { every } => {
+            drop(conn);
+            serve(pool, Duration::from_secs(every.max(1))).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the database on a timer until Ctrl-C or SIGTERM. A failed check is reported and
+/// the loop goes on: the pool reconnects once the server is back.
+async fn serve(pool: &Pool, every: Duration) -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listen for SIGTERM")?;
+    let mut tick = tokio::time::interval(every);
+    outln!("serving; Ctrl-C or SIGTERM stops");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = tick.tick() => {
+                if let Err(err) = health(pool).await {
+                    errln!("health check failed: {err}");
+                }
+            }
+        }
+    }
+    outln!(
+        "shutting down: draining {} pooled connections",
+        pool.status().size
+    );
+    Ok(())
+}
+
+async fn health(pool: &Pool) -> anyhow::Result<()> {
+    use diesel::{IntoSql, sql_types::Integer};
+    use diesel_async::RunQueryDsl;
+    let mut conn = pool.get().await?;
+    diesel::select(1.into_sql::<Integer>())
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The application binary (`src/main.rs`): its commands, the start-up schema check, and a
+//! clean stop on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+use app::db::DatabaseUrl;
+use common::{TestDb, migrate, ok, stderr, stdout, versions};
+
+/// The application binary, named after the package (`my-service` in a generated project).
+const APP: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
+
+fn app(url: &DatabaseUrl, args: &[&str]) -> Output {
+    Command::new(APP)
+        .args(args)
+        .args(["--url", url.expose()])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run the application")
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let help = ok(Command::new(APP).arg("--help").output().unwrap());
+    for command in [
+        "add-user",
+        "add-task",
+        "tasks",
+        "close",
+        "serve",
+        "--migrate",
+    ] {
+        assert!(help.contains(command), "{command} not in\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn a_database_behind_is_refused_unless_asked_to_migrate() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let head = versions(&mut conn).await;
+    let out = migrate(Some(&db.url), &["downgrade"]);
+    let reverted = stdout(&out)
+        .trim()
+        .trim_start_matches("reverted ")
+        .to_owned();
+    assert!(
+        out.status.success() && !reverted.is_empty(),
+        "{}",
+        stderr(&out)
+    );
+
+    let refused = app(&db.url, &["tasks", "nobody@example.com"]);
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(
+        err.contains("1 pending") && err.contains(&reverted),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    ok(app(
+        &db.url,
+        &["--migrate", "add-user", "late@example.com", "Late"],
+    ));
+    assert_eq!(versions(&mut conn).await, head);
+}
+
+#[tokio::test]
+async fn users_and_tasks_through_the_commands() {
+    let db = TestDb::new().await;
+    let added = ok(app(&db.url, &["add-user", "Ann@Example.com", "Ann"]));
+    assert!(added.contains("<Ann@Example.com>"), "{added}");
+    let task = ok(app(
+        &db.url,
+        &[
+            "add-task",
+            "ann@example.com",
+            "Write docs",
+            "--priority",
+            "1",
+        ],
+    ));
+    let id = task
+        .split(':')
+        .next()
+        .unwrap()
+        .trim_start_matches("task ")
+        .to_owned();
+    let listed = ok(app(&db.url, &["tasks", "ann@example.com"]));
+    assert!(
+        listed.contains("Write docs") && listed.contains("p1"),
+        "{listed}"
+    );
+    ok(app(&db.url, &["close", &id]));
+    assert!(!ok(app(&db.url, &["tasks", "ann@example.com"])).contains("Write docs"));
+    // Bad input is one clear line.
+    let out = app(
+        &db.url,
+        &["add-task", "ann@example.com", "x", "--priority", "9"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("priority"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn serve_stops_cleanly_on_sigterm() {
+    let db = TestDb::new().await;
+    let mut child = Command::new(APP)
+        .args(["serve", "--every", "1", "--url", db.url.expose()])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("serving"), "{first}");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(status.success(), "{status:?} {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("shutting down")),
+        "{rest:?}"
+    );
+}
