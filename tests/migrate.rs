@@ -800,7 +800,7 @@ async fn migrate_test_catches_a_migration_that_loses_early_data() {
 }
 
 #[tokio::test]
-async fn autogenerate_drafts_a_migration_with_diesel_cli() {
+async fn autogenerate_drafts_only_what_changed() {
     if Command::new("diesel").arg("--version").output().is_err() {
         assert!(
             std::env::var_os("REQUIRE_DIESEL_CLI").is_none(),
@@ -810,25 +810,38 @@ async fn autogenerate_drafts_a_migration_with_diesel_cli() {
     }
     let db = TestDb::new().await;
     let dir = TempDir::new("autogen");
-    let out = ok(migrate(
-        Some(&db.url),
-        &[
-            "create",
-            "--autogenerate",
-            "Sync schema",
-            "--dir",
-            dir.0.to_str().unwrap(),
-        ],
-    ));
-    assert!(out.contains("review it"), "{out}");
+    let dir_arg = dir.0.to_str().unwrap();
+    let draft = |message: &str| {
+        ok(migrate(
+            Some(&db.url),
+            &["create", "--autogenerate", message, "--dir", dir_arg],
+        ))
+    };
     // diesel also leaves a .diesel_lock behind; count migration folders only.
-    let folders: Vec<_> = std::fs::read_dir(&dir.0)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("up.sql").exists())
-        .collect();
-    assert_eq!(folders.len(), 1, "{folders:?}");
-    assert!(folders[0].join("up.sql").exists() && folders[0].join("down.sql").exists());
+    let folders = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("up.sql").exists())
+            .collect()
+    };
+    // Unchanged: schema.rs matches the database, enum columns included.
+    assert!(draft("no change").contains("nothing to draft"));
+    assert!(folders().is_empty(), "{:?}", folders());
+
+    // The database one table short of schema.rs: the draft creates it, and nothing else.
+    let mut conn = db.conn().await;
+    diesel::sql_query("DROP TABLE comments")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(draft("add comments").contains("review it"));
+    let [folder] = &folders()[..] else {
+        panic!("{:?}", folders())
+    };
+    let up = std::fs::read_to_string(folder.join("up.sql")).unwrap();
+    assert!(up.contains("CREATE TABLE \"comments\""), "{up}");
+    assert!(!up.contains("\"status\""), "enum noise left in: {up}");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! `migrate`: the guide's migrate.sh workflow on Diesel migrations, with a lock, checksums,
 //! timeouts, previews and checks. `migrate --help` and `migrate <verb> --help` explain each.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -164,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             autogenerate,
             no_transaction,
         } => {
-            create(&cli, &dir, message, *autogenerate, *no_transaction)?;
+            create(&cli, &dir, message, *autogenerate, *no_transaction).await?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -394,7 +394,7 @@ fn init(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create(
+async fn create(
     cli: &Cli,
     dir: &std::path::Path,
     message: &str,
@@ -413,31 +413,7 @@ fn create(
     }
     let folder = new_folder(dir, &slug)?;
     if autogenerate {
-        // diesel writes the folder itself; it gets the version we reserved, never a used one.
-        std::fs::remove_dir(&folder)?;
-        let name = folder.file_name().unwrap_or_default().to_string_lossy();
-        let version = name.split('_').next().unwrap_or_default();
-        let url = url(cli)?;
-        let (bare, env) = db::tool_connection(&url)?;
-        let status = std::process::Command::new("diesel")
-            .envs(env)
-            .args(["migration", "generate", "--diff-schema", &slug])
-            .args(["--version", version, "--database-url", &bare])
-            .arg("--migration-dir")
-            .arg(dir)
-            .status();
-        return match status {
-            Ok(s) if s.success() => {
-                outln!(
-                    "drafted by diesel --diff-schema: review it (types, defaults, indexes are not diffed), then `migrate lint`"
-                );
-                Ok(())
-            }
-            Ok(s) => bail!("diesel migration generate --diff-schema failed ({s})"),
-            Err(_) => bail!(
-                "--autogenerate needs diesel_cli: cargo install diesel_cli --no-default-features --features postgres"
-            ),
-        };
+        return autogenerate_into(&url(cli)?, &folder, &slug).await;
     }
     // The message reaches the SQL only as one comment line: no newline can start a statement.
     let comment: String = message
@@ -452,6 +428,82 @@ fn create(
     }
     outln!("created {}", folder.display());
     Ok(())
+}
+
+/// `create --autogenerate`: diesel_cli drafts `folder` from the difference between
+/// src/schema.rs and the database. Nothing is drafted when they agree, and the drop-and-add
+/// diesel_cli's diff writes for every enum column (it does not understand their types) is
+/// taken out.
+async fn autogenerate_into(url: &DatabaseUrl, folder: &Path, slug: &str) -> anyhow::Result<()> {
+    std::fs::remove_dir(folder)?;
+    let committed = std::fs::read_to_string(project_dir().join("src/schema.rs"))
+        .context("read src/schema.rs")?;
+    if migrations::print_schema(url, &project_dir())? == committed {
+        outln!("nothing to draft: src/schema.rs matches the database");
+        return Ok(());
+    }
+    // diesel writes the folder itself; it gets the version we reserved, never a used one.
+    let name = folder.file_name().unwrap_or_default().to_string_lossy();
+    let version = name.split('_').next().unwrap_or_default();
+    let dir = folder.parent().unwrap_or(folder);
+    let (bare, env) = db::tool_connection(url)?;
+    let status = std::process::Command::new("diesel")
+        .envs(env)
+        .args(["migration", "generate", "--diff-schema", slug])
+        .args(["--version", version, "--database-url", &bare])
+        .arg("--migration-dir")
+        .arg(dir)
+        .status()
+        .context("run diesel migration generate (install diesel_cli)")?;
+    if !status.success() {
+        bail!("diesel migration generate --diff-schema failed ({status})");
+    }
+    for (table, column) in enum_columns(url).await? {
+        let noise = [
+            format!("ALTER TABLE \"{table}\" DROP COLUMN \"{column}\";"),
+            format!("ALTER TABLE \"{table}\" ADD COLUMN \"{column}\" "),
+        ];
+        for file in ["up.sql", "down.sql"] {
+            let path = folder.join(file);
+            let sql = std::fs::read_to_string(&path)?;
+            let kept: Vec<&str> = sql
+                .lines()
+                .filter(|l| !noise.iter().any(|n| l.starts_with(n.as_str())))
+                .collect();
+            if kept.len() < sql.lines().count() {
+                std::fs::write(&path, kept.join("\n") + "\n")?;
+                errln!(
+                    "{file}: left out diesel_cli's drop and re-add of enum column {table}.{column}"
+                );
+            }
+        }
+    }
+    outln!(
+        "drafted {} by diesel --diff-schema: review it (types, defaults, indexes are not diffed), then `migrate lint`",
+        folder.display()
+    );
+    Ok(())
+}
+
+/// `(table, column)` of every enum-typed column in `public`.
+async fn enum_columns(url: &DatabaseUrl) -> anyhow::Result<Vec<(String, String)>> {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct EnumColumn {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        t: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        c: String,
+    }
+    let mut conn = db::connect(url).await?;
+    // information_schema has no Diesel schema; this fixed query takes no input.
+    let rows: Vec<EnumColumn> = diesel::sql_query(
+        "SELECT table_name::text AS t, column_name::text AS c FROM information_schema.columns \
+         WHERE table_schema = 'public' AND data_type = 'USER-DEFINED'",
+    )
+    .load(&mut conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.t, r.c)).collect())
 }
 
 /// Creates `<timestamp>_<slug>` with a version newer than every folder in `dir`: now, or one

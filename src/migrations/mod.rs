@@ -14,7 +14,8 @@ pub use runner::{
     Applied, Config, Direction, HISTORY_DDL, LOCK_KEY, Migrator, Problem, Status, Target,
 };
 pub use scratch::{
-    RoundTripFailure, Scratch, dump_schema, round_trip, schema_drift, tool, unindexed_foreign_keys,
+    RoundTripFailure, Scratch, dump_schema, print_schema, round_trip, schema_drift, tool,
+    unindexed_foreign_keys,
 };
 pub use source::{Migration, Statement, statements};
 

@@ -314,29 +314,36 @@ pub async fn schema_drift(
     let scratch = Scratch::create(url).await?;
     let result = async {
         migrator.upgrade(&scratch.url, Target::Head).await?;
-        let (bare, env) = db::tool_connection(&scratch.url)?;
-        let out = Command::new("diesel")
-            .envs(env)
-            .args(["print-schema", "--database-url", &bare])
-            .current_dir(project)
-            .output()
-            .map_err(|_| {
-                Error::Migration(
-                    "check needs diesel_cli: cargo install diesel_cli --no-default-features --features postgres"
-                        .into(),
-                )
-            })?;
-        if !out.status.success() {
-            return Err(Error::Migration(format!(
-                "diesel print-schema failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        let printed = print_schema(&scratch.url, project)?;
         let committed = std::fs::read_to_string(project.join("src/schema.rs"))
             .map_err(|e| Error::Migration(format!("src/schema.rs: {e}")))?;
-        Ok(diff(&committed, &String::from_utf8_lossy(&out.stdout)))
+        Ok(diff(&committed, &printed))
     }
     .await;
     scratch.drop_now().await?;
     result
+}
+
+/// `diesel print-schema` of the database at `url`, as the project's diesel.toml configures
+/// it: what `src/schema.rs` should hold for that database.
+pub fn print_schema(url: &DatabaseUrl, project: &Path) -> Result<String> {
+    let (bare, env) = db::tool_connection(url)?;
+    let out = Command::new("diesel")
+        .envs(env)
+        .args(["print-schema", "--database-url", &bare])
+        .current_dir(project)
+        .output()
+        .map_err(|_| {
+            Error::Migration(
+                "this needs diesel_cli: cargo install diesel_cli --no-default-features --features postgres"
+                    .into(),
+            )
+        })?;
+    if !out.status.success() {
+        return Err(Error::Migration(format!(
+            "diesel print-schema failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
