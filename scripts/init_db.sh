@@ -12,4 +12,4 @@ cd "$(dirname "$0")/.."
 . scripts/pg.sh
 
 pg_default_url "$@"
-exec cargo run --quiet --bin init_db -- "$@"
+pg_run_bin init_db "$@"

@@ -12,4 +12,4 @@ cd "$(dirname "$0")/.."
 . scripts/pg.sh
 
 pg_default_url "$@"
-exec cargo run --quiet --bin migrate -- "$@"
+pg_run_bin migrate "$@"

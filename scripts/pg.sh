@@ -207,3 +207,13 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 fi
+
+# Builds the project's binary BIN, with cargo's progress on stderr (a first build takes
+# minutes, and silence looks like a hang), then runs it with the remaining arguments.
+# `cargo run` without --quiet would echo those arguments, a password among them.
+pg_run_bin() {
+  local bin=$1
+  shift
+  cargo build --bin "$bin" >&2
+  exec cargo run --quiet --bin "$bin" -- "$@"
+}
