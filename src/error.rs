@@ -64,6 +64,9 @@ pub enum Error {
     /// The pool could not open a connection, or is misconfigured.
     #[error("connection pool: {0}")]
     Pool(String),
+    /// A backup or a restore failed; the message says which step, and what was kept.
+    #[error("backup or restore: {0}")]
+    Backup(String),
     /// A migration failed; the message names it.
     #[error("migration failed: {0}")]
     Migration(String),

@@ -7,6 +7,7 @@
 // Every public item, fields and variants included, says what it is.
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod bulk;
 pub mod cli;
 pub mod db;

@@ -109,6 +109,13 @@ enum Verb {
     Test,
     /// On a scratch database: apply everything and compare with src/schema.rs.
     Check,
+    /// Put back a backup made by `upgrade --backup`: schema, history and rows together. It
+    /// is loaded into a new database that takes this one's name only once complete; the
+    /// current database is kept under another name. Stop the application first.
+    Restore {
+        /// The backup file (pg_dump's custom format).
+        file: PathBuf,
+    },
 }
 
 /// clap's parser for durations: parses `500ms`, `5s`, `2min`, `1h` (PostgreSQL's units) into a duration.
@@ -343,6 +350,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             outln!("test: every migration reverts cleanly and every foreign key is indexed");
         }
+        Verb::Restore { file } => {
+            let url = url(&cli)?;
+            let kept = app::backup::restore(&url, file).await?;
+            outln!(
+                "restored {} into {}; the previous database is kept as {kept}: drop it once \
+                 satisfied (DROP DATABASE \"{kept}\")",
+                file.display(),
+                url.database()
+            );
+        }
         Verb::Check => {
             let url = url(&cli)?;
             let drift = migrations::schema_drift(&migrator, &url, &project_dir()).await?;
@@ -535,27 +552,12 @@ fn new_folder(dir: &std::path::Path, slug: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn backup_to(url: &DatabaseUrl, file: &std::path::Path) -> anyhow::Result<()> {
-    let (bare, env) = db::tool_connection(url)?;
-    let out = std::process::Command::new(migrations_tool("pg_dump"))
-        .envs(env)
-        .args(["--format=custom", "--file"])
-        .arg(file)
-        .args(["--dbname", &bare])
-        .output()
-        .context("run pg_dump (install PostgreSQL's client tools)")?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).replace(url.expose(), &url.to_string());
-        bail!("backup failed, nothing applied: {}", stderr.trim());
-    }
+fn backup_to(url: &DatabaseUrl, file: &Path) -> anyhow::Result<()> {
+    app::backup::dump(url, file).context("nothing applied")?;
     outln!(
-        "backup: {} (restore: pg_restore --clean --dbname URL {})",
+        "backup: {} (restore: migrate restore {})",
         file.display(),
         file.display()
     );
     Ok(())
-}
-
-fn migrations_tool(name: &str) -> String {
-    app::migrations::tool(name)
 }
