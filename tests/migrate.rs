@@ -678,6 +678,7 @@ fn every_verb_has_help() {
         "lint",
         "test",
         "check",
+        "restore",
     ] {
         let out = migrate(None, &[verb, "--help"]);
         assert!(
