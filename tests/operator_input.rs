@@ -341,8 +341,33 @@ async fn connections_end_with_a_clean_terminate() {
     ok(migrate(Some(&url), &["current"]));
     ok(migrate(Some(&url), &["downgrade", "-1"]));
     ok(migrate(Some(&url), &["upgrade"]));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A backend logs how its client left before it exits: wait until only ours is left.
+    let mut watcher = db::connect(&DatabaseUrl::parse(&server).unwrap())
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while others_connected(&mut watcher).await > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(eofs(), before, "a connection ended without Terminate");
+}
+
+/// Client sessions on the server other than this one.
+async fn others_connected(conn: &mut diesel_async::AsyncPgConnection) -> i64 {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
+    .get_result(conn)
+    .await
+    .unwrap();
+    count.n
 }
 
 /// `init_db | head -2` and friends: output to a reader that has gone is dropped, the work
