@@ -30,7 +30,10 @@ fn bench_prints_the_table_and_writes_json() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("vs best"), "{stdout}");
+    assert!(
+        stdout.contains("vs best") && stdout.contains("vs floor"),
+        "{stdout}"
+    );
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -51,7 +54,10 @@ fn bench_prints_the_table_and_writes_json() {
         ("delete", "any_array"),
     ] {
         assert!(find(workload, technique)["seconds"].is_f64());
+        // Each bulk workload is measured against the server doing it alone.
+        assert!(find(workload, "server_floor")["seconds"].as_f64().unwrap() > 0.0);
     }
+    assert!(find("insert", "server_floor")["seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(find("load", "eager")["queries"], 3);
     assert_eq!(find("load", "joined")["queries"], 1);
     assert_eq!(

@@ -154,6 +154,19 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Vec<Measurement
         timed(bulk::copy_insert(url, &rows)).await?,
         None,
     );
+    // The server's own floor: the same rows made by one statement, with nothing to send.
+    let (n, users) = (args.rows, args.users);
+    conn.batch_execute(truncate).await?;
+    let floor = format!(
+        "INSERT INTO tasks (owner_id, title, priority) SELECT 1 + g % {users}, 'Task ' || g, \
+         1 + g % 5 FROM generate_series(0, {n} - 1) g"
+    );
+    record(
+        "insert",
+        "server_floor",
+        floor_of(&mut conn, &floor).await?,
+        None,
+    );
 
     // Upsert: half the memberships exist, every row is offered again with a new role.
     let teams = args.rows.div_ceil(args.users).max(1);
@@ -176,20 +189,30 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Vec<Measurement
         })
         .collect();
     let half = &members[..members.len() / 2];
-    for technique in ["batched", "unnest"] {
+    for technique in ["batched", "unnest", "server_floor"] {
         conn.batch_execute("TRUNCATE team_members").await?;
         bulk::insert(&mut conn, half).await?;
-        let secs = if technique == "unnest" {
-            let key = (team_members::team_id, team_members::user_id);
-            let on_conflict = OnConflict::update((team_members::role,));
-            timed(bulk::upsert(&mut conn, &promoted, key, on_conflict)).await?
-        } else {
-            timed(upsert_batched(&mut conn, &promoted)).await?
+        let secs = match technique {
+            "unnest" => {
+                let key = (team_members::team_id, team_members::user_id);
+                let on_conflict = OnConflict::update((team_members::role,));
+                timed(bulk::upsert(&mut conn, &promoted, key, on_conflict)).await?
+            }
+            "batched" => timed(upsert_batched(&mut conn, &promoted)).await?,
+            _ => {
+                let floor = format!(
+                    "INSERT INTO team_members (team_id, user_id, role) \
+                     SELECT 1 + g / {users}, 1 + g % {users}, 'admin' \
+                     FROM generate_series(0, {n} - 1) g \
+                     ON CONFLICT (team_id, user_id) DO UPDATE SET role = EXCLUDED.role"
+                );
+                floor_of(&mut conn, &floor).await?
+            }
         };
         record("upsert", technique, secs, None);
     }
 
-    // Update by key and delete by ids, on the tasks COPY left behind.
+    // Update by key and delete by ids, on the tasks the insert floor left behind.
     let updates: Vec<TaskStatusUpdate> = (1..=args.rows as i64)
         .map(|id| TaskStatusUpdate {
             id,
@@ -203,6 +226,13 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Vec<Measurement
         timed(bulk::update_by_key(&mut conn, &updates, (tasks::id,))).await?,
         None,
     );
+    let floor = format!("UPDATE tasks SET status = 'done', priority = 2 WHERE id <= {n}");
+    record(
+        "update",
+        "server_floor",
+        floor_of(&mut conn, &floor).await?,
+        None,
+    );
     let ids: Vec<i64> = (1..=args.rows as i64).collect();
     record(
         "delete",
@@ -210,6 +240,16 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Vec<Measurement
         timed(bulk::delete_by_ids(&mut conn, tasks::id, &ids)).await?,
         None,
     );
+    conn.batch_execute(truncate).await?;
+    bulk::copy_insert(url, &rows).await?;
+    let floor = format!("DELETE FROM tasks WHERE id <= {n}");
+    record(
+        "delete",
+        "server_floor",
+        floor_of(&mut conn, &floor).await?,
+        None,
+    );
+    conn.batch_execute(truncate).await?;
 
     // Loading every user with tasks and tags: N+1 against eager and joined loaders.
     bulk::copy_insert(url, &rows).await?;
@@ -238,6 +278,15 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Vec<Measurement
         record("load", technique, secs, Some(queries));
     }
     Ok(results)
+}
+
+/// Seconds one server-side statement takes to make the same change: the floor our indexes,
+/// triggers and foreign keys set, which no client technique can beat. The statements are
+/// fixed text with numbers only, so `batch_execute` (no binds) is what measures them.
+async fn floor_of(conn: &mut AsyncPgConnection, sql: &str) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    conn.batch_execute(sql).await?;
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// Diesel's own upsert DSL, chunked under the bind-parameter limit (3 binds per row).
@@ -270,7 +319,7 @@ async fn upsert_batched(conn: &mut AsyncPgConnection, rows: &[Membership]) -> Re
 
 fn print_table(report: &Report) {
     outln!(
-        "\n{} rows, {} users\n{:<8} {:<12} {:>9} {:>12} {:>8} {:>9}",
+        "\n{} rows, {} users\n{:<8} {:<12} {:>9} {:>12} {:>8} {:>9} {:>9}",
         report.rows,
         report.users,
         "workload",
@@ -278,7 +327,8 @@ fn print_table(report: &Report) {
         "seconds",
         "rows/s",
         "queries",
-        "vs best"
+        "vs best",
+        "vs floor"
     );
     for m in &report.results {
         let best = report
@@ -292,14 +342,18 @@ fn print_table(report: &Report) {
         } else {
             report.rows
         };
+        let floor = (report.results.iter())
+            .find(|o| o.workload == m.workload && o.technique == "server_floor")
+            .map_or("-".into(), |f| format!("{:.2}x", m.seconds / f.seconds));
         outln!(
-            "{:<8} {:<12} {:>9.3} {:>12.0} {:>8} {:>8.2}x",
+            "{:<8} {:<12} {:>9.3} {:>12.0} {:>8} {:>8.2}x {:>9}",
             m.workload,
             m.technique,
             m.seconds,
             rows as f64 / m.seconds,
             m.queries.map_or("-".into(), |q| q.to_string()),
-            m.seconds / best
+            m.seconds / best,
+            floor
         );
     }
 }
