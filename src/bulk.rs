@@ -199,32 +199,43 @@ const DEFAULTS_SQL: &str = "SELECT a.attname::text AS name, \
      WHERE a.attrelid = $1::text::regclass AND a.attname::text = ANY($2::text[]) \
      AND NOT a.attisdropped";
 
-/// Fills in the catalog default of every column that takes one.
+/// The columns whose `None` takes the column default.
+fn defaulted<T>(columns: &mut [Column<'_, T>]) -> Vec<String> {
+    (columns.iter_mut())
+        .filter_map(|c| c.values.default_slot().map(|_| c.name.to_owned()))
+        .collect()
+}
+
+/// Gives each defaulted column its default's SQL from `found` (`name`, expression) rows;
+/// a column without a default takes NULL, as PostgreSQL would.
+fn set_defaults<T>(columns: &mut [Column<'_, T>], found: &[(String, Option<String>)]) {
+    for column in columns {
+        let name = column.name;
+        if let Some(slot) = column.values.default_slot() {
+            let expr = found.iter().find(|(n, _)| n == name);
+            slot.sql = expr
+                .and_then(|(_, e)| e.clone())
+                .unwrap_or_else(|| "NULL".into());
+        }
+    }
+}
+
+/// The catalog defaults of the defaulted columns among `columns`, read once per call.
 async fn load_defaults<T>(
     conn: &mut AsyncPgConnection,
     table: &str,
     columns: &mut [Column<'_, T>],
-) -> Result<()> {
-    let wanted: Vec<&str> = (columns.iter_mut())
-        .filter_map(|c| c.values.default_slot().map(|_| c.name))
-        .collect();
+) -> Result<Vec<(String, Option<String>)>> {
+    let wanted = defaulted(columns);
     if wanted.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let found: Vec<DefaultRow> = diesel::sql_query(DEFAULTS_SQL)
         .bind::<Text, _>(table)
         .bind::<Array<Text>, _>(&wanted)
         .load(conn)
         .await?;
-    for column in columns {
-        if let Some(slot) = column.values.default_slot() {
-            let expr = found.iter().find(|d| d.name == column.name);
-            slot.sql = expr
-                .and_then(|d| d.expr.clone())
-                .unwrap_or_else(|| "NULL".into());
-        }
-    }
-    Ok(())
+    Ok(found.into_iter().map(|d| (d.name, d.expr)).collect())
 }
 
 /// Runs `statement` (built from each chunk's [`Parts`]) for every chunk inside one
@@ -239,10 +250,11 @@ async fn chunked<R: BulkRow>(
     }
     let table = table_sql::<R::Table>();
     conn.transaction::<_, Error, _>(async |conn| {
+        let defaults = load_defaults(conn, &table, &mut R::columns(&rows[..1])).await?;
         let mut affected = 0;
         for chunk in rows.chunks(CHUNK_ROWS) {
             let mut columns = R::columns(chunk);
-            load_defaults(conn, &table, &mut columns).await?;
+            set_defaults(&mut columns, &defaults);
             let sql = statement(&Parts::new(&table, &columns));
             let query =
                 (columns.iter()).fold(diesel::sql_query(sql).into_boxed(), |q, c| c.values.bind(q));
@@ -391,21 +403,18 @@ pub async fn copy_insert<R: BulkRow>(url: &crate::db::DatabaseUrl, rows: &[R]) -
     let tx = client.transaction().await.map_err(copy_error)?;
     let table = table_sql::<R::Table>();
     let mut columns = R::columns(rows);
-    let wanted: Vec<String> = (columns.iter_mut())
-        .filter_map(|c| c.values.default_slot().map(|_| c.name.to_owned()))
-        .collect();
+    let wanted = defaulted(&mut columns);
     if !wanted.is_empty() {
-        // Each default once, as the server encodes it: COPY writes those bytes for `None`.
         let found = tx
             .query(DEFAULTS_SQL, &[&table, &wanted])
             .await
             .map_err(copy_error)?;
+        let found: Vec<(String, Option<String>)> =
+            (found.iter()).map(|r| (r.get(0), r.get(1))).collect();
+        set_defaults(&mut columns, &found);
+        // Each default once, as the server encodes it: COPY writes those bytes for `None`.
         for column in &mut columns {
-            let name = column.name;
             if let Some(slot) = column.values.default_slot() {
-                let row = found.iter().find(|r| r.get::<_, String>(0) == name);
-                let expr = row.and_then(|r| r.get::<_, Option<String>>(1));
-                slot.sql = expr.unwrap_or_else(|| "NULL".into());
                 let value = tx.query_one(&format!("SELECT {}", slot.sql), &[]).await;
                 slot.raw = value.map_err(copy_error)?.get::<_, Option<Raw>>(0);
             }
