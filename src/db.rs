@@ -311,8 +311,7 @@ pub fn tool_connection(url: &DatabaseUrl) -> Result<(String, Vec<(&'static str, 
 /// Opens one connection, with an error that names the (masked) URL and the cause. See
 /// [`connect_client`] for the bounded wait and the clean close.
 pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
-    let limit = connect_timeout(url)?;
-    let client = connect_client(url).await?;
+    let (client, limit) = open(url).await?;
     // diesel-async sets the session up (time zone, encoding): bounded too.
     match tokio::time::timeout(limit, AsyncPgConnection::try_from(client)).await {
         Ok(conn) => conn.map_err(|e| connection_error(url, e)),
@@ -325,6 +324,11 @@ pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
 /// driver runs on a task that sends Terminate when the client is dropped;
 /// [`close_connections`] lets those tasks finish before a program exits.
 pub async fn connect_client(url: &DatabaseUrl) -> Result<tokio_postgres::Client> {
+    Ok(open(url).await?.0)
+}
+
+/// [`connect_client`], and the bound it used, for the set-up that follows.
+async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration)> {
     let limit = connect_timeout(url)?;
     let (config, tls) = crate::tls::configure(&url.0).map_err(|reason| Error::BadUrl {
         url: url.to_string(),
@@ -345,7 +349,7 @@ pub async fn connect_client(url: &DatabaseUrl) -> Result<tokio_postgres::Client>
     DRIVERS.spawn(async move {
         let _ = connection.await;
     });
-    Ok(client)
+    Ok((client, limit))
 }
 
 /// The tasks that drive open connections.

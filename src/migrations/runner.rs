@@ -289,7 +289,7 @@ impl Migrator {
     /// must work for a role that may not create tables.
     pub async fn status(&self, url: &DatabaseUrl) -> Result<Status> {
         let this = self.clone();
-        blocking(url, move |conn| this.status_on(conn)).await
+        blocking(url, move |conn, _| this.status_on(conn)).await
     }
 
     fn status_on(&self, conn: &mut Conn) -> Result<Status> {
@@ -415,15 +415,15 @@ impl Migrator {
     /// Applies pending migrations up to `target`; returns the folders applied. Takes no lock
     /// when nothing is pending, so many instances can start at once.
     pub async fn upgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
-        let (this, shown, url) = (self.clone(), url.to_string(), url.clone());
-        blocking(&url.clone(), move |conn| {
+        let this = self.clone();
+        blocking(url, move |conn, url| {
             if this
                 .select_up(&this.status_on(conn)?.pending, &target)?
                 .is_empty()
             {
                 return Ok(Vec::new());
             }
-            this.locked(conn, &shown, |conn| {
+            this.locked(conn, url, |conn| {
                 // Re-read under the lock: another migrator may have done the work meanwhile.
                 let pending = conn
                     .pending_migrations(this.steps(Step::Run))
@@ -443,7 +443,7 @@ impl Migrator {
                         )));
                     }
                 }
-                this.apply_all(conn, &url, chosen, Direction::Up)
+                this.apply_all(conn, url, chosen, Direction::Up)
             })
         })
         .await
@@ -451,13 +451,13 @@ impl Migrator {
 
     /// Reverts applied migrations down to `target`; returns the folders reverted.
     pub async fn downgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
-        let (this, shown, url) = (self.clone(), url.to_string(), url.clone());
-        blocking(&url.clone(), move |conn| {
+        let this = self.clone();
+        blocking(url, move |conn, url| {
             // Checked before the lock too, so a refused target writes nothing at all.
             this.select_down(&this.status_on(conn)?.applied, &target)?;
-            this.locked(conn, &shown, |conn| {
+            this.locked(conn, url, |conn| {
                 let chosen = this.select_down(&this.status_on(conn)?.applied, &target)?;
-                this.apply_all(conn, &url, &chosen, Direction::Down)
+                this.apply_all(conn, url, &chosen, Direction::Down)
             })
         })
         .await
@@ -474,9 +474,9 @@ impl Migrator {
             )));
         }
         let keep = move |v: &str| version != "base" && v <= version.as_str();
-        let (this, shown) = (self.clone(), url.to_string());
-        blocking(url, move |conn| {
-            this.locked(conn, &shown, |conn| {
+        let this = self.clone();
+        blocking(url, move |conn, url| {
+            this.locked(conn, url, |conn| {
                 conn.transaction::<_, Error, _>(|conn| {
                     let status = this.status_on(conn)?;
                     for a in status.applied.iter().filter(|a| !keep(&a.version)) {
@@ -511,7 +511,7 @@ impl Migrator {
         target: Target,
     ) -> Result<String> {
         let this = self.clone();
-        blocking(url, move |conn| {
+        blocking(url, move |conn, _| {
             let status = this.status_on(conn)?;
             let chosen = match way {
                 Direction::Up => this.select_up(&status.pending, &target)?.to_vec(),
@@ -574,7 +574,7 @@ impl Migrator {
     fn locked<T>(
         &self,
         conn: &mut Conn,
-        shown: &str,
+        url: &DatabaseUrl,
         work: impl FnOnce(&mut Conn) -> Result<T>,
     ) -> Result<T> {
         let deadline = Instant::now() + self.config.wait;
@@ -582,7 +582,7 @@ impl Migrator {
         while !diesel::select(pg_try_advisory_lock(LOCK_KEY)).get_result::<bool>(conn)? {
             if Instant::now() >= deadline {
                 return Err(Error::Migration(format!(
-                    "another migration run holds the lock on {shown}; gave up after {:?} \
+                    "another migration run holds the lock on {url}; gave up after {:?} \
                      (--wait to change)",
                     self.config.wait
                 )));
@@ -721,10 +721,11 @@ fn exists(conn: &mut Conn, table: &str) -> Result<bool> {
 /// API (and so `MigrationHarness`) can use.
 async fn blocking<T: Send + 'static>(
     url: &DatabaseUrl,
-    work: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+    work: impl FnOnce(&mut Conn, &DatabaseUrl) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let conn = db::connect(url).await?;
-    tokio::task::spawn_blocking(move || work(&mut Conn::from(conn)))
+    let url = url.clone();
+    tokio::task::spawn_blocking(move || work(&mut Conn::from(conn), &url))
         .await
         .map_err(|e| Error::Migration(format!("the migration thread failed: {e}")))?
 }
