@@ -18,16 +18,17 @@ use diesel::query_builder::{BoxedSqlQuery, QueryBuilder, QueryFragment, SqlQuery
 use diesel::serialize::ToSql;
 use diesel::sql_types::{Array, BigInt, HasSqlType, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use tokio_postgres::types::{FromSql, IsNull, Type};
 
 use crate::db::quote_ident;
 use crate::{Error, Result};
 
+mod copy;
 mod rows;
 mod values;
 
+pub use copy::{COPY_BATCH_ROWS, CopyIn, copy_insert, copy_insert_iter, copy_insert_stream};
 pub use values::{ByLabel, Label};
-use values::{ColumnDefault, Defaulted, Plain, Raw, TextArrays, Values};
+use values::{ColumnDefault, Defaulted, Plain, TextArrays, Values};
 
 /// The query every chunk builds: SQL plus one array bind per column.
 type Query<'q> = BoxedSqlQuery<'q, Pg, SqlQuery>;
@@ -387,112 +388,4 @@ where
         .bind::<Array<BigInt>, _>(ids)
         .execute(conn)
         .await?)
-}
-
-/// Inserts every row with `COPY ... FROM STDIN (FORMAT binary)`, the fastest path
-/// PostgreSQL has, in one transaction. diesel-async cannot COPY, so this opens its own
-/// connection to `url` (TLS and timeouts as every other): it does not join a transaction of
-/// yours.
-pub async fn copy_insert<R: BulkRow>(url: &crate::db::DatabaseUrl, rows: &[R]) -> Result<usize> {
-    use tokio_postgres::binary_copy::BinaryCopyInWriter;
-
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let mut client = crate::db::connect_client(url).await?;
-    let tx = client.transaction().await.map_err(copy_error)?;
-    let table = table_sql::<R::Table>();
-    let mut columns = R::columns(rows);
-    let wanted = defaulted(&mut columns);
-    if !wanted.is_empty() {
-        let found = tx
-            .query(DEFAULTS_SQL, &[&table, &wanted])
-            .await
-            .map_err(copy_error)?;
-        let found: Vec<(String, Option<String>)> =
-            (found.iter()).map(|r| (r.get(0), r.get(1))).collect();
-        set_defaults(&mut columns, &found);
-        // Each default once, as the server encodes it: COPY writes those bytes for `None`.
-        for column in &mut columns {
-            if let Some(slot) = column.values.default_slot() {
-                let value = tx.query_one(&format!("SELECT {}", slot.sql), &[]).await;
-                slot.raw = value.map_err(copy_error)?.get::<_, Option<Raw>>(0);
-            }
-        }
-    }
-    let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name)).collect();
-    let names = names.join(", ");
-    // The columns' types, enums included, as the server declares them.
-    let probe = (tx
-        .prepare(&format!("SELECT {names} FROM {table} LIMIT 0"))
-        .await)
-        .map_err(copy_error)?;
-    let types: Vec<Type> = probe.columns().iter().map(|c| c.type_().clone()).collect();
-    let sql = format!("COPY {table} ({names}) FROM STDIN (FORMAT binary)");
-    let sink = tx.copy_in(&sql).await.map_err(copy_error)?;
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
-    for i in 0..rows.len() {
-        let row: Vec<&(dyn CopySql + Sync)> =
-            columns.iter().map(|c| c.values.copy_value(i)).collect();
-        writer.as_mut().write(&row).await.map_err(copy_error)?;
-    }
-    let written = writer.finish().await.map_err(copy_error)?;
-    tx.commit().await.map_err(copy_error)?;
-    Ok(usize::try_from(written).unwrap_or(usize::MAX))
-}
-
-impl<'a> FromSql<'a> for Raw {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(raw.to_vec()))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-}
-
-impl CopySql for Raw {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.extend_from_slice(&self.0);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    tokio_postgres::types::to_sql_checked!();
-}
-
-/// A tokio-postgres error as ours, constraint violations typed like Diesel's.
-fn copy_error(err: tokio_postgres::Error) -> Error {
-    use tokio_postgres::error::SqlState;
-    let Some(db) = err.as_db_error() else {
-        return Error::Database(diesel::result::Error::QueryBuilderError(
-            err.to_string().into(),
-        ));
-    };
-    let constraint = db.constraint().unwrap_or("unknown").to_owned();
-    match *db.code() {
-        SqlState::UNIQUE_VIOLATION => Error::Conflict { constraint },
-        SqlState::FOREIGN_KEY_VIOLATION => Error::ForeignKey { constraint },
-        SqlState::CHECK_VIOLATION => Error::Invalid {
-            constraint,
-            message: db.message().to_owned(),
-        },
-        SqlState::NOT_NULL_VIOLATION => Error::Invalid {
-            constraint: crate::error::not_null(db.table(), db.column()),
-            message: db.message().to_owned(),
-        },
-        _ => Error::Database(diesel::result::Error::QueryBuilderError(
-            db.message().to_owned().into(),
-        )),
-    }
 }

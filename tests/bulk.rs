@@ -260,6 +260,71 @@ async fn copy_inserts_all_or_nothing_with_typed_errors() {
     assert_eq!(done, 1, "enum values go through COPY as labels");
 }
 
+/// Rows from an iterator go in batch by batch, yet as one transaction: a bad row in the
+/// last batch leaves nothing from the earlier ones.
+#[tokio::test]
+async fn streamed_copy_is_all_or_nothing_across_batches() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let owners = users(&mut conn, 10).await;
+    let title = Title::parse("Streamed").unwrap();
+    let n = 2 * bulk::COPY_BATCH_ROWS + 7;
+    let rows = |bad: Option<usize>| {
+        let (owners, title) = (&owners, &title);
+        (0..n).map(move |i| NewTask {
+            owner_id: if Some(i) == bad {
+                -1
+            } else {
+                owners[i % owners.len()]
+            },
+            ..NewTask::new(owners[i % owners.len()], title)
+        })
+    };
+    let err = bulk::copy_insert_iter(&db.url, rows(Some(n - 1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ForeignKey { .. }), "{err:?}");
+    assert_eq!(count(&mut conn, "tasks").await, 0);
+    let stream = futures_util::stream::iter(rows(None));
+    assert_eq!(bulk::copy_insert_stream(&db.url, stream).await.unwrap(), n);
+    assert_eq!(count(&mut conn, "tasks").await, n as i64);
+}
+
+/// `CopyIn` commits only on `finish`: dropped unfinished, or refused for a batch laid out
+/// unlike the first, it leaves nothing.
+#[tokio::test]
+async fn copy_in_writes_nothing_until_finished() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let owners = users(&mut conn, 3).await;
+    let title = Title::parse("Batched").unwrap();
+    let batch = tasks(&owners, &title, 500);
+
+    let mut copy = bulk::CopyIn::open(&db.url).await.unwrap();
+    copy.write(&batch).await.unwrap();
+    drop(copy);
+    assert_eq!(count(&mut conn, "tasks").await, 0);
+
+    let mut copy = bulk::CopyIn::open(&db.url).await.unwrap();
+    copy.write(&batch).await.unwrap();
+    let other = [TaskStatusUpdate {
+        id: 1,
+        status: TaskStatus::Done,
+        priority: Priority::NORMAL,
+    }];
+    let err = copy.write(&other).await.unwrap_err();
+    assert!(err.to_string().contains("the copy began with"), "{err}");
+    drop(copy);
+    assert_eq!(count(&mut conn, "tasks").await, 0);
+
+    let mut copy = bulk::CopyIn::open(&db.url).await.unwrap();
+    for _ in 0..3 {
+        copy.write(&batch).await.unwrap();
+    }
+    assert_eq!(copy.finish().await.unwrap(), 1_500);
+    assert_eq!(count(&mut conn, "tasks").await, 1_500);
+}
+
 /// Every field of `NewTask`, set away from its default, is stored by each bulk path; a row
 /// of `None`s takes the columns' defaults. The destructuring below has no `..`: a new field
 /// of `NewTask` does not compile here until this test checks it.
@@ -297,12 +362,20 @@ async fn every_field_of_new_task_is_stored_by_each_bulk_path() {
         checklist: Some(checklist.iter().map(|s| s.to_string()).collect()),
     };
     let defaults = NewTask::new(owner.id, &title);
-    for path in ["insert", "upsert", "copy_insert"] {
+    for path in [
+        "insert",
+        "upsert",
+        "copy_insert",
+        "copy_insert_iter",
+        "copy_insert_stream",
+    ] {
         let rows = [full.clone(), defaults.clone()];
         let written = match path {
             "insert" => bulk::insert(&mut conn, &rows).await,
             "upsert" => bulk::upsert(&mut conn, &rows, (tasks::id,), OnConflict::Ignore).await,
-            _ => bulk::copy_insert(&db.url, &rows).await,
+            "copy_insert" => bulk::copy_insert(&db.url, &rows).await,
+            "copy_insert_iter" => bulk::copy_insert_iter(&db.url, rows).await,
+            _ => bulk::copy_insert_stream(&db.url, futures_util::stream::iter(rows)).await,
         };
         assert_eq!(written.unwrap(), 2, "{path}");
         let mut stored: Vec<Task> = Task::owned_by(&mut conn, &owner)

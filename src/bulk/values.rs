@@ -28,14 +28,14 @@ pub(super) trait Values: Send + Sync {
 
 /// A column default: its SQL, cast to the column's type, and its value as the server
 /// encodes it (for COPY).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct ColumnDefault {
     pub sql: String,
     pub raw: Option<Raw>,
 }
 
 /// A value exactly as the server encoded it (binary format).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Raw(pub Vec<u8>);
 
 /// Values every row has.
