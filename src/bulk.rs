@@ -346,7 +346,7 @@ pub async fn update_by_key<R: BulkRow>(
 
 /// Deletes the rows whose `key` column is one of `ids` (one array parameter); returns how
 /// many. `bulk::delete_by_ids(conn, tasks::id, &ids)`.
-pub async fn delete_by_ids<C>(conn: &mut AsyncPgConnection, key: C, ids: &[i64]) -> Result<usize>
+pub async fn delete_by_ids<C>(mut conn: &AsyncPgConnection, key: C, ids: &[i64]) -> Result<usize>
 where
     C: diesel::Column<SqlType = BigInt>,
     C::Table: Default + QueryFragment<Pg>,
@@ -359,14 +359,14 @@ where
     );
     Ok(diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(ids)
-        .execute(conn)
+        .execute(&mut conn)
         .await?)
 }
 
 /// Sets `deleted_at` to now on the live rows whose `key` is one of `ids`; returns how many.
 /// `bulk::soft_delete_by_ids(conn, tasks::id, tasks::deleted_at, &ids)`.
 pub async fn soft_delete_by_ids<C, D>(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     key: C,
     deleted_at: D,
     ids: &[i64],
@@ -386,6 +386,6 @@ where
         format!("UPDATE {table} SET {deleted} = now() WHERE {key} = ANY($1) AND {deleted} IS NULL");
     Ok(diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(ids)
-        .execute(conn)
+        .execute(&mut conn)
         .await?)
 }

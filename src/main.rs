@@ -120,7 +120,7 @@ async fn handle(pool: &Pool, command: Command) -> anyhow::Result<()> {
                 email: &email,
                 display_name: &name,
             };
-            let user = User::create(&mut conn, &new).await?;
+            let user = User::create(&conn, &new).await?;
             outln!("user {} <{}>", user.id, user.email.as_str());
         }
         Command::AddTask {
@@ -128,15 +128,15 @@ async fn handle(pool: &Pool, command: Command) -> anyhow::Result<()> {
             title,
             priority,
         } => {
-            let owner = User::by_email(&mut conn, &owner).await?;
+            let owner = User::by_email(&conn, &owner).await?;
             let title = Title::parse(&title)?;
             let mut new = NewTask::new(owner.id, &title);
             new.priority = priority.map(Priority::new).transpose()?;
-            let task = Task::create(&mut conn, &new).await?;
+            let task = Task::create(&conn, &new).await?;
             outln!("task {}: {}", task.id, task.title.as_str());
         }
         Command::Tasks { owner } => {
-            let owner = User::by_email(&mut conn, &owner).await?;
+            let owner = User::by_email(&conn, &owner).await?;
             let open: Vec<Task> = Task::open_for_owner(owner.id).load(&mut conn).await?;
             for task in open {
                 let due = task.due_date.map_or("-".into(), |d| d.to_string());
@@ -149,7 +149,7 @@ async fn handle(pool: &Pool, command: Command) -> anyhow::Result<()> {
                 status: Some(TaskStatus::Done),
                 ..Default::default()
             };
-            let task = Task::update(&mut conn, id, &done).await?;
+            let task = Task::update(&conn, id, &done).await?;
             outln!("task {} done", task.id);
         }
         Command::Serve { every } => {

@@ -17,7 +17,7 @@ diesel::allow_columns_to_appear_in_same_group_by_clause!(teams::name, tasks::sta
 
 /// Join: a team's live tasks with their owners, by priority then id.
 pub async fn team_tasks_with_owners(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     team: &Team,
 ) -> Result<Vec<(Task, User)>> {
     Ok(tasks::table
@@ -26,13 +26,13 @@ pub async fn team_tasks_with_owners(
         .filter(Task::is_live())
         .order((tasks::priority, tasks::id))
         .select((Task::as_select(), User::as_select()))
-        .load(conn)
+        .load(&mut conn)
         .await?)
 }
 
 /// Aggregation: live tasks per status per team (`GROUP BY team, status`), by team name.
 pub async fn status_counts_per_team(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
 ) -> Result<Vec<(String, TaskStatus, i64)>> {
     Ok(tasks::table
         .inner_join(teams::table)
@@ -40,12 +40,12 @@ pub async fn status_counts_per_team(
         .group_by((teams::name, tasks::status))
         .select((teams::name, tasks::status, count_star()))
         .order((teams::name, tasks::status))
-        .load(conn)
+        .load(&mut conn)
         .await?)
 }
 
 /// Subquery: users with no open live task (`NOT EXISTS (SELECT ... )`), by id.
-pub async fn users_without_open_tasks(conn: &mut AsyncPgConnection) -> Result<Vec<User>> {
+pub async fn users_without_open_tasks(mut conn: &AsyncPgConnection) -> Result<Vec<User>> {
     let open = tasks::table
         .filter(tasks::owner_id.eq(users::id))
         .filter(tasks::status.ne(TaskStatus::Done))
@@ -54,13 +54,13 @@ pub async fn users_without_open_tasks(conn: &mut AsyncPgConnection) -> Result<Ve
         .filter(not(exists(open)))
         .order(users::id)
         .select(User::as_select())
-        .load(conn)
+        .load(&mut conn)
         .await?)
 }
 
 /// Window function: each live team task with its rank by priority within its team
 /// (`rank() OVER (PARTITION BY team_id ORDER BY priority)`); ties share a rank.
-pub async fn priority_rank_within_team(conn: &mut AsyncPgConnection) -> Result<Vec<(Task, i64)>> {
+pub async fn priority_rank_within_team(mut conn: &AsyncPgConnection) -> Result<Vec<(Task, i64)>> {
     Ok(tasks::table
         .filter(tasks::team_id.is_not_null())
         .filter(Task::is_live())
@@ -71,7 +71,7 @@ pub async fn priority_rank_within_team(conn: &mut AsyncPgConnection) -> Result<V
                 .partition_by(tasks::team_id)
                 .window_order(tasks::priority),
         ))
-        .load(conn)
+        .load(&mut conn)
         .await?)
 }
 
@@ -91,7 +91,7 @@ pub struct OwnerLoad {
 
 /// Plain CTE: owners with at least `min_open` open live tasks, busiest first. Diesel has no
 /// `WITH` builder (diesel issue 356): typed `sql_query`, the threshold a bound parameter.
-pub async fn busiest_owners(conn: &mut AsyncPgConnection, min_open: i64) -> Result<Vec<OwnerLoad>> {
+pub async fn busiest_owners(mut conn: &AsyncPgConnection, min_open: i64) -> Result<Vec<OwnerLoad>> {
     Ok(diesel::sql_query(
         "WITH open_per_owner AS ( \
              SELECT owner_id, count(*) AS open_tasks FROM tasks \
@@ -101,6 +101,6 @@ pub async fn busiest_owners(conn: &mut AsyncPgConnection, min_open: i64) -> Resu
          WHERE o.open_tasks >= $1 ORDER BY o.open_tasks DESC, u.id",
     )
     .bind::<BigInt, _>(min_open)
-    .load(conn)
+    .load(&mut conn)
     .await?)
 }

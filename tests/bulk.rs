@@ -41,8 +41,8 @@ async fn inserts_100k_rows_in_one_call() {
     let rows = tasks(&owners, &title, 100_000);
     assert_eq!(bulk::insert(&mut conn, &rows).await.unwrap(), 100_000);
     assert_eq!(count(&mut conn, "tasks").await, 100_000);
-    let first = User::find(&mut conn, owners[0]).await.unwrap();
-    let sample = Task::owned_by(&mut conn, &first).await.unwrap();
+    let first = User::find(&conn, owners[0]).await.unwrap();
+    let sample = Task::owned_by(&conn, &first).await.unwrap();
     assert_eq!(sample.len(), 100);
     assert!(
         sample
@@ -117,7 +117,7 @@ async fn upsert_updates_or_ignores_existing_keys() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
     let ids = users(&mut conn, 3).await;
-    let team = Team::create(&mut conn, &NewTeam { name: "Core" })
+    let team = Team::create(&conn, &NewTeam { name: "Core" })
         .await
         .unwrap();
     let member = |user_id, role| Membership {
@@ -148,7 +148,7 @@ async fn upsert_updates_or_ignores_existing_keys() {
             .map(|(u, m)| (u.id, m.role))
             .collect::<Vec<_>>()
     };
-    let after = roles(Team::members(&mut conn, team.id).await.unwrap());
+    let after = roles(Team::members(&conn, team.id).await.unwrap());
     assert!(after.contains(&(ids[0], Role::Member)), "{after:?}");
 
     let updated = bulk::upsert(
@@ -160,7 +160,7 @@ async fn upsert_updates_or_ignores_existing_keys() {
     .await
     .unwrap();
     assert_eq!(updated, 2);
-    let after = roles(Team::members(&mut conn, team.id).await.unwrap());
+    let after = roles(Team::members(&conn, team.id).await.unwrap());
     assert!(
         after.contains(&(ids[0], Role::Admin)) && after.len() == 3,
         "{after:?}"
@@ -177,8 +177,8 @@ async fn update_by_key_delete_and_soft_delete_by_ids() {
         .await
         .unwrap();
     let all: Vec<i64> = {
-        let owner = User::find(&mut conn, owners[0]).await.unwrap();
-        let mut ids: Vec<i64> = Task::owned_by(&mut conn, &owner)
+        let owner = User::find(&conn, owners[0]).await.unwrap();
+        let mut ids: Vec<i64> = Task::owned_by(&conn, &owner)
             .await
             .unwrap()
             .iter()
@@ -201,31 +201,29 @@ async fn update_by_key_delete_and_soft_delete_by_ids() {
             .unwrap(),
         all.len()
     );
-    let t = Task::find(&mut conn, all[0]).await.unwrap();
+    let t = Task::find(&conn, all[0]).await.unwrap();
     assert_eq!((t.status, t.priority.get()), (TaskStatus::Done, 1));
     assert_eq!(t.title, title, "columns not in the update are untouched");
 
     assert_eq!(
-        bulk::soft_delete_by_ids(&mut conn, tasks::id, tasks::deleted_at, &all[..50])
+        bulk::soft_delete_by_ids(&conn, tasks::id, tasks::deleted_at, &all[..50])
             .await
             .unwrap(),
         50
     );
     assert_eq!(
-        bulk::soft_delete_by_ids(&mut conn, tasks::id, tasks::deleted_at, &all[..50])
+        bulk::soft_delete_by_ids(&conn, tasks::id, tasks::deleted_at, &all[..50])
             .await
             .unwrap(),
         0,
         "already deleted"
     );
     assert!(matches!(
-        Task::find(&mut conn, all[0]).await,
+        Task::find(&conn, all[0]).await,
         Err(Error::NotFound)
     ));
     assert_eq!(
-        bulk::delete_by_ids(&mut conn, tasks::id, &all)
-            .await
-            .unwrap(),
+        bulk::delete_by_ids(&conn, tasks::id, &all).await.unwrap(),
         all.len()
     );
     assert_eq!(count(&mut conn, "tasks").await, 1_000 - all.len() as i64);
@@ -333,11 +331,11 @@ async fn every_field_of_new_task_is_stored_by_each_bulk_path() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
     let owner = user(&mut conn, "fields@example.com").await;
-    let team = Team::create(&mut conn, &NewTeam { name: "fields" })
+    let team = Team::create(&conn, &NewTeam { name: "fields" })
         .await
         .unwrap();
     let parent_title = Title::parse("parent").unwrap();
-    let parent = Task::create(&mut conn, &NewTask::new(owner.id, &parent_title))
+    let parent = Task::create(&conn, &NewTask::new(owner.id, &parent_title))
         .await
         .unwrap();
     let title = Title::parse("every field").unwrap();
@@ -378,7 +376,7 @@ async fn every_field_of_new_task_is_stored_by_each_bulk_path() {
             _ => bulk::copy_insert_stream(&db.url, futures_util::stream::iter(rows)).await,
         };
         assert_eq!(written.unwrap(), 2, "{path}");
-        let mut stored: Vec<Task> = Task::owned_by(&mut conn, &owner)
+        let mut stored: Vec<Task> = Task::owned_by(&conn, &owner)
             .await
             .unwrap()
             .into_iter()
@@ -413,9 +411,7 @@ async fn every_field_of_new_task_is_stored_by_each_bulk_path() {
         assert_eq!(plain.priority, Priority::NORMAL, "{path}");
         assert!(plain.checklist.is_empty(), "{path}");
         let ids: Vec<i64> = stored.iter().map(|t| t.id).collect();
-        bulk::delete_by_ids(&mut conn, tasks::id, &ids)
-            .await
-            .unwrap();
+        bulk::delete_by_ids(&conn, tasks::id, &ids).await.unwrap();
     }
 }
 

@@ -22,13 +22,10 @@ async fn every_enum_variant_round_trips() {
             ..Default::default()
         };
         assert_eq!(
-            Task::update(&mut conn, t.id, &changes)
-                .await
-                .unwrap()
-                .status,
+            Task::update(&conn, t.id, &changes).await.unwrap().status,
             status
         );
-        assert_eq!(Task::find(&mut conn, t.id).await.unwrap().status, status);
+        assert_eq!(Task::find(&conn, t.id).await.unwrap().status, status);
     }
     // A label the enum does not have is refused by PostgreSQL itself.
     let err = diesel::sql_query("UPDATE tasks SET status = $2::task_status WHERE id = $1")
@@ -65,18 +62,15 @@ async fn jsonb_preferences_round_trip_and_query_by_containment() {
         preferences: Some(dark.clone()),
         ..Default::default()
     };
-    let updated = User::update(&mut conn, ann.id, &changes).await.unwrap();
+    let updated = User::update(&conn, ann.id, &changes).await.unwrap();
     assert_eq!(updated.preferences, dark);
-    assert_eq!(
-        User::find(&mut conn, ann.id).await.unwrap().preferences,
-        dark
-    );
+    assert_eq!(User::find(&conn, ann.id).await.unwrap().preferences, dark);
 
-    let found = User::with_preferences(&mut conn, &json!({"theme": "dark"}))
+    let found = User::with_preferences(&conn, &json!({"theme": "dark"}))
         .await
         .unwrap();
     assert_eq!(found.iter().map(|u| u.id).collect::<Vec<_>>(), vec![ann.id]);
-    let light = User::with_preferences(&mut conn, &json!({"theme": "light"}))
+    let light = User::with_preferences(&conn, &json!({"theme": "light"}))
         .await
         .unwrap();
     assert!(
@@ -84,7 +78,7 @@ async fn jsonb_preferences_round_trip_and_query_by_containment() {
         "defaults are not stored, only what was set"
     );
     assert_eq!(
-        User::find(&mut conn, ben.id).await.unwrap().preferences,
+        User::find(&conn, ben.id).await.unwrap().preferences,
         Preferences::default()
     );
 
@@ -120,13 +114,10 @@ async fn text_array_round_trips_awkward_strings() {
         ..Default::default()
     };
     assert_eq!(
-        Task::update(&mut conn, t.id, &changes)
-            .await
-            .unwrap()
-            .checklist,
+        Task::update(&conn, t.id, &changes).await.unwrap().checklist,
         items
     );
-    assert_eq!(Task::find(&mut conn, t.id).await.unwrap().checklist, items);
+    assert_eq!(Task::find(&conn, t.id).await.unwrap().checklist, items);
 }
 
 #[tokio::test]
@@ -141,10 +132,7 @@ async fn public_ids_are_generated_unique_uuids() {
         4,
         "gen_random_uuid() is v4"
     );
-    assert_eq!(
-        User::by_public_id(&mut conn, ben.public_id).await.unwrap(),
-        ben
-    );
+    assert_eq!(User::by_public_id(&conn, ben.public_id).await.unwrap(), ben);
     let err = diesel::sql_query(
         "UPDATE users SET public_id = (SELECT public_id FROM users WHERE id = $1) WHERE id <> $1",
     )
@@ -171,7 +159,7 @@ async fn newtypes_round_trip_through_their_sql_types() {
         priority: Some(Priority::new(5).unwrap()),
         ..NewTask::new(ann.id, &title)
     };
-    let t = Task::create(&mut conn, &new).await.unwrap();
+    let t = Task::create(&conn, &new).await.unwrap();
     assert_eq!(t.title.as_str(), "Ünïcode title");
     assert_eq!(t.priority.get(), 5);
 }

@@ -33,12 +33,12 @@ async fn single_table_rows_load_as_enum_variants() {
         },
     ];
     for channel in &channels {
-        let stored = NotificationChannel::create(&mut conn, ann.id, channel)
+        let stored = NotificationChannel::create(&conn, ann.id, channel)
             .await
             .unwrap();
         assert_eq!(&stored.channel, channel);
     }
-    let loaded: Vec<_> = NotificationChannel::of_user(&mut conn, ann.id)
+    let loaded: Vec<_> = NotificationChannel::of_user(&conn, ann.id)
         .await
         .unwrap()
         .into_iter()
@@ -50,7 +50,7 @@ async fn single_table_rows_load_as_enum_variants() {
     let second = Channel::Sms {
         phone: "+14155550199".into(),
     };
-    let err = NotificationChannel::create(&mut conn, ann.id, &second)
+    let err = NotificationChannel::create(&conn, ann.id, &second)
         .await
         .unwrap_err();
     assert!(
@@ -84,14 +84,14 @@ async fn single_table_check_refuses_fields_of_another_kind() {
     let bad_phone = Channel::Sms {
         phone: "0800-CALL-ME".into(),
     };
-    let err = NotificationChannel::create(&mut conn, ann.id, &bad_phone)
+    let err = NotificationChannel::create(&conn, ann.id, &bad_phone)
         .await
         .unwrap_err();
     assert_invalid(&err, "notification_channels_phone_format");
     let plain_http = Channel::Webhook {
         url: "http://insecure.example.com".into(),
     };
-    let err = NotificationChannel::create(&mut conn, ann.id, &plain_http)
+    let err = NotificationChannel::create(&conn, ann.id, &plain_http)
         .await
         .unwrap_err();
     assert_invalid(&err, "notification_channels_webhook_https");
@@ -117,23 +117,23 @@ async fn joined_table_bug_is_a_task_with_its_own_row() {
         bug.task.id, bug.details.task_id,
         "one primary key for both rows"
     );
-    assert_eq!(Bug::find(&mut conn, bug.task.id).await.unwrap(), bug);
+    assert_eq!(Bug::find(&conn, bug.task.id).await.unwrap(), bug);
     assert_eq!(
-        Task::find(&mut conn, bug.task.id).await.unwrap(),
+        Task::find(&conn, bug.task.id).await.unwrap(),
         bug.task,
         "a bug is a task"
     );
 
     let plain = task(&mut conn, &ann, "Not a bug").await;
     assert!(matches!(
-        Bug::find(&mut conn, plain.id).await,
+        Bug::find(&conn, plain.id).await,
         Err(Error::NotFound)
     ));
-    let severe: Vec<_> = Bug::at_least(&mut conn, 2).await.unwrap();
+    let severe: Vec<_> = Bug::at_least(&conn, 2).await.unwrap();
     assert_eq!(severe, vec![bug.clone()]);
 
     // Deleting the base row deletes the subtype row.
-    Task::delete(&mut conn, bug.task.id).await.unwrap();
+    Task::delete(&conn, bug.task.id).await.unwrap();
     assert_eq!(count(&mut conn, "bugs").await, 0);
 }
 
@@ -165,41 +165,39 @@ async fn polymorphic_comments_on_tasks_and_teams() {
     let mut conn = db.conn().await;
     let ann = user(&mut conn, "ann@example.com").await;
     let t = task(&mut conn, &ann, "Discuss me").await;
-    let team = Team::create(&mut conn, &NewTeam { name: "Core" })
+    let team = Team::create(&conn, &NewTeam { name: "Core" })
         .await
         .unwrap();
 
-    let on_task = Comment::create(&mut conn, ann.id, CommentOn::Task(t.id), "First!")
+    let on_task = Comment::create(&conn, ann.id, CommentOn::Task(t.id), "First!")
         .await
         .unwrap();
-    let on_team = Comment::create(&mut conn, ann.id, CommentOn::Team(team.id), "Hello team")
+    let on_team = Comment::create(&conn, ann.id, CommentOn::Team(team.id), "Hello team")
         .await
         .unwrap();
     assert_eq!(on_task.on().unwrap(), CommentOn::Task(t.id));
     assert_eq!(on_team.on().unwrap(), CommentOn::Team(team.id));
     assert_eq!(
-        Comment::list(&mut conn, CommentOn::Task(t.id))
-            .await
-            .unwrap(),
+        Comment::list(&conn, CommentOn::Task(t.id)).await.unwrap(),
         vec![on_task]
     );
     assert_eq!(
-        Comment::list(&mut conn, CommentOn::Team(team.id))
+        Comment::list(&conn, CommentOn::Team(team.id))
             .await
             .unwrap(),
         vec![on_team]
     );
 
     // Each parent has a real foreign key: a missing parent is refused, a deleted one cascades.
-    let err = Comment::create(&mut conn, ann.id, CommentOn::Task(t.id + 99), "?")
+    let err = Comment::create(&conn, ann.id, CommentOn::Task(t.id + 99), "?")
         .await
         .unwrap_err();
     assert!(
         matches!(&err, Error::ForeignKey { constraint } if constraint == "comments_task_id_fkey")
     );
-    Task::delete(&mut conn, t.id).await.unwrap();
+    Task::delete(&conn, t.id).await.unwrap();
     assert!(
-        Comment::list(&mut conn, CommentOn::Task(t.id))
+        Comment::list(&conn, CommentOn::Task(t.id))
             .await
             .unwrap()
             .is_empty()
@@ -213,7 +211,7 @@ async fn polymorphic_check_demands_exactly_one_parent() {
     let mut conn = db.conn().await;
     let ann = user(&mut conn, "ann@example.com").await;
     let t = task(&mut conn, &ann, "Parent").await;
-    let team = Team::create(&mut conn, &NewTeam { name: "Core" })
+    let team = Team::create(&conn, &NewTeam { name: "Core" })
         .await
         .unwrap();
     for (task_id, team_id) in [(Some(t.id), Some(team.id)), (None, None)] {
@@ -237,24 +235,24 @@ async fn comment_authors_restrict_deleting_the_user() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
     let ann = user(&mut conn, "ann@example.com").await;
-    let team = Team::create(&mut conn, &NewTeam { name: "Core" })
+    let team = Team::create(&conn, &NewTeam { name: "Core" })
         .await
         .unwrap();
-    let comment = Comment::create(&mut conn, ann.id, CommentOn::Team(team.id), "Mine")
+    let comment = Comment::create(&conn, ann.id, CommentOn::Team(team.id), "Mine")
         .await
         .unwrap();
 
-    let err = User::delete(&mut conn, ann.id).await.unwrap_err();
+    let err = User::delete(&conn, ann.id).await.unwrap_err();
     assert!(
         matches!(&err, Error::ForeignKey { constraint } if constraint == "comments_author_id_fkey"),
         "{err:?}"
     );
     assert_eq!(
-        User::find(&mut conn, ann.id).await.unwrap(),
+        User::find(&conn, ann.id).await.unwrap(),
         ann,
         "the user is still there"
     );
 
-    Comment::delete(&mut conn, comment.id).await.unwrap();
-    User::delete(&mut conn, ann.id).await.unwrap();
+    Comment::delete(&conn, comment.id).await.unwrap();
+    User::delete(&conn, ann.id).await.unwrap();
 }

@@ -36,7 +36,7 @@ async fn eager_and_joined_match_the_naive_loader() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
     let ids = fill(&mut conn, 20).await;
-    let naive = loaders::naive(&mut conn, &ids).await.unwrap();
+    let naive = loaders::naive(&conn, &ids).await.unwrap();
     assert_eq!(naive.len(), 20);
     assert!(
         naive.iter().all(|u| u.tasks.len() == 2),
@@ -48,8 +48,8 @@ async fn eager_and_joined_match_the_naive_loader() {
             .flat_map(|u| &u.tasks)
             .all(|(_, tags)| tags.len() == 2)
     );
-    assert_eq!(loaders::eager(&mut conn, &ids).await.unwrap(), naive);
-    assert_eq!(loaders::joined(&mut conn, &ids).await.unwrap(), naive);
+    assert_eq!(loaders::eager(&conn, &ids).await.unwrap(), naive);
+    assert_eq!(loaders::joined(&conn, &ids).await.unwrap(), naive);
 }
 
 #[tokio::test]
@@ -59,17 +59,17 @@ async fn eager_query_count_does_not_grow_with_parents() {
     let ids = fill(&mut conn, 1_000).await;
     let counter = QueryCounter::install(&mut conn);
 
-    let (few, eager_10) = counter.during(loaders::eager(&mut conn, &ids[..10])).await;
-    let (many, eager_1000) = counter.during(loaders::eager(&mut conn, &ids)).await;
+    let (few, eager_10) = counter.during(loaders::eager(&conn, &ids[..10])).await;
+    let (many, eager_1000) = counter.during(loaders::eager(&conn, &ids)).await;
     assert_eq!((few.unwrap().len(), many.unwrap().len()), (10, 1_000));
     assert_eq!(eager_10, 3, "users, tasks, tags");
     assert_eq!(eager_1000, eager_10);
 
-    let (_, joined_10) = counter.during(loaders::joined(&mut conn, &ids[..10])).await;
-    let (_, joined_1000) = counter.during(loaders::joined(&mut conn, &ids)).await;
+    let (_, joined_10) = counter.during(loaders::joined(&conn, &ids[..10])).await;
+    let (_, joined_1000) = counter.during(loaders::joined(&conn, &ids)).await;
     assert_eq!((joined_10, joined_1000), (1, 1));
 
-    let (_, naive_10) = counter.during(loaders::naive(&mut conn, &ids[..10])).await;
+    let (_, naive_10) = counter.during(loaders::naive(&conn, &ids[..10])).await;
     assert_eq!(
         naive_10,
         1 + 10 + 10 * 2,

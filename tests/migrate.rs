@@ -775,7 +775,7 @@ async fn zero_downtime_rename_keeps_data_and_both_writers_working() {
     let kept = "SELECT count(*) AS n FROM users WHERE email LIKE 'early%' \
                 AND display_name = 'Early ' || substring(email FROM 'early([0-9]+)@')";
     assert_eq!(number(&mut conn, kept).await, 2500);
-    let user = app::models::User::by_email(&mut conn, "early7@example.com")
+    let user = app::models::User::by_email(&conn, "early7@example.com")
         .await
         .unwrap();
     assert_eq!(user.display_name, "Early 7");

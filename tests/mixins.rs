@@ -18,7 +18,7 @@ async fn updates_move_updated_at_and_keep_created_at() {
         display_name: Some("Ann B.".into()),
         ..Default::default()
     };
-    let updated = User::update(&mut conn, ann.id, &changes).await.unwrap();
+    let updated = User::update(&conn, ann.id, &changes).await.unwrap();
     assert!(updated.updated_at > ann.updated_at, "users trigger");
     assert_eq!(updated.created_at, ann.created_at);
 
@@ -27,14 +27,14 @@ async fn updates_move_updated_at_and_keep_created_at() {
         status: Some(TaskStatus::Done),
         ..Default::default()
     };
-    let after = Task::update(&mut conn, t.id, &done).await.unwrap();
+    let after = Task::update(&conn, t.id, &done).await.unwrap();
     assert!(after.updated_at > t.updated_at, "tasks trigger");
 
-    let team = Team::create(&mut conn, &NewTeam { name: "Core" })
+    let team = Team::create(&conn, &NewTeam { name: "Core" })
         .await
         .unwrap();
     let renamed = Team::update(
-        &mut conn,
+        &conn,
         team.id,
         &TeamChanges {
             name: Some("Kernel".into()),
@@ -77,14 +77,14 @@ async fn soft_deleted_tasks_are_hidden_restorable_and_purgeable() {
     let keep = task(&mut conn, &ann, "Keep").await;
     let gone = task(&mut conn, &ann, "Gone").await;
 
-    let deleted = Task::soft_delete(&mut conn, gone.id).await.unwrap();
+    let deleted = Task::soft_delete(&conn, gone.id).await.unwrap();
     assert!(deleted.deleted_at.is_some());
     assert!(matches!(
-        Task::find(&mut conn, gone.id).await,
+        Task::find(&conn, gone.id).await,
         Err(Error::NotFound)
     ));
     assert_eq!(
-        Task::owned_by(&mut conn, &ann).await.unwrap(),
+        Task::owned_by(&conn, &ann).await.unwrap(),
         vec![keep.clone()]
     );
     let open: Vec<Task> = Task::open_for_owner(ann.id)
@@ -94,10 +94,7 @@ async fn soft_deleted_tasks_are_hidden_restorable_and_purgeable() {
         .unwrap();
     assert_eq!(open, vec![keep.clone()]);
     assert_eq!(
-        Task::find_with_deleted(&mut conn, gone.id)
-            .await
-            .unwrap()
-            .id,
+        Task::find_with_deleted(&conn, gone.id).await.unwrap().id,
         gone.id
     );
     let edit = TaskChanges {
@@ -105,45 +102,37 @@ async fn soft_deleted_tasks_are_hidden_restorable_and_purgeable() {
         ..Default::default()
     };
     assert!(matches!(
-        Task::update(&mut conn, gone.id, &edit).await,
+        Task::update(&conn, gone.id, &edit).await,
         Err(Error::NotFound)
     ));
     assert!(matches!(
-        Task::soft_delete(&mut conn, gone.id).await,
+        Task::soft_delete(&conn, gone.id).await,
         Err(Error::NotFound)
     ));
 
-    let restored = Task::restore(&mut conn, gone.id).await.unwrap();
+    let restored = Task::restore(&conn, gone.id).await.unwrap();
     assert_eq!(restored.deleted_at, None);
-    assert_eq!(Task::find(&mut conn, gone.id).await.unwrap().id, gone.id);
+    assert_eq!(Task::find(&conn, gone.id).await.unwrap().id, gone.id);
     assert!(
-        matches!(
-            Task::restore(&mut conn, gone.id).await,
-            Err(Error::NotFound)
-        ),
+        matches!(Task::restore(&conn, gone.id).await, Err(Error::NotFound)),
         "not deleted"
     );
 
-    Task::soft_delete(&mut conn, gone.id).await.unwrap();
+    Task::soft_delete(&conn, gone.id).await.unwrap();
     let earlier = chrono::Utc::now() - chrono::Duration::hours(1);
     assert_eq!(
-        Task::purge_deleted_before(&mut conn, earlier)
-            .await
-            .unwrap(),
+        Task::purge_deleted_before(&conn, earlier).await.unwrap(),
         0,
         "too recent"
     );
     let later = chrono::Utc::now() + chrono::Duration::seconds(1);
-    assert_eq!(
-        Task::purge_deleted_before(&mut conn, later).await.unwrap(),
-        1
-    );
+    assert_eq!(Task::purge_deleted_before(&conn, later).await.unwrap(), 1);
     assert!(matches!(
-        Task::find_with_deleted(&mut conn, gone.id).await,
+        Task::find_with_deleted(&conn, gone.id).await,
         Err(Error::NotFound)
     ));
     assert_eq!(
-        Task::find(&mut conn, keep.id).await.unwrap(),
+        Task::find(&conn, keep.id).await.unwrap(),
         keep,
         "live tasks untouched"
     );

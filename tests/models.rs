@@ -14,11 +14,11 @@ fn title(raw: &str) -> Title {
 #[tokio::test]
 async fn user_crud() {
     let db = TestDb::new().await;
-    let mut conn = db.conn().await;
+    let conn = db.conn().await;
 
     let email = Email::parse("Ann@Example.com").unwrap();
     let created = User::create(
-        &mut conn,
+        &conn,
         &NewUser {
             email: &email,
             display_name: "Ann",
@@ -26,15 +26,13 @@ async fn user_crud() {
     )
     .await
     .unwrap();
-    assert_eq!(User::find(&mut conn, created.id).await.unwrap(), created);
+    assert_eq!(User::find(&conn, created.id).await.unwrap(), created);
     assert_eq!(
-        User::by_email(&mut conn, "ann@example.com").await.unwrap(),
+        User::by_email(&conn, "ann@example.com").await.unwrap(),
         created
     );
     assert_eq!(
-        User::by_public_id(&mut conn, created.public_id)
-            .await
-            .unwrap(),
+        User::by_public_id(&conn, created.public_id).await.unwrap(),
         created
     );
 
@@ -42,17 +40,17 @@ async fn user_crud() {
         display_name: Some("Ann B.".into()),
         ..Default::default()
     };
-    let updated = User::update(&mut conn, created.id, &changes).await.unwrap();
+    let updated = User::update(&conn, created.id, &changes).await.unwrap();
     assert_eq!(updated.display_name, "Ann B.");
     assert_eq!(updated.email, created.email, "untouched column kept");
 
-    User::delete(&mut conn, created.id).await.unwrap();
+    User::delete(&conn, created.id).await.unwrap();
     assert!(matches!(
-        User::find(&mut conn, created.id).await,
+        User::find(&conn, created.id).await,
         Err(Error::NotFound)
     ));
     assert!(matches!(
-        User::delete(&mut conn, created.id).await,
+        User::delete(&conn, created.id).await,
         Err(Error::NotFound)
     ));
 }
@@ -64,25 +62,25 @@ async fn team_crud_and_members_with_payload() {
     let ann = user(&mut conn, "ann@example.com").await;
     let ben = user(&mut conn, "ben@example.com").await;
 
-    let team = Team::create(&mut conn, &NewTeam { name: "Core" })
+    let team = Team::create(&conn, &NewTeam { name: "Core" })
         .await
         .unwrap();
-    assert_eq!(Team::find(&mut conn, team.id).await.unwrap(), team);
+    assert_eq!(Team::find(&conn, team.id).await.unwrap(), team);
     let changes = TeamChanges {
         name: Some("Core Team".into()),
     };
-    let renamed = Team::update(&mut conn, team.id, &changes).await.unwrap();
+    let renamed = Team::update(&conn, team.id, &changes).await.unwrap();
     assert_eq!(renamed.name, "Core Team");
 
-    let owner = Team::add_member(&mut conn, team.id, ann.id, Role::Owner)
+    let owner = Team::add_member(&conn, team.id, ann.id, Role::Owner)
         .await
         .unwrap();
-    Team::add_member(&mut conn, team.id, ben.id, Role::Member)
+    Team::add_member(&conn, team.id, ben.id, Role::Member)
         .await
         .unwrap();
     assert_eq!(owner.role, Role::Owner);
 
-    let members = Team::members(&mut conn, team.id).await.unwrap();
+    let members = Team::members(&conn, team.id).await.unwrap();
     let roles: Vec<_> = members.iter().map(|(u, m)| (u.id, m.role)).collect();
     assert_eq!(roles, vec![(ann.id, Role::Owner), (ben.id, Role::Member)]);
     assert!(
@@ -91,22 +89,20 @@ async fn team_crud_and_members_with_payload() {
             .all(|(_, m)| m.joined_at <= chrono::Utc::now())
     );
     assert_eq!(
-        Team::of_user(&mut conn, &ben).await.unwrap(),
+        Team::of_user(&conn, &ben).await.unwrap(),
         vec![renamed.clone()]
     );
 
-    Team::remove_member(&mut conn, team.id, ben.id)
-        .await
-        .unwrap();
-    assert_eq!(Team::members(&mut conn, team.id).await.unwrap().len(), 1);
+    Team::remove_member(&conn, team.id, ben.id).await.unwrap();
+    assert_eq!(Team::members(&conn, team.id).await.unwrap().len(), 1);
 
-    Team::delete(&mut conn, team.id).await.unwrap();
+    Team::delete(&conn, team.id).await.unwrap();
     assert!(matches!(
-        Team::find(&mut conn, team.id).await,
+        Team::find(&conn, team.id).await,
         Err(Error::NotFound)
     ));
     assert!(
-        Team::of_user(&mut conn, &ann).await.unwrap().is_empty(),
+        Team::of_user(&conn, &ann).await.unwrap().is_empty(),
         "memberships cascade"
     );
 }
@@ -123,30 +119,30 @@ async fn task_crud_with_partial_update() {
         due_date: chrono::NaiveDate::from_ymd_opt(2030, 1, 31),
         ..NewTask::new(owner.id, &docs)
     };
-    let created = Task::create(&mut conn, &new).await.unwrap();
+    let created = Task::create(&conn, &new).await.unwrap();
     assert_eq!(created.status, TaskStatus::Todo, "column default");
     assert_eq!(created.priority, Priority::NORMAL, "column default");
-    assert_eq!(Task::find(&mut conn, created.id).await.unwrap(), created);
+    assert_eq!(Task::find(&conn, created.id).await.unwrap(), created);
 
     let changes = TaskChanges {
         status: Some(TaskStatus::InProgress),
         description: Some(None),
         ..Default::default()
     };
-    let updated = Task::update(&mut conn, created.id, &changes).await.unwrap();
+    let updated = Task::update(&conn, created.id, &changes).await.unwrap();
     assert_eq!(updated.status, TaskStatus::InProgress);
     assert_eq!(updated.description, None, "Some(None) sets NULL");
     assert_eq!(updated.title, created.title, "None leaves the column alone");
     assert_eq!(updated.due_date, created.due_date);
 
-    let unchanged = Task::update(&mut conn, created.id, &TaskChanges::default())
+    let unchanged = Task::update(&conn, created.id, &TaskChanges::default())
         .await
         .unwrap();
     assert_eq!(unchanged, updated, "an empty change set writes nothing");
 
-    Task::delete(&mut conn, created.id).await.unwrap();
+    Task::delete(&conn, created.id).await.unwrap();
     assert!(matches!(
-        Task::find(&mut conn, created.id).await,
+        Task::find(&conn, created.id).await,
         Err(Error::NotFound)
     ));
 }
@@ -157,37 +153,32 @@ async fn one_to_many_and_cascades() {
     let mut conn = db.conn().await;
     let owner = user(&mut conn, "owner@example.com").await;
     let other = user(&mut conn, "other@example.com").await;
-    let team = Team::create(&mut conn, &NewTeam { name: "Ops" })
-        .await
-        .unwrap();
+    let team = Team::create(&conn, &NewTeam { name: "Ops" }).await.unwrap();
 
     let a_title = title("A");
     let new = NewTask {
         team_id: Some(team.id),
         ..NewTask::new(owner.id, &a_title)
     };
-    let a = Task::create(&mut conn, &new).await.unwrap();
+    let a = Task::create(&conn, &new).await.unwrap();
     let b = task(&mut conn, &owner, "B").await;
     task(&mut conn, &other, "C").await;
 
-    let owned = Task::owned_by(&mut conn, &owner).await.unwrap();
+    let owned = Task::owned_by(&conn, &owner).await.unwrap();
     assert_eq!(
         owned.iter().map(|t| t.id).collect::<Vec<_>>(),
         vec![a.id, b.id]
     );
-    assert_eq!(
-        Task::of_team(&mut conn, &team).await.unwrap(),
-        vec![a.clone()]
-    );
+    assert_eq!(Task::of_team(&conn, &team).await.unwrap(), vec![a.clone()]);
 
     // ON DELETE SET NULL: the team goes, its tasks stay unassigned.
-    Team::delete(&mut conn, team.id).await.unwrap();
-    assert_eq!(Task::find(&mut conn, a.id).await.unwrap().team_id, None);
+    Team::delete(&conn, team.id).await.unwrap();
+    assert_eq!(Task::find(&conn, a.id).await.unwrap().team_id, None);
 
     // ON DELETE CASCADE: the owner goes, their tasks go too.
-    User::delete(&mut conn, owner.id).await.unwrap();
+    User::delete(&conn, owner.id).await.unwrap();
     assert!(matches!(
-        Task::find(&mut conn, a.id).await,
+        Task::find(&conn, a.id).await,
         Err(Error::NotFound)
     ));
     assert_eq!(count(&mut conn, "tasks").await, 1);
@@ -204,19 +195,16 @@ async fn subtasks_are_self_referential_and_cascade() {
         parent_id: Some(parent.id),
         ..NewTask::new(owner.id, &changelog)
     };
-    let child = Task::create(&mut conn, &new).await.unwrap();
+    let child = Task::create(&conn, &new).await.unwrap();
 
-    assert_eq!(
-        parent.subtasks(&mut conn).await.unwrap(),
-        vec![child.clone()]
-    );
-    assert!(child.subtasks(&mut conn).await.unwrap().is_empty());
+    assert_eq!(parent.subtasks(&conn).await.unwrap(), vec![child.clone()]);
+    assert!(child.subtasks(&conn).await.unwrap().is_empty());
 
     let own_parent = TaskChanges {
         parent_id: Some(Some(parent.id)),
         ..Default::default()
     };
-    let err = Task::update(&mut conn, parent.id, &own_parent)
+    let err = Task::update(&conn, parent.id, &own_parent)
         .await
         .unwrap_err();
     assert!(
@@ -224,9 +212,9 @@ async fn subtasks_are_self_referential_and_cascade() {
         "{err:?}"
     );
 
-    Task::delete(&mut conn, parent.id).await.unwrap();
+    Task::delete(&conn, parent.id).await.unwrap();
     assert!(matches!(
-        Task::find(&mut conn, child.id).await,
+        Task::find(&conn, child.id).await,
         Err(Error::NotFound)
     ));
 }
@@ -252,7 +240,7 @@ async fn subtree_walks_every_level_depth_first() {
     let b = subtask(&mut conn, &root, "B").await;
     let unrelated = task(&mut conn, &owner, "Elsewhere").await;
 
-    let tree = Task::subtree(&mut conn, root.id).await.unwrap();
+    let tree = Task::subtree(&conn, root.id).await.unwrap();
     let shape: Vec<_> = tree.iter().map(|n| (n.task.id, n.depth)).collect();
     assert_eq!(
         shape,
@@ -261,8 +249,8 @@ async fn subtree_walks_every_level_depth_first() {
     assert!(tree.iter().all(|n| n.task.id != unrelated.id));
 
     // Soft-deleted branches drop out of the tree.
-    Task::soft_delete(&mut conn, a1.id).await.unwrap();
-    let ids: Vec<_> = Task::subtree(&mut conn, root.id)
+    Task::soft_delete(&conn, a1.id).await.unwrap();
+    let ids: Vec<_> = Task::subtree(&conn, root.id)
         .await
         .unwrap()
         .iter()
@@ -270,7 +258,7 @@ async fn subtree_walks_every_level_depth_first() {
         .collect();
     assert_eq!(ids, vec![root.id, a.id, b.id]);
     assert!(matches!(
-        Task::subtree(&mut conn, -1).await,
+        Task::subtree(&conn, -1).await,
         Err(Error::NotFound)
     ));
 }
@@ -282,32 +270,32 @@ async fn tags_many_to_many() {
     let owner = user(&mut conn, "owner@example.com").await;
     let t = task(&mut conn, &owner, "Tagged").await;
 
-    let urgent = Tag::create(&mut conn, &NewTag { name: "urgent" })
+    let urgent = Tag::create(&conn, &NewTag { name: "urgent" })
         .await
         .unwrap();
-    let same = Tag::find_or_create(&mut conn, "urgent").await.unwrap();
+    let same = Tag::find_or_create(&conn, "urgent").await.unwrap();
     assert_eq!(same, urgent, "find_or_create returns the existing row");
-    let ops = Tag::find_or_create(&mut conn, "ops").await.unwrap();
+    let ops = Tag::find_or_create(&conn, "ops").await.unwrap();
 
-    Tag::attach(&mut conn, t.id, urgent.id).await.unwrap();
-    Tag::attach(&mut conn, t.id, urgent.id).await.unwrap(); // twice is harmless
-    Tag::attach(&mut conn, t.id, ops.id).await.unwrap();
+    Tag::attach(&conn, t.id, urgent.id).await.unwrap();
+    Tag::attach(&conn, t.id, urgent.id).await.unwrap(); // twice is harmless
+    Tag::attach(&conn, t.id, ops.id).await.unwrap();
     assert_eq!(
-        Tag::of_task(&mut conn, &t).await.unwrap(),
+        Tag::of_task(&conn, &t).await.unwrap(),
         vec![ops.clone(), urgent.clone()]
     );
 
-    let renamed = Tag::rename(&mut conn, ops.id, "operations").await.unwrap();
+    let renamed = Tag::rename(&conn, ops.id, "operations").await.unwrap();
     assert_eq!(renamed.name, "operations");
 
-    Tag::detach(&mut conn, t.id, urgent.id).await.unwrap();
+    Tag::detach(&conn, t.id, urgent.id).await.unwrap();
     assert_eq!(
-        Tag::of_task(&mut conn, &t).await.unwrap(),
+        Tag::of_task(&conn, &t).await.unwrap(),
         vec![renamed.clone()]
     );
-    Tag::delete(&mut conn, renamed.id).await.unwrap();
+    Tag::delete(&conn, renamed.id).await.unwrap();
     assert!(
-        Tag::of_task(&mut conn, &t).await.unwrap().is_empty(),
+        Tag::of_task(&conn, &t).await.unwrap().is_empty(),
         "links cascade"
     );
 }
@@ -319,8 +307,8 @@ async fn pool_hands_out_connections_to_the_test_database() {
     let mut conn = pool.get().await.unwrap();
     let owner = user(&mut conn, "pooled@example.com").await;
     drop(conn);
-    let mut again = pool.get().await.unwrap();
-    assert_eq!(User::find(&mut again, owner.id).await.unwrap(), owner);
+    let again = pool.get().await.unwrap();
+    assert_eq!(User::find(&again, owner.id).await.unwrap(), owner);
 }
 
 /// `by_email` lowercases in SQL, as the unique index `lower(email)` does: `İ` becomes `i` in
@@ -331,7 +319,7 @@ async fn by_email_matches_as_the_unique_index_does() {
     let mut conn = db.conn().await;
     let created = common::user(&mut conn, "İnfo@example.com").await;
     for asked in ["İnfo@example.com", "İNFO@EXAMPLE.COM", " info@example.com "] {
-        let found = User::by_email(&mut conn, asked).await.unwrap();
+        let found = User::by_email(&conn, asked).await.unwrap();
         assert_eq!(found.id, created.id, "{asked}");
     }
 }

@@ -102,10 +102,10 @@ async fn the_app_role_writes_rows_but_cannot_alter_the_schema() {
     let mut app = db::connect(&app_url).await.unwrap();
     let created = common::user(&mut app, "app@example.com").await;
     let title = Title::parse("Written by the app").unwrap();
-    let task = Task::create(&mut app, &NewTask::new(created.id, &title))
+    let task = Task::create(&app, &NewTask::new(created.id, &title))
         .await
         .expect("and rows with identity columns");
-    Task::soft_delete(&mut app, task.id)
+    Task::soft_delete(&app, task.id)
         .await
         .expect("updates them");
     assert_eq!(count(&mut app, "users").await, 1, "reads them");

@@ -62,7 +62,7 @@ async fn join_aggregation_and_subquery() {
     let mut conn = db.conn().await;
     let f = fixture(&mut conn).await;
 
-    let rows = reports::team_tasks_with_owners(&mut conn, &f.core)
+    let rows = reports::team_tasks_with_owners(&conn, &f.core)
         .await
         .unwrap();
     let seen: Vec<_> = rows
@@ -78,7 +78,7 @@ async fn join_aggregation_and_subquery() {
         ]
     );
 
-    let counts = reports::status_counts_per_team(&mut conn).await.unwrap();
+    let counts = reports::status_counts_per_team(&conn).await.unwrap();
     use TaskStatus::*;
     assert_eq!(
         counts,
@@ -91,7 +91,7 @@ async fn join_aggregation_and_subquery() {
         "soft-deleted and team-less tasks are not counted"
     );
 
-    let idle: Vec<_> = reports::users_without_open_tasks(&mut conn)
+    let idle: Vec<_> = reports::users_without_open_tasks(&conn)
         .await
         .unwrap()
         .iter()
@@ -105,7 +105,7 @@ async fn window_function_ranks_by_priority_within_each_team() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
     let f = fixture(&mut conn).await;
-    let ranked = reports::priority_rank_within_team(&mut conn).await.unwrap();
+    let ranked = reports::priority_rank_within_team(&conn).await.unwrap();
     let shape: Vec<_> = ranked
         .iter()
         .map(|(t, r)| (t.team_id.unwrap(), t.title.as_str().to_owned(), *r))
@@ -127,14 +127,9 @@ async fn cte_finds_the_busiest_owners() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
     let f = fixture(&mut conn).await;
-    let busy = reports::busiest_owners(&mut conn, 1).await.unwrap();
+    let busy = reports::busiest_owners(&conn, 1).await.unwrap();
     let shape: Vec<_> = busy.iter().map(|o| (o.user_id, o.open_tasks)).collect();
     assert_eq!(shape, [(f.ann.id, 2), (f.ben.id, 1)]);
     assert_eq!(busy[0].display_name, "Test User");
-    assert!(
-        reports::busiest_owners(&mut conn, 3)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(reports::busiest_owners(&conn, 3).await.unwrap().is_empty());
 }

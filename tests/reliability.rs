@@ -122,11 +122,11 @@ async fn connection_killed_mid_bulk_insert_leaves_no_rows_and_the_pool_recovers(
 
     let mut check = db.conn().await;
     assert_eq!(count(&mut check, "tasks").await, 0, "nothing persisted");
-    let mut again = pool
+    let again = pool
         .get()
         .await
         .expect("the pool hands out a working connection");
-    assert_eq!(User::find(&mut again, owner.id).await.unwrap(), owner);
+    assert_eq!(User::find(&again, owner.id).await.unwrap(), owner);
 }
 
 /// The first characters of a case, for messages that stay readable with 1 MB inputs.
@@ -181,8 +181,8 @@ async fn hostile_text_in_every_field_round_trips_exactly_or_is_refused_with_a_ty
                 email: &email,
                 display_name: "Hostile",
             };
-            let id = User::create(&mut conn, &new).await?.id;
-            Ok(User::find(&mut conn, id).await?.email.as_str().to_owned())
+            let id = User::create(&conn, &new).await?.id;
+            Ok(User::find(&conn, id).await?.email.as_str().to_owned())
         }
         .await;
         stored_or_refused("users.email", case, case.trim(), email);
@@ -193,28 +193,28 @@ async fn hostile_text_in_every_field_round_trips_exactly_or_is_refused_with_a_ty
                 email: &email,
                 display_name: case,
             };
-            let id = User::create(&mut conn, &new).await?.id;
-            Ok(User::find(&mut conn, id).await?.display_name)
+            let id = User::create(&conn, &new).await?.id;
+            Ok(User::find(&conn, id).await?.display_name)
         }
         .await;
         stored_or_refused("users.display_name", case, case, name);
 
         let team = async {
-            let id = Team::create(&mut conn, &NewTeam { name: case }).await?.id;
-            Ok(Team::find(&mut conn, id).await?.name)
+            let id = Team::create(&conn, &NewTeam { name: case }).await?.id;
+            Ok(Team::find(&conn, id).await?.name)
         }
         .await;
         stored_or_refused("teams.name", case, case, team);
 
-        let tag = Tag::create(&mut conn, &NewTag { name: case }).await;
+        let tag = Tag::create(&conn, &NewTag { name: case }).await;
         stored_or_refused("tags.name", case, case, tag.map(|t| t.name));
 
         let title = async {
             let title = Title::parse(case)?;
-            let id = Task::create(&mut conn, &NewTask::new(owner.id, &title))
+            let id = Task::create(&conn, &NewTask::new(owner.id, &title))
                 .await?
                 .id;
-            Ok(Task::find(&mut conn, id).await?.title.as_str().to_owned())
+            Ok(Task::find(&conn, id).await?.title.as_str().to_owned())
         }
         .await;
         stored_or_refused("tasks.title", case, case.trim(), title);
@@ -224,11 +224,8 @@ async fn hostile_text_in_every_field_round_trips_exactly_or_is_refused_with_a_ty
             ..NewTask::new(owner.id, &plain)
         };
         let description = async {
-            let id = Task::create(&mut conn, &new).await?.id;
-            Ok(Task::find(&mut conn, id)
-                .await?
-                .description
-                .unwrap_or_default())
+            let id = Task::create(&conn, &new).await?.id;
+            Ok(Task::find(&conn, id).await?.description.unwrap_or_default())
         }
         .await;
         let stored = stored_or_refused("tasks.description", case, case, description);
@@ -243,8 +240,8 @@ async fn hostile_text_in_every_field_round_trips_exactly_or_is_refused_with_a_ty
                 checklist: Some(vec![case.to_owned(), "second".into()]),
                 ..NewTask::new(owner.id, &plain)
             };
-            let id = Task::create(&mut conn, &new).await?.id;
-            Ok(Task::find(&mut conn, id).await?.checklist.join("|"))
+            let id = Task::create(&conn, &new).await?.id;
+            Ok(Task::find(&conn, id).await?.checklist.join("|"))
         }
         .await;
         stored_or_refused(
@@ -255,8 +252,8 @@ async fn hostile_text_in_every_field_round_trips_exactly_or_is_refused_with_a_ty
         );
 
         let body = async {
-            Comment::create(&mut conn, owner.id, CommentOn::Task(task_on.id), case).await?;
-            let all = Comment::list(&mut conn, CommentOn::Task(task_on.id)).await?;
+            Comment::create(&conn, owner.id, CommentOn::Task(task_on.id), case).await?;
+            let all = Comment::list(&conn, CommentOn::Task(task_on.id)).await?;
             Ok(all.last().unwrap().body.clone())
         }
         .await;
@@ -272,7 +269,7 @@ async fn hostile_text_in_every_field_round_trips_exactly_or_is_refused_with_a_ty
                 .await?
                 .task
                 .id;
-            let found = Bug::find(&mut conn, id).await?.details;
+            let found = Bug::find(&conn, id).await?.details;
             Ok(format!(
                 "{}|{}",
                 found.reproduction.unwrap_or_default(),
@@ -345,10 +342,7 @@ async fn huge_and_negative_numbers_are_refused_before_any_sql() {
     assert_eq!(count(&mut conn, "tasks").await, 0, "no half-written bug");
     // Ids that do not exist are not found, whatever their size or sign.
     for id in [i64::MAX, i64::MIN, -1, 0] {
-        assert!(matches!(
-            Task::find(&mut conn, id).await,
-            Err(Error::NotFound)
-        ));
+        assert!(matches!(Task::find(&conn, id).await, Err(Error::NotFound)));
     }
     // A name that must be interpolated is quoted, whatever it contains.
     assert_eq!(

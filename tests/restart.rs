@@ -57,12 +57,12 @@ async fn calls_fail_cleanly_during_a_restart_and_recover_without_restarting_the_
                     let email = Email::parse(&format!("w{worker}-{n}@example.com")).unwrap();
                     let after_restart = restarted.load(Ordering::Relaxed);
                     let result = async {
-                        let mut conn = pool.get().await?;
+                        let conn = pool.get().await?;
                         let new = NewUser {
                             email: &email,
                             display_name: "Worker",
                         };
-                        User::create(&mut conn, &new).await
+                        User::create(&conn, &new).await
                     }
                     .await;
                     match result {

@@ -42,10 +42,10 @@ async fn the_copied_user_model_writes_reads_and_reports_conflicts() {
     let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
     let email = Email::parse("ada@example.org").unwrap();
     let new = NewUser { email: &email, display_name: "Ada" };
-    let ada = User::create(&mut conn, &new).await.unwrap();
-    assert_eq!(User::find(&mut conn, ada.id).await.unwrap(), ada);
+    let ada = User::create(&conn, &new).await.unwrap();
+    assert_eq!(User::find(&conn, ada.id).await.unwrap(), ada);
     let same = Email::parse("ADA@example.org").unwrap();
-    let again = User::create(&mut conn, &NewUser { email: &same, display_name: "Ada" }).await;
+    let again = User::create(&conn, &NewUser { email: &same, display_name: "Ada" }).await;
     assert!(matches!(again, Err(Error::Conflict { .. })), "{again:?}");
 }
 "#;

@@ -233,7 +233,7 @@ async fn sslmode_require_works_for_every_path_and_a_hostssl_server_refuses_plain
     let pool = db::build_pool(&db::DbConfig::new(url.clone())).unwrap();
     let mut conn = pool.get().await.unwrap();
     assert!(encrypted(&mut conn).await, "pooled connection");
-    let owner = User::all(&mut conn).await.unwrap()[0].id;
+    let owner = User::all(&conn).await.unwrap()[0].id;
     let before = count(&mut conn, "tasks").await;
     let title = Title::parse("over TLS").unwrap();
     let rows: Vec<NewTask> = (0..10).map(|_| NewTask::new(owner, &title)).collect();

@@ -122,7 +122,7 @@ async fn unique_violations_are_conflicts_and_change_nothing() {
 
     let shouted = Email::parse("DUP@example.com").unwrap();
     let err = User::create(
-        &mut conn,
+        &conn,
         &NewUser {
             email: &shouted,
             display_name: "Again",
@@ -136,22 +136,22 @@ async fn unique_violations_are_conflicts_and_change_nothing() {
     );
     assert_eq!(count(&mut conn, "users").await, 1);
 
-    let team = Team::create(&mut conn, &NewTeam { name: "Core" })
+    let team = Team::create(&conn, &NewTeam { name: "Core" })
         .await
         .unwrap();
-    let err = Team::create(&mut conn, &NewTeam { name: "Core" })
+    let err = Team::create(&conn, &NewTeam { name: "Core" })
         .await
         .unwrap_err();
     assert!(matches!(&err, Error::Conflict { constraint } if constraint == "teams_name_key"));
 
-    Team::add_member(&mut conn, team.id, ann.id, Role::Member)
+    Team::add_member(&conn, team.id, ann.id, Role::Member)
         .await
         .unwrap();
-    let err = Team::add_member(&mut conn, team.id, ann.id, Role::Admin)
+    let err = Team::add_member(&conn, team.id, ann.id, Role::Admin)
         .await
         .unwrap_err();
     assert!(matches!(&err, Error::Conflict { constraint } if constraint == "team_members_pkey"));
-    let members = Team::members(&mut conn, team.id).await.unwrap();
+    let members = Team::members(&conn, team.id).await.unwrap();
     assert_eq!(members.len(), 1);
     assert_eq!(
         members[0].1.role,
@@ -167,7 +167,7 @@ async fn foreign_key_violations_are_typed() {
     let owner = user(&mut conn, "owner@example.com").await;
     let t = Title::parse("Nobody's").unwrap();
     let orphan = NewTask::new(owner.id + 1000, &t);
-    let err = Task::create(&mut conn, &orphan).await.unwrap_err();
+    let err = Task::create(&conn, &orphan).await.unwrap_err();
     assert!(
         matches!(&err, Error::ForeignKey { constraint } if constraint == "tasks_owner_id_fkey"),
         "{err:?}"

@@ -239,7 +239,7 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Vec<Measurement
                     format!("UPDATE tasks SET status = 'done', priority = 2 WHERE id <= {n}");
                 floor_of(&mut conn, &floor).await?
             }
-            (_, "any_array") => timed(bulk::delete_by_ids(&mut conn, tasks::id, &ids)).await?,
+            (_, "any_array") => timed(bulk::delete_by_ids(&conn, tasks::id, &ids)).await?,
             _ => floor_of(&mut conn, &format!("DELETE FROM tasks WHERE id <= {n}")).await?,
         };
         record(workload, technique, secs, None);
@@ -256,7 +256,7 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Vec<Measurement
     .await?;
     let counter = QueryCounter::install(&mut conn);
     // Warm the caches once so no technique pays for the first read from disk.
-    loaders::eager(&mut conn, &owner_ids).await?;
+    loaders::eager(&conn, &owner_ids).await?;
     for (technique, kind) in [("naive", 0), ("eager", 1), ("joined", 2)] {
         let load = async |conn: &mut AsyncPgConnection| match kind {
             0 => loaders::naive(conn, &owner_ids).await,

@@ -83,25 +83,25 @@ impl Bug {
     }
 
     /// The bug with this task id; a plain task (no `bugs` row) is `Error::NotFound`.
-    pub async fn find(conn: &mut AsyncPgConnection, task_id: i64) -> Result<Bug> {
+    pub async fn find(mut conn: &AsyncPgConnection, task_id: i64) -> Result<Bug> {
         Ok(tasks::table
             .inner_join(bugs::table)
             .filter(tasks::id.eq(task_id))
             .filter(Task::is_live())
             .select(Bug::as_select())
-            .first(conn)
+            .first(&mut conn)
             .await?)
     }
 
     /// Live bugs at least as severe as `severity` (1 is the most severe), worst first.
-    pub async fn at_least(conn: &mut AsyncPgConnection, severity: i16) -> Result<Vec<Bug>> {
+    pub async fn at_least(mut conn: &AsyncPgConnection, severity: i16) -> Result<Vec<Bug>> {
         Ok(tasks::table
             .inner_join(bugs::table)
             .filter(bugs::severity.le(severity))
             .filter(Task::is_live())
             .order((bugs::severity, tasks::id))
             .select(Bug::as_select())
-            .load(conn)
+            .load(&mut conn)
             .await?)
     }
 }

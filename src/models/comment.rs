@@ -57,7 +57,7 @@ impl Comment {
 
     /// Adds a comment by `author_id` on `on`.
     pub async fn create(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         author_id: i64,
         on: CommentOn,
         body: &str,
@@ -74,12 +74,12 @@ impl Comment {
                 comments::body.eq(body),
             ))
             .returning(Comment::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// The comments on a task or team, oldest first.
-    pub async fn list(conn: &mut AsyncPgConnection, on: CommentOn) -> Result<Vec<Comment>> {
+    pub async fn list(mut conn: &AsyncPgConnection, on: CommentOn) -> Result<Vec<Comment>> {
         let query = comments::table
             .order((comments::created_at, comments::id))
             .select(Comment::as_select())
@@ -88,13 +88,13 @@ impl Comment {
             CommentOn::Task(id) => query.filter(comments::task_id.eq(id)),
             CommentOn::Team(id) => query.filter(comments::team_id.eq(id)),
         };
-        Ok(query.load(conn).await?)
+        Ok(query.load(&mut conn).await?)
     }
 
     /// Deletes a comment.
-    pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> Result<()> {
+    pub async fn delete(mut conn: &AsyncPgConnection, id: i64) -> Result<()> {
         match diesel::delete(comments::table.find(id))
-            .execute(conn)
+            .execute(&mut conn)
             .await?
         {
             0 => Err(Error::NotFound),

@@ -98,7 +98,7 @@ impl TryFrom<Row> for NotificationChannel {
 impl NotificationChannel {
     /// Adds a channel; a second channel of the same kind for a user is `Error::Conflict`.
     pub async fn create(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         user_id: i64,
         channel: &Channel,
     ) -> Result<NotificationChannel> {
@@ -116,21 +116,21 @@ impl NotificationChannel {
                 notification_channels::webhook_url.eq(url),
             ))
             .returning(Row::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?;
         row.try_into()
     }
 
     /// A user's channels, by kind.
     pub async fn of_user(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         user_id: i64,
     ) -> Result<Vec<NotificationChannel>> {
         let rows: Vec<Row> = notification_channels::table
             .filter(notification_channels::user_id.eq(user_id))
             .order(notification_channels::kind)
             .select(Row::as_select())
-            .load(conn)
+            .load(&mut conn)
             .await?;
         rows.into_iter().map(TryInto::try_into).collect()
     }

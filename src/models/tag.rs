@@ -44,16 +44,16 @@ pub struct TaskTag {
 
 impl Tag {
     /// Inserts a tag; a taken name is `Error::Conflict`.
-    pub async fn create(conn: &mut AsyncPgConnection, new: &NewTag<'_>) -> Result<Tag> {
+    pub async fn create(mut conn: &AsyncPgConnection, new: &NewTag<'_>) -> Result<Tag> {
         Ok(diesel::insert_into(tags::table)
             .values(new)
             .returning(Tag::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// The tag with this name, created if missing, in one statement (upsert).
-    pub async fn find_or_create(conn: &mut AsyncPgConnection, name: &str) -> Result<Tag> {
+    pub async fn find_or_create(mut conn: &AsyncPgConnection, name: &str) -> Result<Tag> {
         Ok(diesel::insert_into(tags::table)
             .values(tags::name.eq(name))
             // A no-op update, so RETURNING yields the existing row too.
@@ -61,41 +61,44 @@ impl Tag {
             .do_update()
             .set(tags::name.eq(excluded(tags::name)))
             .returning(Tag::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// Renames a tag.
-    pub async fn rename(conn: &mut AsyncPgConnection, id: i64, name: &str) -> Result<Tag> {
+    pub async fn rename(mut conn: &AsyncPgConnection, id: i64, name: &str) -> Result<Tag> {
         Ok(diesel::update(tags::table.find(id))
             .set(tags::name.eq(name))
             .returning(Tag::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// Deletes a tag and its links to tasks.
-    pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> Result<()> {
-        match diesel::delete(tags::table.find(id)).execute(conn).await? {
+    pub async fn delete(mut conn: &AsyncPgConnection, id: i64) -> Result<()> {
+        match diesel::delete(tags::table.find(id))
+            .execute(&mut conn)
+            .await?
+        {
             0 => Err(Error::NotFound),
             _ => Ok(()),
         }
     }
 
     /// Puts the tag on the task; doing it twice is harmless.
-    pub async fn attach(conn: &mut AsyncPgConnection, task_id: i64, tag_id: i64) -> Result<()> {
+    pub async fn attach(mut conn: &AsyncPgConnection, task_id: i64, tag_id: i64) -> Result<()> {
         diesel::insert_into(task_tags::table)
             .values((task_tags::task_id.eq(task_id), task_tags::tag_id.eq(tag_id)))
             .on_conflict_do_nothing()
-            .execute(conn)
+            .execute(&mut conn)
             .await?;
         Ok(())
     }
 
     /// Takes the tag off the task.
-    pub async fn detach(conn: &mut AsyncPgConnection, task_id: i64, tag_id: i64) -> Result<()> {
+    pub async fn detach(mut conn: &AsyncPgConnection, task_id: i64, tag_id: i64) -> Result<()> {
         let deleted = diesel::delete(task_tags::table.find((task_id, tag_id)))
-            .execute(conn)
+            .execute(&mut conn)
             .await?;
         match deleted {
             0 => Err(Error::NotFound),
@@ -104,12 +107,12 @@ impl Tag {
     }
 
     /// The tags of a task, by name, through the link table.
-    pub async fn of_task(conn: &mut AsyncPgConnection, task: &Task) -> Result<Vec<Tag>> {
+    pub async fn of_task(mut conn: &AsyncPgConnection, task: &Task) -> Result<Vec<Tag>> {
         Ok(TaskTag::belonging_to(task)
             .inner_join(tags::table)
             .order(tags::name)
             .select(Tag::as_select())
-            .load(conn)
+            .load(&mut conn)
             .await?)
     }
 }

@@ -297,35 +297,35 @@ impl Task {
     }
 
     /// Inserts a task and returns the stored row.
-    pub async fn create(conn: &mut AsyncPgConnection, new: &NewTask<'_>) -> Result<Task> {
+    pub async fn create(mut conn: &AsyncPgConnection, new: &NewTask<'_>) -> Result<Task> {
         Ok(diesel::insert_into(tasks::table)
             .values(new)
             .returning(Task::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// The task with this id, unless soft-deleted.
-    pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> Result<Task> {
+    pub async fn find(mut conn: &AsyncPgConnection, id: i64) -> Result<Task> {
         Ok(Task::live()
             .filter(tasks::id.eq(id))
             .select(Task::as_select())
-            .first(conn)
+            .first(&mut conn)
             .await?)
     }
 
     /// The task with this id, soft-deleted or not.
-    pub async fn find_with_deleted(conn: &mut AsyncPgConnection, id: i64) -> Result<Task> {
+    pub async fn find_with_deleted(mut conn: &AsyncPgConnection, id: i64) -> Result<Task> {
         Ok(tasks::table
             .find(id)
             .select(Task::as_select())
-            .first(conn)
+            .first(&mut conn)
             .await?)
     }
 
     /// Applies the set fields of `changes`, leaving the others untouched.
     pub async fn update(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         id: i64,
         changes: &TaskChanges,
     ) -> Result<Task> {
@@ -335,82 +335,85 @@ impl Task {
         Ok(diesel::update(Task::live().filter(tasks::id.eq(id)))
             .set(changes)
             .returning(Task::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// Hides the task from the default queries; [`Task::restore`] brings it back.
-    pub async fn soft_delete(conn: &mut AsyncPgConnection, id: i64) -> Result<Task> {
+    pub async fn soft_delete(mut conn: &AsyncPgConnection, id: i64) -> Result<Task> {
         Ok(diesel::update(Task::live().filter(tasks::id.eq(id)))
             .set(tasks::deleted_at.eq(diesel::dsl::now))
             .returning(Task::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// Undoes [`Task::soft_delete`].
-    pub async fn restore(conn: &mut AsyncPgConnection, id: i64) -> Result<Task> {
+    pub async fn restore(mut conn: &AsyncPgConnection, id: i64) -> Result<Task> {
         Ok(diesel::update(tasks::table.find(id))
             .filter(tasks::deleted_at.is_not_null())
             .set(tasks::deleted_at.eq(None::<DateTime<Utc>>))
             .returning(Task::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// Deletes for good the tasks soft-deleted before `cutoff`; returns how many.
     pub async fn purge_deleted_before(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         cutoff: DateTime<Utc>,
     ) -> Result<usize> {
         Ok(
             diesel::delete(tasks::table.filter(tasks::deleted_at.lt(cutoff)))
-                .execute(conn)
+                .execute(&mut conn)
                 .await?,
         )
     }
 
     /// Deletes the task for good, with its subtasks and tag links (ON DELETE CASCADE).
-    pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> Result<()> {
-        match diesel::delete(tasks::table.find(id)).execute(conn).await? {
+    pub async fn delete(mut conn: &AsyncPgConnection, id: i64) -> Result<()> {
+        match diesel::delete(tasks::table.find(id))
+            .execute(&mut conn)
+            .await?
+        {
             0 => Err(Error::NotFound),
             _ => Ok(()),
         }
     }
 
     /// A user's tasks (one-to-many through `belonging_to`), by id.
-    pub async fn owned_by(conn: &mut AsyncPgConnection, owner: &User) -> Result<Vec<Task>> {
+    pub async fn owned_by(mut conn: &AsyncPgConnection, owner: &User) -> Result<Vec<Task>> {
         Ok(Task::belonging_to(owner)
             .filter(Task::is_live())
             .order(tasks::id)
             .select(Task::as_select())
-            .load(conn)
+            .load(&mut conn)
             .await?)
     }
 
     /// A team's tasks, by id.
-    pub async fn of_team(conn: &mut AsyncPgConnection, team: &Team) -> Result<Vec<Task>> {
+    pub async fn of_team(mut conn: &AsyncPgConnection, team: &Team) -> Result<Vec<Task>> {
         Ok(Task::belonging_to(team)
             .filter(Task::is_live())
             .order(tasks::id)
             .select(Task::as_select())
-            .load(conn)
+            .load(&mut conn)
             .await?)
     }
 
     /// The direct subtasks of this task, by id.
-    pub async fn subtasks(&self, conn: &mut AsyncPgConnection) -> Result<Vec<Task>> {
+    pub async fn subtasks(&self, mut conn: &AsyncPgConnection) -> Result<Vec<Task>> {
         Ok(Task::live()
             .filter(tasks::parent_id.eq(self.id))
             .order(tasks::id)
             .select(Task::as_select())
-            .load(conn)
+            .load(&mut conn)
             .await?)
     }
 
     /// The task and every live task below it, depth-first by path. Diesel has no CTE
     /// builder (diesel issue 356), so this is typed `sql_query` with a bound parameter.
-    pub async fn subtree(conn: &mut AsyncPgConnection, root_id: i64) -> Result<Vec<TreeTask>> {
+    pub async fn subtree(mut conn: &AsyncPgConnection, root_id: i64) -> Result<Vec<TreeTask>> {
         let rows: Vec<TreeTask> = diesel::sql_query(
             "WITH RECURSIVE tree AS ( \
                  SELECT t.*, 0 AS depth, ARRAY[t.id] AS path \
@@ -422,7 +425,7 @@ impl Task {
              ) SELECT * FROM tree ORDER BY path",
         )
         .bind::<BigInt, _>(root_id)
-        .load(conn)
+        .load(&mut conn)
         .await?;
         if rows.is_empty() {
             return Err(Error::NotFound);

@@ -108,26 +108,26 @@ pub struct TeamMember {
 
 impl Team {
     /// Inserts a team; a taken name is `Error::Conflict { constraint: "teams_name_key" }`.
-    pub async fn create(conn: &mut AsyncPgConnection, new: &NewTeam<'_>) -> Result<Team> {
+    pub async fn create(mut conn: &AsyncPgConnection, new: &NewTeam<'_>) -> Result<Team> {
         Ok(diesel::insert_into(teams::table)
             .values(new)
             .returning(Team::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// The team with this id.
-    pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> Result<Team> {
+    pub async fn find(mut conn: &AsyncPgConnection, id: i64) -> Result<Team> {
         Ok(teams::table
             .find(id)
             .select(Team::as_select())
-            .first(conn)
+            .first(&mut conn)
             .await?)
     }
 
     /// Renames or otherwise changes a team.
     pub async fn update(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         id: i64,
         changes: &TeamChanges,
     ) -> Result<Team> {
@@ -137,13 +137,16 @@ impl Team {
         Ok(diesel::update(teams::table.find(id))
             .set(changes)
             .returning(Team::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// Deletes the team; memberships go with it, its tasks stay without a team.
-    pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> Result<()> {
-        match diesel::delete(teams::table.find(id)).execute(conn).await? {
+    pub async fn delete(mut conn: &AsyncPgConnection, id: i64) -> Result<()> {
+        match diesel::delete(teams::table.find(id))
+            .execute(&mut conn)
+            .await?
+        {
             0 => Err(Error::NotFound),
             _ => Ok(()),
         }
@@ -151,7 +154,7 @@ impl Team {
 
     /// Adds a user to the team; adding them twice is `Error::Conflict`.
     pub async fn add_member(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         team_id: i64,
         user_id: i64,
         role: Role,
@@ -163,18 +166,18 @@ impl Team {
                 team_members::role.eq(role),
             ))
             .returning(TeamMember::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// Removes a user from the team.
     pub async fn remove_member(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         team_id: i64,
         user_id: i64,
     ) -> Result<()> {
         let deleted = diesel::delete(team_members::table.find((team_id, user_id)))
-            .execute(conn)
+            .execute(&mut conn)
             .await?;
         match deleted {
             0 => Err(Error::NotFound),
@@ -184,7 +187,7 @@ impl Team {
 
     /// The team's members with their membership row, by join date.
     pub async fn members(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         team_id: i64,
     ) -> Result<Vec<(User, TeamMember)>> {
         Ok(team_members::table
@@ -192,17 +195,17 @@ impl Team {
             .filter(team_members::team_id.eq(team_id))
             .order((team_members::joined_at, users::id))
             .select((User::as_select(), TeamMember::as_select()))
-            .load(conn)
+            .load(&mut conn)
             .await?)
     }
 
     /// The teams a user belongs to, through the link table.
-    pub async fn of_user(conn: &mut AsyncPgConnection, user: &User) -> Result<Vec<Team>> {
+    pub async fn of_user(mut conn: &AsyncPgConnection, user: &User) -> Result<Vec<Team>> {
         Ok(TeamMember::belonging_to(user)
             .inner_join(teams::table)
             .order(teams::name)
             .select(Team::as_select())
-            .load(conn)
+            .load(&mut conn)
             .await?)
     }
 }

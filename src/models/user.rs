@@ -163,68 +163,68 @@ impl UserChanges {
 
 impl User {
     /// Inserts a user and returns the stored row.
-    pub async fn create(conn: &mut AsyncPgConnection, new: &NewUser<'_>) -> Result<User> {
+    pub async fn create(mut conn: &AsyncPgConnection, new: &NewUser<'_>) -> Result<User> {
         Ok(diesel::insert_into(users::table)
             .values(new)
             .returning(User::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// The user with this id, or `Error::NotFound`.
-    pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> Result<User> {
+    pub async fn find(mut conn: &AsyncPgConnection, id: i64) -> Result<User> {
         Ok(users::table
             .find(id)
             .select(User::as_select())
-            .first(conn)
+            .first(&mut conn)
             .await?)
     }
 
     /// The user with this public id (the one to put in URLs).
-    pub async fn by_public_id(conn: &mut AsyncPgConnection, public_id: Uuid) -> Result<User> {
+    pub async fn by_public_id(mut conn: &AsyncPgConnection, public_id: Uuid) -> Result<User> {
         Ok(users::table
             .filter(users::public_id.eq(public_id))
             .select(User::as_select())
-            .first(conn)
+            .first(&mut conn)
             .await?)
     }
 
     /// The user with this email, ignoring case (served by the `lower(email)` index). Both
     /// sides go through SQL's `lower()`, as the unique index does: Rust's lowercasing differs
     /// from the database's for some letters.
-    pub async fn by_email(conn: &mut AsyncPgConnection, email: &str) -> Result<User> {
+    pub async fn by_email(mut conn: &AsyncPgConnection, email: &str) -> Result<User> {
         Ok(users::table
             .filter(lower(users::email).eq(lower(email.trim())))
             .select(User::as_select())
-            .first(conn)
+            .first(&mut conn)
             .await?)
     }
 
     /// Users whose preferences contain `subset`, e.g. `{"theme": "dark"}` (GIN index).
     pub async fn with_preferences(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         subset: &serde_json::Value,
     ) -> Result<Vec<User>> {
         Ok(users::table
             .filter(users::preferences.contains(subset))
             .order(users::id)
             .select(User::as_select())
-            .load(conn)
+            .load(&mut conn)
             .await?)
     }
 
     /// All users, by id.
-    pub async fn all(conn: &mut AsyncPgConnection) -> Result<Vec<User>> {
+    pub async fn all(mut conn: &AsyncPgConnection) -> Result<Vec<User>> {
         Ok(users::table
             .order(users::id)
             .select(User::as_select())
-            .load(conn)
+            .load(&mut conn)
             .await?)
     }
 
     /// Applies the set fields of `changes`; the trigger moves `updated_at`.
     pub async fn update(
-        conn: &mut AsyncPgConnection,
+        mut conn: &AsyncPgConnection,
         id: i64,
         changes: &UserChanges,
     ) -> Result<User> {
@@ -234,14 +234,16 @@ impl User {
         Ok(diesel::update(users::table.find(id))
             .set(changes)
             .returning(User::as_returning())
-            .get_result(conn)
+            .get_result(&mut conn)
             .await?)
     }
 
     /// Deletes the user and, by cascade, their tasks and memberships. A user who wrote
     /// comments is kept (`Error::ForeignKey`): comments restrict the delete.
-    pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> Result<()> {
-        let deleted = diesel::delete(users::table.find(id)).execute(conn).await?;
+    pub async fn delete(mut conn: &AsyncPgConnection, id: i64) -> Result<()> {
+        let deleted = diesel::delete(users::table.find(id))
+            .execute(&mut conn)
+            .await?;
         if deleted == 0 {
             return Err(Error::NotFound);
         }
