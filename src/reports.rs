@@ -9,7 +9,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::Result;
 use crate::models::{Task, TaskStatus, Team, User};
-use crate::schema::{tasks, teams, users};
+use crate::schema::{tasks, team_members, teams, users};
 
 // Grouping by columns of two tables needs Diesel's permission; schema.rs is generated, so
 // it is granted here, next to the query that needs it.
@@ -103,4 +103,75 @@ pub async fn busiest_owners(mut conn: &AsyncPgConnection, min_open: i64) -> Resu
     .bind::<BigInt, _>(min_open)
     .load(&mut conn)
     .await?)
+}
+
+/// What a user's home page shows: four reads that do not depend on each other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dashboard {
+    /// The user.
+    pub user: User,
+    /// Their open live tasks, soonest due first.
+    pub open_tasks: Vec<Task>,
+    /// The teams they belong to, by name.
+    pub teams: Vec<Team>,
+    /// Their live tasks per status.
+    pub status_counts: Vec<(TaskStatus, i64)>,
+}
+
+/// The dashboard's four reads sent together on one connection (pipelining): the server
+/// still runs them one by one, but the client waits for one round trip, not four.
+pub async fn dashboard(conn: &AsyncPgConnection, user_id: i64) -> Result<Dashboard> {
+    let (user, open_tasks, teams, status_counts) = tokio::try_join!(
+        User::find(conn, user_id),
+        open_tasks(conn, user_id),
+        teams_of(conn, user_id),
+        status_counts(conn, user_id),
+    )?;
+    Ok(Dashboard {
+        user,
+        open_tasks,
+        teams,
+        status_counts,
+    })
+}
+
+/// [`dashboard`] one read after another, each waiting for the one before: the comparison
+/// `bench` measures it against.
+pub async fn dashboard_sequential(conn: &AsyncPgConnection, user_id: i64) -> Result<Dashboard> {
+    Ok(Dashboard {
+        user: User::find(conn, user_id).await?,
+        open_tasks: open_tasks(conn, user_id).await?,
+        teams: teams_of(conn, user_id).await?,
+        status_counts: status_counts(conn, user_id).await?,
+    })
+}
+
+async fn open_tasks(mut conn: &AsyncPgConnection, user_id: i64) -> Result<Vec<Task>> {
+    Ok(Task::open_for_owner(user_id)
+        .select(Task::as_select())
+        .load(&mut conn)
+        .await?)
+}
+
+async fn teams_of(mut conn: &AsyncPgConnection, user_id: i64) -> Result<Vec<Team>> {
+    Ok(team_members::table
+        .inner_join(teams::table)
+        .filter(team_members::user_id.eq(user_id))
+        .order(teams::name)
+        .select(Team::as_select())
+        .load(&mut conn)
+        .await?)
+}
+
+async fn status_counts(
+    mut conn: &AsyncPgConnection,
+    user_id: i64,
+) -> Result<Vec<(TaskStatus, i64)>> {
+    Ok(Task::live()
+        .filter(tasks::owner_id.eq(user_id))
+        .group_by(tasks::status)
+        .select((tasks::status, count_star()))
+        .order(tasks::status)
+        .load(&mut conn)
+        .await?)
 }

@@ -133,3 +133,38 @@ async fn cte_finds_the_busiest_owners() {
     assert_eq!(busy[0].display_name, "Test User");
     assert!(reports::busiest_owners(&conn, 3).await.unwrap().is_empty());
 }
+
+/// The pipelined dashboard reads what the sequential one reads: ann's open live tasks
+/// (done and soft-deleted ones left out), her teams by name, her tasks per status.
+#[tokio::test]
+async fn dashboard_pipelined_matches_sequential() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let f = fixture(&mut conn).await;
+    Team::add_member(&conn, f.web.id, f.ann.id, Role::Member)
+        .await
+        .unwrap();
+    Team::add_member(&conn, f.core.id, f.ann.id, Role::Admin)
+        .await
+        .unwrap();
+    let piped = reports::dashboard(&conn, f.ann.id).await.unwrap();
+    assert_eq!(
+        piped,
+        reports::dashboard_sequential(&conn, f.ann.id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(piped.user, f.ann);
+    let titles: Vec<&str> = piped.open_tasks.iter().map(|t| t.title.as_str()).collect();
+    let mut sorted = titles.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["Core 1", "Web 1"]);
+    let teams: Vec<&str> = piped.teams.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(teams, ["Core", "Web"]);
+    use TaskStatus::*;
+    assert_eq!(piped.status_counts, [(Todo, 2), (Done, 1)]);
+    let missing = reports::dashboard(&conn, f.cat.id + 1_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, app::Error::NotFound), "{missing:?}");
+}
