@@ -12,6 +12,11 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$root"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+# Disk: the app and several generated projects (each with its own test binaries) build in
+# that one directory. Full debug info and incremental caches took it past 20 GB and a CI
+# machine ran out of space; line tables keep backtraces readable at a third of the size.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
 
 need_cargo_generate
 need_diesel_cli

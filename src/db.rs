@@ -7,7 +7,9 @@ use std::time::Duration;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::{Error, Result};
@@ -168,10 +170,25 @@ pub struct DbConfig {
     pub max_size: usize,
     /// How long `pool.get()` waits for a free connection (`DATABASE_POOL_TIMEOUT_SECS`, default 5).
     pub wait_timeout: Duration,
+    /// What `pool.get()` checks before handing out an idle connection (`DATABASE_POOL_RECYCLE`).
+    pub recycle: Recycle,
+}
+
+/// The check a pooled connection passes before it is handed out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recycle {
+    /// No round trip: a connection the server closed, or one left in a broken transaction,
+    /// is dropped and replaced. The default: a checkout costs nothing.
+    #[default]
+    Fast,
+    /// Also `SELECT 1` first: catches a connection that died silently (a NAT or a failover
+    /// that sent no FIN), at one extra round trip per checkout (see `bench`).
+    Verified,
 }
 
 impl DbConfig {
-    /// Reads `DATABASE_URL`, `DATABASE_POOL_SIZE` and `DATABASE_POOL_TIMEOUT_SECS`,
+    /// Reads `DATABASE_URL`, `DATABASE_POOL_SIZE`, `DATABASE_POOL_TIMEOUT_SECS` and
+    /// `DATABASE_POOL_RECYCLE`,
     /// loading `.env` first if there is one.
     pub fn from_env() -> Result<Self> {
         Self::with_env(url_from(None)?)
@@ -187,6 +204,18 @@ impl DbConfig {
         if let Some(secs) = env_number("DATABASE_POOL_TIMEOUT_SECS")? {
             config.wait_timeout = Duration::from_secs(secs);
         }
+        match std::env::var("DATABASE_POOL_RECYCLE")
+            .as_deref()
+            .map(str::trim)
+        {
+            Err(_) | Ok("" | "fast") => {}
+            Ok("verified") => config.recycle = Recycle::Verified,
+            Ok(other) => {
+                return Err(Error::Pool(format!(
+                    "DATABASE_POOL_RECYCLE must be fast or verified, got {other:?}"
+                )));
+            }
+        }
         Ok(config)
     }
 
@@ -196,6 +225,7 @@ impl DbConfig {
             url,
             max_size: 10,
             wait_timeout: Duration::from_secs(5),
+            recycle: Recycle::Fast,
         }
     }
 }
@@ -233,6 +263,10 @@ fn env_number(key: &str) -> Result<Option<u64>> {
 /// each one opens through [`connect`], so the pool has the same bounded wait.
 pub fn build_pool(config: &DbConfig) -> Result<Pool> {
     let mut setup = ManagerConfig::default();
+    setup.recycling_method = match config.recycle {
+        Recycle::Fast => RecyclingMethod::Fast,
+        Recycle::Verified => RecyclingMethod::Verified,
+    };
     setup.custom_setup = Box::new(|raw| {
         Box::pin(async move {
             let url = DatabaseUrl::parse(raw)

@@ -17,6 +17,12 @@ fn bench_prints_the_table_and_writes_json() {
             "2000",
             "--users",
             "50",
+            "--seconds",
+            "1",
+            "--clients",
+            "1,3",
+            "--stream-rows",
+            "3000",
             "--json",
             json.to_str().unwrap(),
         ])
@@ -30,10 +36,9 @@ fn bench_prints_the_table_and_writes_json() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("vs best") && stdout.contains("vs floor"),
-        "{stdout}"
-    );
+    for header in ["vs best", "vs floor", "vs pgbench", "peak MiB"] {
+        assert!(stdout.contains(header), "{header} missing from\n{stdout}");
+    }
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -64,5 +69,95 @@ fn bench_prints_the_table_and_writes_json() {
         find("load", "naive")["queries"],
         1 + 50 + 2000,
         "1 + users + tasks"
+    );
+    // Four reads per user, whether sent one by one or together.
+    for technique in ["sequential", "pipelined"] {
+        assert_eq!(find("dashboard", technique)["queries"], 4 * 50);
+    }
+
+    // OLTP: ours at each client count, with throughput and latency percentiles.
+    let pgbench = common::pg_binaries_present();
+    for workload in ["point_read", "oltp_txn"] {
+        for clients in [1, 3] {
+            let mut techniques = vec!["model_api"];
+            if pgbench {
+                techniques.push("pgbench");
+            }
+            for technique in techniques {
+                let m = results
+                    .iter()
+                    .find(|r| {
+                        r["workload"] == workload
+                            && r["technique"] == technique
+                            && r["clients"] == clients
+                    })
+                    .unwrap_or_else(|| panic!("no {workload}/{technique}/C={clients}"));
+                assert!(m["ops_per_s"].as_f64().unwrap() > 0.0, "{m}");
+                let (p50, p99) = (m["p50_ms"].as_f64().unwrap(), m["p99_ms"].as_f64().unwrap());
+                assert!(0.0 < p50 && p50 <= p99, "{m}");
+            }
+        }
+    }
+
+    // The streamed insert: three sizes, each with its floor; the copy reports its memory.
+    for rows in [30, 300, 3000] {
+        let at = |technique: &str| {
+            results
+                .iter()
+                .find(|r| {
+                    r["workload"] == "insert_stream"
+                        && r["technique"] == technique
+                        && r["rows"] == rows
+                })
+                .unwrap_or_else(|| panic!("no insert_stream/{technique} at {rows}"))
+        };
+        assert!(at("copy_iter")["peak_rss_mib"].as_f64().unwrap() > 1.0);
+        assert!(at("server_floor")["seconds"].as_f64().unwrap() > 0.0);
+    }
+}
+
+/// `--workloads` narrows a run to what it names; an unknown name is refused up front.
+#[test]
+fn bench_runs_only_the_workloads_asked_for() {
+    let dir = TempDir::new("bench-narrow");
+    let json = dir.0.join("bench.json");
+    let run = |workloads: &str| {
+        Command::new(env!("CARGO_BIN_EXE_bench"))
+            .args([
+                "--rows",
+                "500",
+                "--users",
+                "10",
+                "--seconds",
+                "1",
+                "--clients",
+                "2",
+            ])
+            .args(["--workloads", workloads, "--json", json.to_str().unwrap()])
+            .args(["--url", server_url().expose()])
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run("upsert,point_read");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mut workloads: Vec<&str> = (report["results"].as_array().unwrap().iter())
+        .map(|r| r["workload"].as_str().unwrap())
+        .collect();
+    workloads.dedup();
+    assert_eq!(workloads, ["upsert", "point_read"]);
+
+    let out = run("inserts");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("insert_stream"),
+        "the valid names are listed: {stderr}"
     );
 }

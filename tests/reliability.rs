@@ -490,3 +490,48 @@ async fn a_killed_non_transactional_migration_is_dirty_never_applied() {
     assert!(err.contains("stamp"), "refuses until repaired: {err}");
     assert!(!versions(&mut conn).await.contains(&SLOW.to_owned()));
 }
+
+#[derive(diesel::QueryableByName)]
+struct Pid {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+}
+
+async fn backend_pid(conn: &mut AsyncPgConnection) -> i32 {
+    let row: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result(conn)
+        .await
+        .unwrap();
+    row.pid
+}
+
+/// Protection: a pooled connection the server closed is never handed out again, with
+/// either recycle check; the fast one (the default) needs no round trip to know it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_closed_is_replaced_on_checkout() {
+    let db = TestDb::new().await;
+    let mut admin = db.conn().await;
+    for recycle in [db::Recycle::Fast, db::Recycle::Verified] {
+        let pool = db::build_pool(&DbConfig {
+            max_size: 1,
+            recycle,
+            ..DbConfig::new(db.url.clone())
+        })
+        .unwrap();
+        let before = backend_pid(&mut pool.get().await.unwrap()).await;
+        let kill = format!("SELECT pg_terminate_backend({before})");
+        diesel::sql_query(kill).execute(&mut admin).await.unwrap();
+        let gone = format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {before}) AS flag"
+        );
+        assert!(wait_for(&mut admin, &gone, Duration::from_secs(10)).await);
+        // The driver task reads the server's goodbye on its own; give it a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut conn = pool.get().await.unwrap();
+        let after = backend_pid(&mut conn).await;
+        assert_ne!(
+            before, after,
+            "{recycle:?}: the closed connection came back"
+        );
+    }
+}

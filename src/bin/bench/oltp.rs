@@ -1,0 +1,380 @@
+//! Many small units of work at once, through the pool and the model API, against `pgbench`
+//! running the same SQL (captured from the model API itself) with the same client count.
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use app::db::{self, DatabaseUrl, DbConfig, Pool, Recycle};
+use app::models::{Comment, CommentOn, Priority, Task, TaskChanges};
+use app::{errln, migrations, outln};
+use diesel::connection::{Instrumentation, InstrumentationEvent};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+use super::{Args, Measurement, Results};
+
+/// One unit of work.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    /// A task by primary key.
+    PointRead,
+    /// In one transaction: change a task's priority, comment on it, read it back.
+    Txn,
+}
+
+impl Op {
+    fn workload(self) -> &'static str {
+        match self {
+            Op::PointRead => "point_read",
+            Op::Txn => "oltp_txn",
+        }
+    }
+
+    /// The unit of work on task `id`, through the model API.
+    async fn run(self, conn: &mut AsyncPgConnection, id: i64, users: i64) -> app::Result<()> {
+        match self {
+            Op::PointRead => {
+                Task::find(conn, id).await?;
+            }
+            Op::Txn => {
+                conn.transaction::<_, app::Error, _>(async |conn| {
+                    let priority = Some(Priority::new(1 + id % 5)?);
+                    let changes = TaskChanges {
+                        priority,
+                        ..TaskChanges::default()
+                    };
+                    Task::update(conn, id, &changes).await?;
+                    Comment::create(conn, 1 + id % users, CommentOn::Task(id), "bench").await?;
+                    Task::find(conn, id).await?;
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What pgbench passes for each captured statement's `$1, $2, ...`: its variables
+    /// where the value changes per unit of work (see [`script`]), constants where not.
+    fn pgbench_values(self) -> &'static [&'static [&'static str]] {
+        match self {
+            Op::PointRead => &[&[":id", "1"]],
+            Op::Txn => &[
+                &[],
+                &[":prio", ":id"],
+                &[":author", ":id", "NULL", "'bench'"],
+                &[":id", "1"],
+                &[],
+            ],
+        }
+    }
+}
+
+/// point_read and oltp_txn at each client count: ours, then pgbench's.
+pub async fn run(
+    args: &Args,
+    url: &DatabaseUrl,
+    conn: &mut AsyncPgConnection,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let ops: Vec<Op> = [Op::PointRead, Op::Txn]
+        .into_iter()
+        .filter(|op| args.wants(op.workload()))
+        .collect();
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let (rows, users) = (args.rows.max(1), args.users.max(1));
+    conn.batch_execute(&format!(
+        "TRUNCATE tasks RESTART IDENTITY CASCADE; {}; ANALYZE",
+        super::floor_insert(rows, users)
+    ))
+    .await?;
+    let most = args.clients.iter().copied().max().unwrap_or(1);
+    let pool = |recycle| {
+        db::build_pool(&DbConfig {
+            max_size: most,
+            recycle,
+            ..DbConfig::new(url.clone())
+        })
+    };
+    // Ours as configured by default, and with the checkout ping that the default leaves out.
+    let (fast, verified) = (pool(Recycle::Fast)?, pool(Recycle::Verified)?);
+    let duration = Duration::from_secs(args.seconds.max(1));
+    let mut pgbench_works = true;
+    for op in ops {
+        let script = script(op, url, rows, users).await?;
+        for &clients in &args.clients {
+            let load = ours(&fast, op, clients, duration, rows as i64, users as i64).await?;
+            results.push(load.measurement(op, "model_api", clients));
+            if let Op::PointRead = op {
+                let load = ours(&verified, op, clients, duration, rows as i64, users as i64);
+                results.push(load.await?.measurement(op, "pool_verified", clients));
+            }
+            if !pgbench_works {
+                continue;
+            }
+            let (url, script) = (url.clone(), script.clone());
+            let secs = duration.as_secs();
+            match tokio::task::spawn_blocking(move || pgbench(&url, &script, clients, secs)).await?
+            {
+                Ok(load) => results.push(load.measurement(op, "pgbench", clients)),
+                Err(e) => {
+                    errln!("pgbench skipped: {e:#}");
+                    pgbench_works = false;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Completed units of work and how long each took.
+struct Load {
+    seconds: f64,
+    ops_per_s: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Load {
+    fn measurement(mut self, op: Op, technique: &'static str, clients: usize) -> Measurement {
+        self.latencies.sort();
+        let at = |q: f64| {
+            let i = ((self.latencies.len() as f64 * q) as usize).min(self.latencies.len() - 1);
+            self.latencies[i].as_secs_f64() * 1000.0
+        };
+        let (p50, p99) = match self.latencies.is_empty() {
+            true => (None, None),
+            false => (Some(at(0.50)), Some(at(0.99))),
+        };
+        Measurement {
+            workload: op.workload(),
+            technique,
+            seconds: self.seconds,
+            clients: Some(clients),
+            ops_per_s: Some(self.ops_per_s),
+            p50_ms: p50,
+            p99_ms: p99,
+            ..Measurement::default()
+        }
+    }
+}
+
+/// `clients` tasks, each taking a connection from the pool per unit of work, until
+/// `duration` is up. Latency counts the wait for a connection too.
+async fn ours(
+    pool: &Pool,
+    op: Op,
+    clients: usize,
+    duration: Duration,
+    rows: i64,
+    users: i64,
+) -> anyhow::Result<Load> {
+    // Open the connections first: pgbench's rate also leaves connecting out.
+    let warm = futures_util::future::try_join_all((0..clients).map(|_| pool.get())).await?;
+    drop(warm);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let pool = pool.clone();
+        tasks.spawn(async move {
+            // xorshift64: uniform ids like pgbench's random(), no crate needed.
+            let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let id = 1 + (state % rows as u64) as i64;
+                let began = Instant::now();
+                let mut conn = pool.get().await?;
+                op.run(&mut conn, id, users).await?;
+                drop(conn);
+                latencies.push(began.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let ops_per_s = latencies.len() as f64 / seconds;
+    Ok(Load {
+        seconds,
+        ops_per_s,
+        latencies,
+    })
+}
+
+/// Records each statement's SQL (never its binds) as Diesel sends it.
+#[derive(Debug, Clone, Default)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl Instrumentation for Capture {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            let text = query.to_string();
+            let sql = text.split(" -- binds: ").next().unwrap_or(&text);
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .push(sql.trim().to_owned());
+        }
+    }
+}
+
+/// A pgbench script running exactly the statements `op` sends through the model API,
+/// captured by running it once. A model change that alters them fails here, loudly,
+/// instead of comparing against different SQL.
+async fn script(op: Op, url: &DatabaseUrl, rows: usize, users: usize) -> anyhow::Result<String> {
+    let mut conn = db::connect(url).await?;
+    let capture = Capture::default();
+    conn.set_instrumentation(capture.clone());
+    op.run(&mut conn, 1, users as i64).await?;
+    let statements = capture.0.lock().expect("not poisoned").clone();
+    let values = op.pgbench_values();
+    anyhow::ensure!(
+        statements.len() == values.len(),
+        "{} sends {} statements, the pgbench script expects {}: {statements:?}",
+        op.workload(),
+        statements.len(),
+        values.len()
+    );
+    let mut script = format!(
+        "\\set id random(1, {rows})\n\\set prio 1 + :id % 5\n\\set author 1 + :id % {users}\n"
+    );
+    for (sql, values) in statements.iter().zip(values) {
+        let params = placeholders(sql);
+        anyhow::ensure!(
+            params == values.len(),
+            "{sql:?} has {params} parameters, the pgbench script passes {}",
+            values.len()
+        );
+        let mut sql = sql.clone();
+        // Highest first, so `$1` never eats the start of `$10`.
+        for (i, value) in values.iter().enumerate().rev() {
+            sql = sql.replace(&format!("${}", i + 1), value);
+        }
+        script.push_str(&sql);
+        script.push_str(";\n");
+    }
+    Ok(script)
+}
+
+/// The highest `$n` in `sql`.
+fn placeholders(sql: &str) -> usize {
+    sql.split('$')
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// pgbench running `script` (`-M prepared`, as diesel-async prepares its statements) from
+/// `clients` connections for `secs` seconds; latencies from its per-transaction log.
+fn pgbench(url: &DatabaseUrl, script: &str, clients: usize, secs: u64) -> anyhow::Result<Load> {
+    let dir = std::env::temp_dir().join(format!("bench-pgbench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let result = pgbench_in(&dir, url, script, clients, secs);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn pgbench_in(
+    dir: &std::path::Path,
+    url: &DatabaseUrl,
+    script: &str,
+    clients: usize,
+    secs: u64,
+) -> anyhow::Result<Load> {
+    let file = dir.join("script.sql");
+    std::fs::write(&file, script)?;
+    // The password goes in the environment, never on a command line.
+    let (bare, env) = db::tool_connection(url)?;
+    let threads = clients.clamp(1, 2).to_string();
+    let out = Command::new(migrations::tool("pgbench"))
+        .args(["--no-vacuum", "--protocol=prepared", "--file"])
+        .arg(&file)
+        .args(["--client", &clients.to_string(), "--jobs", &threads])
+        .args(["--time", &secs.to_string(), "--log", "--log-prefix"])
+        .arg(dir.join("log"))
+        .arg(&bare)
+        .envs(env)
+        .output()
+        .context("run pgbench (PostgreSQL's server package has it)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "pgbench failed: {}{}",
+        String::from_utf8_lossy(&out.stderr).trim(),
+        stdout.trim()
+    );
+    let ops_per_s = (stdout.lines())
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .with_context(|| format!("no tps in pgbench's output: {stdout}"))?;
+    let mut latencies = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let is_log =
+            (path.file_name().and_then(|n| n.to_str())).is_some_and(|n| n.starts_with("log."));
+        if !is_log {
+            continue;
+        }
+        // client_id transaction_no time_us script_no epoch epoch_us
+        for line in std::fs::read_to_string(&path)?.lines() {
+            if let Some(us) = line.split_whitespace().nth(2).and_then(|v| v.parse().ok()) {
+                latencies.push(Duration::from_micros(us));
+            }
+        }
+    }
+    Ok(Load {
+        seconds: secs as f64,
+        ops_per_s,
+        latencies,
+    })
+}
+
+/// The OLTP table: ours against pgbench at each client count.
+pub fn print_table(rows: &[&Measurement]) {
+    outln!(
+        "\n{:<13} {:<12} {:>7} {:>10} {:>8} {:>8} {:>11}",
+        "workload",
+        "technique",
+        "clients",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "vs pgbench"
+    );
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    for m in rows {
+        let reference = (rows.iter())
+            .find(|o| {
+                o.workload == m.workload && o.technique == "pgbench" && o.clients == m.clients
+            })
+            .and_then(|o| o.ops_per_s);
+        let ratio = match (m.ops_per_s, reference) {
+            (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}x", ours / theirs),
+            _ => "-".into(),
+        };
+        outln!(
+            "{:<13} {:<12} {:>7} {:>10.0} {:>8} {:>8} {:>11}",
+            m.workload,
+            m.technique,
+            m.clients.unwrap_or(0),
+            m.ops_per_s.unwrap_or(0.0),
+            ms(m.p50_ms),
+            ms(m.p99_ms),
+            ratio
+        );
+    }
+}
