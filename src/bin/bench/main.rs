@@ -92,6 +92,9 @@ struct Measurement {
     p99_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_rss_mib: Option<f64>,
+    /// CPU the client process spent per unit of work (its own, or pgbench's), in µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cpu_us: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]

@@ -91,26 +91,27 @@ pub async fn run(
         super::floor_insert(rows, users)
     ))
     .await?;
-    let most = args.clients.iter().copied().max().unwrap_or(1);
-    let pool = |recycle| {
-        db::build_pool(&DbConfig {
-            max_size: most,
-            recycle,
-            ..DbConfig::new(url.clone())
-        })
-    };
-    // Ours as configured by default, and with the checkout ping that the default leaves out.
-    let (fast, verified) = (pool(Recycle::Fast)?, pool(Recycle::Verified)?);
     let duration = Duration::from_secs(args.seconds.max(1));
     let mut pgbench_works = true;
     for op in ops {
         let script = script(op, url, rows, users).await?;
         for &clients in &args.clients {
-            let load = ours(&fast, op, clients, duration, rows as i64, users as i64).await?;
-            results.push(load.measurement(op, "model_api", clients));
+            // Ours as configured by default, and (for point reads) with the checkout ping
+            // the default leaves out; each on a pool of its own, closed before the next.
+            let mut ours_as = vec![("model_api", Recycle::Fast)];
             if let Op::PointRead = op {
-                let load = ours(&verified, op, clients, duration, rows as i64, users as i64);
-                results.push(load.await?.measurement(op, "pool_verified", clients));
+                ours_as.push(("pool_verified", Recycle::Verified));
+            }
+            for (technique, recycle) in ours_as {
+                let pool = db::build_pool(&DbConfig {
+                    max_size: clients,
+                    recycle,
+                    ..DbConfig::new(url.clone())
+                })?;
+                let load = ours(&pool, op, clients, duration, rows as i64, users as i64).await?;
+                results.push(load.measurement(op, technique, clients));
+                drop(pool);
+                sessions_closed(conn).await?;
             }
             if !pgbench_works {
                 continue;
@@ -125,7 +126,31 @@ pub async fn run(
                     pgbench_works = false;
                 }
             }
+            sessions_closed(conn).await?;
         }
+    }
+    Ok(())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Sessions {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// Waits (up to 10 s) until `conn` is the only session on its database, so the next
+/// measurement gets every connection slot the server has.
+async fn sessions_closed(conn: &mut AsyncPgConnection) -> anyhow::Result<()> {
+    let sql = "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+               AND pid <> pg_backend_pid()";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let others: Sessions =
+            diesel_async::RunQueryDsl::get_result(diesel::sql_query(sql), conn).await?;
+        if others.n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
@@ -135,6 +160,8 @@ struct Load {
     seconds: f64,
     ops_per_s: f64,
     latencies: Vec<Duration>,
+    /// CPU the client spent (user + system), in seconds.
+    cpu_seconds: f64,
 }
 
 impl Load {
@@ -156,6 +183,8 @@ impl Load {
             ops_per_s: Some(self.ops_per_s),
             p50_ms: p50,
             p99_ms: p99,
+            client_cpu_us: (!self.latencies.is_empty())
+                .then(|| self.cpu_seconds / self.latencies.len() as f64 * 1e6),
             ..Measurement::default()
         }
     }
@@ -174,6 +203,7 @@ async fn ours(
     // Open the connections first: pgbench's rate also leaves connecting out.
     let warm = futures_util::future::try_join_all((0..clients).map(|_| pool.get())).await?;
     drop(warm);
+    let cpu = cpu_seconds()?;
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = tokio::task::JoinSet::new();
@@ -207,6 +237,7 @@ async fn ours(
         seconds,
         ops_per_s,
         latencies,
+        cpu_seconds: cpu_seconds()?.0 - cpu.0,
     })
 }
 
@@ -300,6 +331,7 @@ fn pgbench_in(
     // The password goes in the environment, never on a command line.
     let (bare, env) = db::tool_connection(url)?;
     let threads = clients.clamp(1, 2).to_string();
+    let cpu = cpu_seconds()?;
     let out = Command::new(migrations::tool("pgbench"))
         .args(["--no-vacuum", "--protocol=prepared", "--file"])
         .arg(&file)
@@ -340,20 +372,38 @@ fn pgbench_in(
         seconds: secs as f64,
         ops_per_s,
         latencies,
+        cpu_seconds: cpu_seconds()?.1 - cpu.1,
     })
+}
+
+/// CPU seconds (user + system) used so far by this process, and by its children that have
+/// been waited for (pgbench), from /proc/self/stat.
+fn cpu_seconds() -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("read /proc/self/stat")?;
+    // Fields after the command name, which may hold spaces: state is the first, utime the
+    // 12th, then stime, cutime, cstime; in clock ticks (100 per second on Linux).
+    let fields: Vec<f64> = (stat.rsplit_once(')').map_or("", |(_, rest)| rest))
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    anyhow::ensure!(fields.len() > 15, "unexpected /proc/self/stat: {stat}");
+    let own = (fields[11] + fields[12]) / 100.0;
+    let children = (fields[13] + fields[14]) / 100.0;
+    Ok((own, children))
 }
 
 /// The OLTP table: ours against pgbench at each client count.
 pub fn print_table(rows: &[&Measurement]) {
     outln!(
-        "\n{:<13} {:<12} {:>7} {:>10} {:>8} {:>8} {:>11}",
+        "\n{:<13} {:<13} {:>7} {:>10} {:>8} {:>8} {:>11} {:>12}",
         "workload",
         "technique",
         "clients",
         "ops/s",
         "p50 ms",
         "p99 ms",
-        "vs pgbench"
+        "vs pgbench",
+        "client µs/op"
     );
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
     for m in rows {
@@ -367,14 +417,15 @@ pub fn print_table(rows: &[&Measurement]) {
             _ => "-".into(),
         };
         outln!(
-            "{:<13} {:<12} {:>7} {:>10.0} {:>8} {:>8} {:>11}",
+            "{:<13} {:<13} {:>7} {:>10.0} {:>8} {:>8} {:>11} {:>12}",
             m.workload,
             m.technique,
             m.clients.unwrap_or(0),
             m.ops_per_s.unwrap_or(0.0),
             ms(m.p50_ms),
             ms(m.p99_ms),
-            ratio
+            ratio,
+            m.client_cpu_us.map_or("-".into(), |c| format!("{c:.1}"))
         );
     }
 }
