@@ -9,6 +9,8 @@
 #
 # As a command:  scripts/pg.sh start DIR   start (or reuse) a private cluster in DIR, print its URL
 #                scripts/pg.sh stop DIR    stop it
+#                scripts/pg.sh replica PRIMARY_DIR DIR
+#                                          start a streaming replica of that cluster in DIR
 #                scripts/pg.sh url         print the server URL steps 1-2 find, or fail
 # Sourced, it defines pg_resolve, pg_server_or_private, pg_private_start, pg_private_stop and
 # friends.
@@ -16,7 +18,8 @@
 # Prints the directory holding initdb and pg_ctl, or fails.
 pg_bindir() {
   if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
-    dirname "$(command -v pg_ctl)"
+    # Through symlinks: the real directory also holds pg_basebackup and the rest.
+    dirname "$(readlink -f "$(command -v pg_ctl)")"
     return 0
   fi
   local dir
@@ -103,6 +106,15 @@ pg_private_start() {
       return 1
     }
   fi
+  pg_private_run "$dir" "$bindir"
+  rm -f "$dir/pwfile"
+  # The socket directory, percent-encoded, is the host: libpq and tokio-postgres agree.
+  echo "postgres://$userinfo@${dir//\//%2F}:5432/postgres"
+}
+
+# Starts the server of the cluster in DIR unless it runs: socket only, in DIR itself.
+pg_private_run() {
+  local dir=$1 bindir=$2
   if ! pg_as_owner "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
     pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
       -o "-c listen_addresses='' -c unix_socket_directories='$dir' -p 5432 ${PG_EXTRA_OPTS:-}" \
@@ -111,9 +123,34 @@ pg_private_start() {
       return 1
     }
   fi
-  # The socket directory, percent-encoded, is the host: libpq and tokio-postgres agree.
-  rm -f "$dir/pwfile"
-  echo "postgres://$userinfo@${dir//\//%2F}:5432/postgres"
+}
+
+# Starts a streaming replica of the private cluster in PRIMARY (running, trust auth) in DIR
+# and prints its URL. pg_basebackup -R copies the primary and writes standby.signal and
+# primary_conninfo, so the copy follows the primary over the primary's socket.
+pg_private_replica() {
+  local primary=$1 dir=$2 bindir
+  if ! bindir=$(pg_bindir); then
+    pg_no_server_help
+    return 1
+  fi
+  primary=$(cd "$primary" && pwd)
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  if [ ${#dir} -gt 90 ]; then
+    echo "pg.sh: $dir is too long for a Unix socket path (90 characters at most)" >&2
+    return 1
+  fi
+  [ "$(id -u)" -ne 0 ] || chown "$(pg_cluster_user)" "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    pg_as_owner "$bindir/pg_basebackup" -D "$dir/data" -R -X stream -c fast \
+      -h "$primary" -p 5432 -U postgres >"$dir/basebackup.log" 2>&1 || {
+      echo "pg.sh: pg_basebackup from $primary failed, see $dir/basebackup.log" >&2
+      return 1
+    }
+  fi
+  pg_private_run "$dir" "$bindir"
+  echo "postgres://postgres@${dir//\//%2F}:5432/postgres"
 }
 
 # Stops the private cluster in DIR, if one runs there.
@@ -202,6 +239,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail
   case "${1:-}" in
     start) pg_private_start "${2:?usage: pg.sh start DIR}" ;;
+    replica) pg_private_replica "${2:?usage: pg.sh replica PRIMARY_DIR DIR}" "${3:?usage: pg.sh replica PRIMARY_DIR DIR}" ;;
     stop) pg_private_stop "${2:?usage: pg.sh stop DIR}" ;;
     url) pg_resolve || { pg_no_server_help; exit 1; } ;;
     *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;

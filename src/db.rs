@@ -17,6 +17,9 @@ use crate::{Error, Result};
 /// A pool of async PostgreSQL connections.
 pub type Pool = DeadPool<AsyncPgConnection>;
 
+/// A connection checked out of a [`Pool`]; derefs to the connection.
+pub type PooledConnection = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+
 /// A validated `postgres://` URL. `Display` masks the password; [`DatabaseUrl::expose`]
 /// gives the real string to the driver and nowhere else.
 #[derive(Clone, PartialEq, Eq)]
@@ -248,7 +251,7 @@ pub fn url_from(flag: Option<&str>) -> Result<DatabaseUrl> {
     }
 }
 
-fn env_number(key: &str) -> Result<Option<u64>> {
+pub(crate) fn env_number(key: &str) -> Result<Option<u64>> {
     match std::env::var(key) {
         Err(_) => Ok(None),
         Ok(value) => value

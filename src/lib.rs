@@ -17,6 +17,7 @@ pub mod instrument;
 pub mod loaders;
 pub mod migrations;
 pub mod models;
+pub mod replicas;
 pub mod reports;
 pub mod roles;
 /// Tables as `diesel print-schema` prints them; regenerate, never edit.

@@ -438,6 +438,27 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
+    /// A streaming replica of this (running) cluster, started with `scripts/pg.sh
+    /// replica`, and its URL.
+    pub fn replica(&self, label: &str) -> (Cluster, String) {
+        let replica = Cluster::new(label);
+        let out = pg_sh(
+            &[
+                "replica",
+                self.0.to_str().unwrap(),
+                replica.0.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        (replica, url)
+    }
+
     /// Stops the server, keeping its files.
     pub fn stop(&self) {
         let out = pg_sh(&["stop", self.0.to_str().unwrap()], &[]);

@@ -1,0 +1,155 @@
+//! Read routing on a real primary and a real streaming replica (`pg_basebackup -R`), both
+//! private clusters of each test, on Unix sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use app::db::{DatabaseUrl, DbConfig};
+use app::models::{Email, NewUser, User};
+use app::replicas::{ReplicaConfig, Router, Server};
+use common::{Cluster, flag, pg_binaries_present};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+
+/// A migrated primary, its replica, and a router over both; `None` (skipped) without the
+/// server binaries.
+struct Pair {
+    primary: Cluster,
+    replica: Cluster,
+    replica_url: DatabaseUrl,
+    router: Router,
+}
+
+async fn pair(label: &str, tune: impl FnOnce(&mut ReplicaConfig)) -> Option<Pair> {
+    if !pg_binaries_present() {
+        return None;
+    }
+    let primary = Cluster::new(&format!("{label}-p"));
+    let primary_url = DatabaseUrl::parse(&primary.start(&[])).unwrap();
+    app::migrations::run_pending(&primary_url).await.unwrap();
+    let (replica, replica_url) = primary.replica(&format!("{label}-r"));
+    let replica_url = DatabaseUrl::parse(&replica_url).unwrap();
+    let mut config = ReplicaConfig::new(vec![replica_url.clone()]);
+    tune(&mut config);
+    let router = Router::new(&DbConfig::new(primary_url), config).unwrap();
+    Some(Pair {
+        primary,
+        replica,
+        replica_url,
+        router,
+    })
+}
+
+async fn in_recovery(conn: &mut AsyncPgConnection) -> bool {
+    flag(conn, "SELECT pg_is_in_recovery() AS flag").await
+}
+
+/// Writes a user on the primary; returns the WAL position after it.
+async fn write_user(router: &Router, email: &str) -> app::replicas::WalPosition {
+    let mut conn = router.write().await.unwrap();
+    assert_eq!(conn.server, Server::Primary);
+    let email = Email::parse(email).unwrap();
+    let new = NewUser {
+        email: &email,
+        display_name: "Replicated",
+    };
+    User::create(&conn, &new).await.unwrap();
+    Router::position(&mut conn).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_takes_reads_and_sees_writes_once_replayed() {
+    let Some(pair) = pair("route", |_| {}).await else {
+        return;
+    };
+    let mut write = pair.router.write().await.unwrap();
+    assert!(!in_recovery(&mut write).await, "writes go to the primary");
+    drop(write);
+
+    let seen = write_user(&pair.router, "ann@example.com").await;
+    let mut read = pair.router.read_after(&seen).await.unwrap();
+    assert_eq!(read.server, Server::Replica(0));
+    assert!(in_recovery(&mut read).await, "the read ran on the replica");
+    let ann = User::by_email(&read, "ann@example.com").await.unwrap();
+    assert_eq!(ann.display_name, "Replicated");
+
+    let mut read = pair.router.read().await.unwrap();
+    assert_eq!(read.server, Server::Replica(0));
+    assert!(in_recovery(&mut read).await);
+}
+
+/// Read-your-writes while the replica's replay is paused: the read goes to the primary
+/// within the wait bound and sees the write; once replay resumes, the replica serves it.
+/// A replica lagging past the bound is skipped by plain reads too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_paused_sends_read_your_writes_to_the_primary() {
+    let Some(pair) = pair("paused", |c| {
+        c.wait = Duration::from_millis(300);
+        c.max_lag = Duration::from_millis(200);
+        c.retry_after = Duration::from_millis(200);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut admin = app::db::connect(&pair.replica_url).await.unwrap();
+    admin
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+
+    let seen = write_user(&pair.router, "ben@example.com").await;
+    let mut read = pair.router.read_after(&seen).await.unwrap();
+    assert_eq!(
+        read.server,
+        Server::Primary,
+        "the replica has not replayed it"
+    );
+    assert!(!in_recovery(&mut read).await);
+    User::by_email(&read, "ben@example.com").await.unwrap();
+    drop(read);
+
+    // Past the lag bound, with replay still paused and WAL waiting: plain reads skip it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    write_user(&pair.router, "cat@example.com").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let read = pair.router.read().await.unwrap();
+    assert_eq!(read.server, Server::Primary, "a lagging replica is skipped");
+    drop(read);
+
+    admin
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut read = pair.router.read_after(&seen).await.unwrap();
+    assert_eq!(
+        read.server,
+        Server::Replica(0),
+        "caught up, the replica serves it"
+    );
+    assert!(in_recovery(&mut read).await);
+    User::by_email(&read, "ben@example.com").await.unwrap();
+}
+
+/// The replica stops mid-run: every read still succeeds, on the primary, without an error
+/// reaching the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_stopped_mid_run_reads_continue_on_the_primary() {
+    let Some(pair) = pair("stopped", |_| {}).await else {
+        return;
+    };
+    let seen = write_user(&pair.router, "dan@example.com").await;
+    let read = pair.router.read_after(&seen).await.unwrap();
+    assert_eq!(read.server, Server::Replica(0));
+    drop(read);
+
+    pair.replica.stop();
+    for _ in 0..20 {
+        let mut read = pair.router.read().await.unwrap();
+        assert_eq!(read.server, Server::Primary);
+        assert!(!in_recovery(&mut read).await);
+        User::by_email(&read, "dan@example.com").await.unwrap();
+    }
+    drop(pair.primary);
+}
