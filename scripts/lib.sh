@@ -29,6 +29,17 @@ need_diesel_cli() {
     --features "$feature" --locked
 }
 
+# pgbouncer (Debian's package) for tests/pgbouncer.rs, installed when missing and apt-get can.
+need_pgbouncer() {
+  if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then return 0; fi
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    say "pgbouncer is not installed (apt-get install pgbouncer): its tests will skip"
+    return 0
+  fi
+  say "installing pgbouncer (apt-get, once)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+}
+
 # Copies the checkout's own files into DIR, the folder to generate from: cargo-generate
 # --path copies the whole folder before it applies its ignore list, and a built target/ is
 # gigabytes. In a git checkout that is what git tracks plus new files it does not ignore

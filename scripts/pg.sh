@@ -11,6 +11,9 @@
 #                scripts/pg.sh stop DIR    stop it
 #                scripts/pg.sh replica PRIMARY_DIR DIR
 #                                          start a streaming replica of that cluster in DIR
+#                scripts/pg.sh bouncer UPSTREAM_DIR DIR [transaction|session]
+#                                          start pgbouncer in DIR in front of that cluster
+#                scripts/pg.sh bouncer-stop DIR
 #                scripts/pg.sh url         print the server URL steps 1-2 find, or fail
 # Sourced, it defines pg_resolve, pg_server_or_private, pg_private_start, pg_private_stop and
 # friends.
@@ -153,6 +156,58 @@ pg_private_replica() {
   echo "postgres://postgres@${dir//\//%2F}:5432/postgres"
 }
 
+# Starts a pgbouncer in DIR in front of the private cluster in UPSTREAM, in MODE
+# (transaction or session), on a Unix socket in DIR, and prints its URL. Trust auth, like the
+# private clusters; the pool is POOL_SIZE server connections (default 10).
+pg_bouncer_start() {
+  local upstream=$1 dir=$2 mode=$3 bouncer
+  if ! bouncer=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null); then
+    echo "pg.sh: pgbouncer is not installed (Debian: apt-get install pgbouncer)" >&2
+    return 1
+  fi
+  upstream=$(cd "$upstream" && pwd)
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  cat >"$dir/pgbouncer.ini" <<INI
+[databases]
+* = host=$upstream port=5432 user=postgres
+
+[pgbouncer]
+listen_addr =
+listen_port = 6432
+unix_socket_dir = $dir
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = $mode
+default_pool_size = ${POOL_SIZE:-10}
+max_client_conn = 500
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+admin_users = postgres
+ignore_startup_parameters = extra_float_digits
+INI
+  echo '"postgres" ""' >"$dir/userlist.txt"
+  [ "$(id -u)" -ne 0 ] || chown -R "$(pg_cluster_user)" "$dir"
+  # pgbouncer refuses to run as root, as initdb does.
+  pg_as_owner "$bouncer" -d "$dir/pgbouncer.ini" || {
+    echo "pg.sh: pgbouncer did not start, see $dir/pgbouncer.log" >&2
+    return 1
+  }
+  local i
+  for i in $(seq 100); do
+    [ -S "$dir/.s.PGSQL.6432" ] && break
+    sleep 0.05
+  done
+  echo "postgres://postgres@${dir//\//%2F}:6432/postgres"
+}
+
+# Stops the pgbouncer started in DIR, if one runs there.
+pg_bouncer_stop() {
+  local pid
+  pid=$(cat "$1/pgbouncer.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+}
+
 # Stops the private cluster in DIR, if one runs there.
 pg_private_stop() {
   local dir=$1 bindir
@@ -241,6 +296,8 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     start) pg_private_start "${2:?usage: pg.sh start DIR}" ;;
     replica) pg_private_replica "${2:?usage: pg.sh replica PRIMARY_DIR DIR}" "${3:?usage: pg.sh replica PRIMARY_DIR DIR}" ;;
     stop) pg_private_stop "${2:?usage: pg.sh stop DIR}" ;;
+    bouncer) pg_bouncer_start "${2:?usage: pg.sh bouncer UPSTREAM_DIR DIR MODE}" "${3:?usage: pg.sh bouncer UPSTREAM_DIR DIR MODE}" "${4:-transaction}" ;;
+    bouncer-stop) pg_bouncer_stop "${2:?usage: pg.sh bouncer-stop DIR}" ;;
     url) pg_resolve || { pg_no_server_help; exit 1; } ;;
     *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac

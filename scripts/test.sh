@@ -20,6 +20,7 @@ export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
 
 need_cargo_generate
 need_diesel_cli
+need_pgbouncer
 # Installed above: the checks that need them fail instead of skipping.
 export REQUIRE_DIESEL_CLI=1 REQUIRE_CARGO_GENERATE=1
 

@@ -175,6 +175,21 @@ pub struct DbConfig {
     pub wait_timeout: Duration,
     /// What `pool.get()` checks before handing out an idle connection (`DATABASE_POOL_RECYCLE`).
     pub recycle: Recycle,
+    /// What sits between the pool and the server (`DATABASE_POOLER`).
+    pub pooler: Pooler,
+}
+
+/// A connection pooler in front of the server, as far as the connections must know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooler {
+    /// None, or one in session mode: each connection is one server session.
+    #[default]
+    Session,
+    /// PgBouncer (< 1.21) in transaction mode: a server session is lent per transaction, so
+    /// a statement prepared in one transaction is gone in the next. Connections keep no
+    /// prepared statements and resolve every enum type when they open; callers must run
+    /// each unit of work in `conn.transaction(..)` (docs/scale-out.md).
+    Transaction,
 }
 
 /// The check a pooled connection passes before it is handed out again.
@@ -207,6 +222,15 @@ impl DbConfig {
         if let Some(secs) = env_number("DATABASE_POOL_TIMEOUT_SECS")? {
             config.wait_timeout = Duration::from_secs(secs);
         }
+        match std::env::var("DATABASE_POOLER").as_deref().map(str::trim) {
+            Err(_) | Ok("" | "session" | "none") => {}
+            Ok("transaction") => config.pooler = Pooler::Transaction,
+            Ok(other) => {
+                return Err(Error::Pool(format!(
+                    "DATABASE_POOLER must be session or transaction, got {other:?}"
+                )));
+            }
+        }
         match std::env::var("DATABASE_POOL_RECYCLE")
             .as_deref()
             .map(str::trim)
@@ -229,6 +253,7 @@ impl DbConfig {
             max_size: 10,
             wait_timeout: Duration::from_secs(5),
             recycle: Recycle::Fast,
+            pooler: Pooler::Session,
         }
     }
 }
@@ -251,6 +276,67 @@ pub fn url_from(flag: Option<&str>) -> Result<DatabaseUrl> {
     }
 }
 
+/// The URL for work that needs a whole server session (migrations and their advisory
+/// lock): the command-line URL, else `DATABASE_DIRECT_URL` (the server itself, past any
+/// transaction pooler), else [`url_from`].
+pub fn direct_url_from(flag: Option<&str>) -> Result<DatabaseUrl> {
+    if flag.is_none() {
+        let _ = dotenvy::dotenv();
+        if let Ok(raw) = std::env::var("DATABASE_DIRECT_URL") {
+            return DatabaseUrl::parse(&raw);
+        }
+    }
+    url_from(flag)
+}
+
+/// Refuses `url` when it leads through a transaction pooler, where a session setting or a
+/// session lock lands on a server session that other clients then share. The probe: mark
+/// this session, let a second connection take the server session it just used (poolers
+/// hand out the last used one first), then read the mark back. On a real session it is
+/// there; through a transaction pooler it is gone, or the read waits for the other's
+/// transaction.
+pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
+    use tokio_postgres::SimpleQueryMessage;
+    let failed = |e: tokio_postgres::Error| Error::Connection {
+        url: url.to_string(),
+        reason: error_chain(&e),
+    };
+    // The simple protocol throughout: it works through any pooler, where a prepared
+    // statement may not.
+    let (this, other) = (connect_client(url).await?, connect_client(url).await?);
+    let mark = format!(
+        "{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let set = format!("SET app.session_mark = '{mark}'");
+    this.batch_execute(&set).await.map_err(failed)?;
+    other
+        .batch_execute("BEGIN; SELECT 1")
+        .await
+        .map_err(failed)?;
+    let read = this.simple_query("SELECT current_setting('app.session_mark', true)");
+    let seen = tokio::time::timeout(Duration::from_secs(2), read).await;
+    let _ = other.batch_execute("ROLLBACK").await;
+    let seen = match seen {
+        Ok(rows) => rows.map_err(failed)?.into_iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        }),
+        Err(_) => None,
+    };
+    if seen.as_deref() == Some(mark.as_str()) {
+        return Ok(());
+    }
+    Err(Error::Connection {
+        url: url.to_string(),
+        reason: "it leads through a transaction pooler (PgBouncer pool_mode = transaction), \
+                 where the migration lock would not hold: set DATABASE_DIRECT_URL to the \
+                 server itself"
+            .into(),
+    })
+}
+
 pub(crate) fn env_number(key: &str) -> Result<Option<u64>> {
     match std::env::var(key) {
         Err(_) => Ok(None),
@@ -270,11 +356,12 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
         Recycle::Fast => RecyclingMethod::Fast,
         Recycle::Verified => RecyclingMethod::Verified,
     };
-    setup.custom_setup = Box::new(|raw| {
+    let pooler = config.pooler;
+    setup.custom_setup = Box::new(move |raw| {
         Box::pin(async move {
             let url = DatabaseUrl::parse(raw)
                 .map_err(|e| diesel::ConnectionError::InvalidConnectionUrl(e.to_string()))?;
-            connect(&url)
+            connect_through(&url, pooler)
                 .await
                 .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
         })
@@ -287,6 +374,35 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| Error::Pool(e.to_string()))
+}
+
+/// Readies a connection for a transaction-mode pooler: no statement cache (a statement
+/// prepared on one server session is missing on the next), and every enum type of the
+/// database resolved now, in one transaction, so tokio-postgres never has to prepare its
+/// type lookup again on a session that lacks it.
+async fn for_transaction_pooler(conn: &mut AsyncPgConnection) -> Result<()> {
+    use diesel_async::AsyncConnection;
+    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+    conn.transaction::<_, Error, _>(async |conn| {
+        #[derive(QueryableByName)]
+        struct Probe {
+            #[diesel(sql_type = Text)]
+            sql: String,
+        }
+        // Builds `SELECT NULL::"t1", NULL::"t2", ...` over the enums of the search path.
+        let probe: Probe = diesel::sql_query(
+            "SELECT 'SELECT ' || COALESCE(string_agg('NULL::' || format_type(t.oid, NULL), ', '), \
+             'NULL') AS sql FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+             WHERE t.typtype = 'e' AND n.nspname = ANY (current_schemas(false))",
+        )
+        .get_result(conn)
+        .await?;
+        // Prepared (not batch_execute): preparing is what makes tokio-postgres look the
+        // types up and keep them.
+        diesel::sql_query(probe.sql).execute(conn).await?;
+        Ok(())
+    })
+    .await
 }
 
 /// The default of [`connect_timeout`], in seconds.
@@ -348,12 +464,33 @@ pub fn tool_connection(url: &DatabaseUrl) -> Result<(String, Vec<(&'static str, 
 /// Opens one connection, with an error that names the (masked) URL and the cause. See
 /// [`connect_client`] for the bounded wait and the clean close.
 pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
+    connect_through(url, Pooler::Session).await
+}
+
+/// [`connect`] through `pooler`.
+async fn connect_through(url: &DatabaseUrl, pooler: Pooler) -> Result<AsyncPgConnection> {
     let (client, limit) = open(url).await?;
-    // diesel-async sets the session up (time zone, encoding): bounded too.
-    match tokio::time::timeout(limit, AsyncPgConnection::try_from(client)).await {
-        Ok(conn) => conn.map_err(|e| connection_error(url, e)),
-        Err(_) => Err(timed_out(url, limit)),
+    let bounced = pooler == Pooler::Transaction;
+    if bounced {
+        // diesel-async's set-up prepares and then runs its SETs, two round trips a
+        // transaction pooler may send to two server sessions: one transaction keeps them on
+        // one.
+        (client.batch_execute("BEGIN").await).map_err(|e| Error::Connection {
+            url: url.to_string(),
+            reason: error_chain(&e),
+        })?;
     }
+    // diesel-async sets the session up (time zone, encoding): bounded too.
+    let mut conn = match tokio::time::timeout(limit, AsyncPgConnection::try_from(client)).await {
+        Ok(conn) => conn.map_err(|e| connection_error(url, e))?,
+        Err(_) => return Err(timed_out(url, limit)),
+    };
+    if bounced {
+        use diesel_async::SimpleAsyncConnection;
+        conn.batch_execute("COMMIT").await?;
+        for_transaction_pooler(&mut conn).await?;
+    }
+    Ok(conn)
 }
 
 /// One tokio-postgres session: a single attempt, bounded by [`connect_timeout`] from the

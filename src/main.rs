@@ -75,7 +75,8 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let url = db::url_from(cli.url.as_deref())?;
     let config = DbConfig::with_env(url)?;
-    at_head(&config, cli.migrate).await?;
+    // Migrations need a whole session: past a transaction pooler when one is configured.
+    at_head(&db::direct_url_from(cli.url.as_deref())?, cli.migrate).await?;
     let pool = db::build_pool(&config)?;
     let result = handle(&pool, cli.command).await;
     // Every connection goes back to the server with a goodbye before the process ends.
@@ -85,8 +86,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Refuses to start on a schema behind this binary's migrations, or brings it to head when
 /// asked: code must never run against tables it does not know.
-async fn at_head(config: &DbConfig, migrate: bool) -> anyhow::Result<()> {
-    let status = Migrator::embedded()?.status(&config.url).await?;
+async fn at_head(url: &db::DatabaseUrl, migrate: bool) -> anyhow::Result<()> {
+    let status = Migrator::embedded()?.status(url).await?;
     if let Some(folder) = status.dirty.first() {
         bail!(
             "migration {folder} failed part-way: repair it (see `migrate verify`) before starting"
@@ -104,7 +105,7 @@ async fn at_head(config: &DbConfig, migrate: bool) -> anyhow::Result<()> {
             pending.join(", ")
         );
     }
-    for folder in migrations::run_pending(&config.url).await? {
+    for folder in migrations::run_pending(url).await? {
         errln!("applied {folder}");
     }
     Ok(())

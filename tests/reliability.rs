@@ -12,6 +12,7 @@ use app::schema::tasks;
 use app::{Error, Result};
 use common::{TestDb, count, table_exists, user, versions};
 use diesel::{ExpressionMethods, QueryDsl};
+use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
 /// Polls `sql` (returning `flag`) until true or the deadline passes.
@@ -518,15 +519,21 @@ async fn a_connection_the_server_closed_is_replaced_on_checkout() {
             ..DbConfig::new(db.url.clone())
         })
         .unwrap();
-        let before = backend_pid(&mut pool.get().await.unwrap()).await;
+        let mut held = pool.get().await.unwrap();
+        let before = backend_pid(&mut held).await;
         let kill = format!("SELECT pg_terminate_backend({before})");
         diesel::sql_query(kill).execute(&mut admin).await.unwrap();
-        let gone = format!(
-            "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {before}) AS flag"
+        // The driver task reads the server's goodbye on its own: wait until the connection
+        // knows, then hand it back to the pool.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !held.is_broken() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            held.is_broken(),
+            "the connection never noticed the server closed it"
         );
-        assert!(wait_for(&mut admin, &gone, Duration::from_secs(10)).await);
-        // The driver task reads the server's goodbye on its own; give it a moment.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(held);
         let mut conn = pool.get().await.unwrap();
         let after = backend_pid(&mut conn).await;
         assert_ne!(

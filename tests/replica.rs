@@ -109,25 +109,33 @@ async fn replica_paused_sends_read_your_writes_to_the_primary() {
     User::by_email(&read, "ben@example.com").await.unwrap();
     drop(read);
 
-    // Past the lag bound, with replay still paused and WAL waiting: plain reads skip it.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Once replay is behind by more than the bound, with WAL waiting, plain reads skip it.
     write_user(&pair.router, "cat@example.com").await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let read = pair.router.read().await.unwrap();
-    assert_eq!(read.server, Server::Primary, "a lagging replica is skipped");
-    drop(read);
+    let mut last = Server::Replica(0);
+    for _ in 0..500 {
+        last = pair.router.read().await.unwrap().server;
+        if last == Server::Primary {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(last, Server::Primary, "a lagging replica is skipped");
 
     admin
         .batch_execute("SELECT pg_wal_replay_resume()")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut read = pair.router.read_after(&seen).await.unwrap();
-    assert_eq!(
-        read.server,
-        Server::Replica(0),
-        "caught up, the replica serves it"
-    );
+    // Caught up (and past its retry time), the replica serves read-your-writes again.
+    let mut read = None;
+    for _ in 0..500 {
+        let routed = pair.router.read_after(&seen).await.unwrap();
+        if routed.server == Server::Replica(0) {
+            read = Some(routed);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut read = read.expect("the replica never served the read after replay resumed");
     assert!(in_recovery(&mut read).await);
     User::by_email(&read, "ben@example.com").await.unwrap();
 }

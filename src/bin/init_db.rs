@@ -13,7 +13,7 @@ use clap::Parser;
 #[command(version, about)]
 struct Args {
     /// Database URL, e.g. postgres://user:password@localhost:5432/app
-    /// [default: $DATABASE_URL, also read from .env]
+    /// [default: $DATABASE_DIRECT_URL, else $DATABASE_URL; also read from .env]
     #[arg(long, value_name = "URL")]
     url: Option<String>,
     /// Insert demo users, teams, tasks and tags (skipped when already present).
@@ -38,7 +38,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let url = db::url_from(args.url.as_deref())?;
+    let url = db::direct_url_from(args.url.as_deref())?;
     let name = url.database();
 
     let created = db::ensure_database(&url).await?;

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Database URL [default: $DATABASE_URL, also read from .env]
+    /// Database URL [default: $DATABASE_DIRECT_URL, else $DATABASE_URL; also read from .env]
     #[arg(long, global = true, value_name = "URL")]
     url: Option<String>,
     /// Read migrations from this folder instead of those compiled into the binary.
@@ -148,7 +148,7 @@ async fn main() -> ExitCode {
 }
 
 fn url(cli: &Cli) -> anyhow::Result<DatabaseUrl> {
-    Ok(db::url_from(cli.url.as_deref())?)
+    Ok(db::direct_url_from(cli.url.as_deref())?)
 }
 
 fn project_dir() -> PathBuf {

@@ -723,6 +723,7 @@ async fn blocking<T: Send + 'static>(
     url: &DatabaseUrl,
     work: impl FnOnce(&mut Conn, &DatabaseUrl) -> Result<T> + Send + 'static,
 ) -> Result<T> {
+    db::ensure_session(url).await?;
     let conn = db::connect(url).await?;
     let url = url.clone();
     tokio::task::spawn_blocking(move || work(&mut Conn::from(conn), &url))

@@ -459,11 +459,63 @@ impl Cluster {
         (replica, url)
     }
 
+    /// A pgbouncer in `mode` (transaction or session) with `pool_size` server connections
+    /// in front of this (running) cluster, and its URL; stopped when dropped.
+    pub fn bouncer(&self, label: &str, mode: &str, pool_size: usize) -> (Bouncer, String) {
+        let bouncer = Bouncer(Cluster::new(label).0.clone());
+        let size = pool_size.to_string();
+        let out = pg_sh(
+            &[
+                "bouncer",
+                self.0.to_str().unwrap(),
+                bouncer.0.to_str().unwrap(),
+                mode,
+            ],
+            &[("POOL_SIZE", &size)],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        (bouncer, url)
+    }
+
     /// Stops the server, keeping its files.
     pub fn stop(&self) {
         let out = pg_sh(&["stop", self.0.to_str().unwrap()], &[]);
         assert!(out.status.success(), "pg.sh stop failed");
     }
+}
+
+/// A pgbouncer process of a test's own (see [`Cluster::bouncer`]).
+pub struct Bouncer(pub std::path::PathBuf);
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        pg_sh(&["bouncer-stop", self.0.to_str().unwrap()], &[]);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// True if `pgbouncer` is installed; otherwise says the test is skipped, or fails when
+/// REQUIRE_PG_BINARIES=1.
+pub fn pgbouncer_present() -> bool {
+    let found = ["pgbouncer", "/usr/sbin/pgbouncer"].iter().any(|bin| {
+        std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !found {
+        assert!(
+            std::env::var("REQUIRE_PG_BINARIES").as_deref() != Ok("1"),
+            "REQUIRE_PG_BINARIES=1 but pgbouncer was not found (apt-get install pgbouncer)"
+        );
+        eprintln!("skipped: pgbouncer not found");
+    }
+    found
 }
 
 impl Drop for Cluster {

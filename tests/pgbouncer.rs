@@ -1,0 +1,177 @@
+//! The model API through a real pgbouncer process (the Debian package, 1.18) in front of a
+//! private cluster: what breaks in transaction mode, and the configuration that works.
+
+mod common;
+
+use app::db::{self, DatabaseUrl, DbConfig, Pooler};
+use app::models::{Email, NewTask, NewUser, Task, TaskStatus, Title, User};
+use common::{Bouncer, Cluster, pg_binaries_present, pgbouncer_present};
+use diesel_async::AsyncConnection;
+
+/// A migrated private cluster and a pgbouncer in front of it.
+async fn bounced(
+    label: &str,
+    mode: &str,
+    pool_size: usize,
+) -> Option<(Cluster, Bouncer, DatabaseUrl)> {
+    if !pg_binaries_present() || !pgbouncer_present() {
+        return None;
+    }
+    let cluster = Cluster::new(&format!("{label}-db"));
+    let direct = DatabaseUrl::parse(&cluster.start(&[])).unwrap();
+    app::migrations::run_pending(&direct).await.unwrap();
+    let (bouncer, url) = cluster.bouncer(&format!("{label}-pgb"), mode, pool_size);
+    Some((cluster, bouncer, DatabaseUrl::parse(&url).unwrap()))
+}
+
+/// One unit of work through the model API: a user, a task (an enum column), reads back.
+async fn unit(pool: &db::Pool, i: usize) -> app::Result<()> {
+    let conn = pool.get().await?;
+    let email = Email::parse(&format!("u{i}@example.com"))?;
+    let user = User::create(
+        &conn,
+        &NewUser {
+            email: &email,
+            display_name: "U",
+        },
+    )
+    .await?;
+    let title = Title::parse(&format!("task {i}"))?;
+    let task = Task::create(&conn, &NewTask::new(user.id, &title)).await?;
+    let found = Task::find(&conn, task.id).await?;
+    assert_eq!(found.status, TaskStatus::Todo);
+    User::by_email(&conn, email.as_str()).await?;
+    Ok(())
+}
+
+/// The default connection through transaction pooling: diesel-async prepares named
+/// statements, and the next transaction runs on a server session that lacks them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_transaction_mode_breaks_named_statements() {
+    let Some((_cluster, _bouncer, url)) = bounced("naive", "transaction", 4).await else {
+        return;
+    };
+    let pool = db::build_pool(&DbConfig {
+        max_size: 8,
+        ..DbConfig::new(url)
+    })
+    .unwrap();
+    let results = futures_util::future::join_all((0..50).map(|i| unit(&pool, i))).await;
+    let errors: Vec<String> = (results.into_iter())
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    assert!(!errors.is_empty(), "no unit failed");
+    assert!(
+        errors.iter().all(|e| e.contains("prepared statement")),
+        "{errors:#?}"
+    );
+}
+
+/// Session mode: a server session per client connection, so everything works as direct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_session_mode_runs_the_model_api_from_50_tasks() {
+    let Some((_cluster, _bouncer, url)) = bounced("session", "session", 10).await else {
+        return;
+    };
+    let pool = db::build_pool(&DbConfig {
+        max_size: 10,
+        ..DbConfig::new(url)
+    })
+    .unwrap();
+    let results = futures_util::future::join_all((0..50).map(|i| unit(&pool, i))).await;
+    for r in results {
+        r.unwrap();
+    }
+}
+
+/// Transaction mode, configured for it: no statement cache, enum types resolved at connect,
+/// and every unit of work in one transaction.
+async fn unit_in_transaction(pool: &db::Pool, i: usize) -> app::Result<()> {
+    let mut conn = pool.get().await?;
+    conn.transaction::<_, app::Error, _>(async |conn| {
+        let email = Email::parse(&format!("t{i}@example.com"))?;
+        let new = NewUser {
+            email: &email,
+            display_name: "T",
+        };
+        let user = User::create(conn, &new).await?;
+        let title = Title::parse(&format!("task {i}"))?;
+        let task = Task::create(conn, &NewTask::new(user.id, &title)).await?;
+        let (found, again) = tokio::try_join!(
+            Task::find(conn, task.id),
+            User::by_email(conn, email.as_str())
+        )?;
+        assert_eq!(found.status, TaskStatus::Todo);
+        assert_eq!(again.id, user.id);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_transaction_mode_runs_the_model_api_from_50_tasks() {
+    let Some((_cluster, _bouncer, url)) = bounced("txn", "transaction", 4).await else {
+        return;
+    };
+    let config = DbConfig {
+        max_size: 50,
+        pooler: Pooler::Transaction,
+        ..DbConfig::new(url)
+    };
+    let pool = db::build_pool(&config).unwrap();
+    let results =
+        futures_util::future::join_all((0..50).map(|i| unit_in_transaction(&pool, i))).await;
+    for r in results {
+        r.unwrap();
+    }
+}
+
+/// `migrate` refuses a transaction pooler, where its session lock would not hold, and
+/// names the way out; through DATABASE_DIRECT_URL it works with DATABASE_URL still pointing
+/// at the pooler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_transaction_mode_is_refused_by_migrate() {
+    let Some((cluster, _bouncer, bounced_url)) = bounced("migrate", "transaction", 4).await else {
+        return;
+    };
+    let direct = DatabaseUrl::parse(&format!(
+        "postgres://postgres@{}:5432/postgres",
+        cluster.0.to_str().unwrap().replace('/', "%2F")
+    ))
+    .unwrap();
+    let err = db::ensure_session(&bounced_url).await.unwrap_err();
+    assert!(err.to_string().contains("DATABASE_DIRECT_URL"), "{err}");
+    db::ensure_session(&direct).await.unwrap();
+
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"));
+        cmd.args(["current", "--check"])
+            .env_remove("DATABASE_DIRECT_URL")
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = run(&[("DATABASE_URL", bounced_url.expose())]);
+    assert!(!refused.status.success());
+    let stderr = common::stderr(&refused);
+    assert!(
+        stderr.contains("transaction pooler") && stderr.contains("DATABASE_DIRECT_URL"),
+        "{stderr}"
+    );
+    let fine = run(&[
+        ("DATABASE_URL", bounced_url.expose()),
+        ("DATABASE_DIRECT_URL", direct.expose()),
+    ]);
+    common::ok(fine);
+}
+
+/// Session mode keeps a server session per client: migrate's probe lets it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_session_mode_is_a_real_session() {
+    let Some((_cluster, _bouncer, url)) = bounced("sessprobe", "session", 4).await else {
+        return;
+    };
+    db::ensure_session(&url).await.unwrap();
+}
