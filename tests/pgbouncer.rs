@@ -175,3 +175,61 @@ async fn pgbouncer_session_mode_is_a_real_session() {
     };
     db::ensure_session(&url).await.unwrap();
 }
+
+/// `bench --pgbouncer` runs the OLTP workloads through the pooler too, and reports the
+/// server sessions each technique kept open: in transaction mode no more than the
+/// pooler's pool, however many clients.
+#[test]
+fn pgbouncer_bench_counts_the_server_sessions_it_used() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((cluster, _bouncer, bounced_url)) = rt.block_on(bounced("bench", "transaction", 2))
+    else {
+        return;
+    };
+    let direct = format!(
+        "postgres://postgres@{}:5432/postgres",
+        cluster.0.to_str().unwrap().replace('/', "%2F")
+    );
+    let dir = common::TempDir::new("bench-pgbouncer");
+    let json = dir.0.join("bench.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args([
+            "--rows",
+            "300",
+            "--users",
+            "10",
+            "--seconds",
+            "1",
+            "--clients",
+            "6",
+        ])
+        .args(["--workloads", "point_read,oltp_txn", "--url", &direct])
+        .args([
+            "--pgbouncer",
+            bounced_url.expose(),
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    common::ok(out);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for workload in ["point_read", "oltp_txn"] {
+        let at = |technique: &str| {
+            (report["results"].as_array().unwrap().iter())
+                .find(|r| r["workload"] == workload && r["technique"] == technique)
+                .unwrap_or_else(|| panic!("no {workload}/{technique}: {report}"))
+                .clone()
+        };
+        let (direct, bounced) = (at("model_api"), at("pgbouncer"));
+        assert!(bounced["ops_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(direct["server_sessions"], 6, "a session per client, direct");
+        let pooled = bounced["server_sessions"].as_u64().unwrap();
+        assert!(
+            (1..=2).contains(&pooled),
+            "{workload}: {pooled} sessions behind a pool of 2"
+        );
+    }
+}

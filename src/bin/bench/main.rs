@@ -55,6 +55,14 @@ struct Args {
     /// [default: 10 x --rows]
     #[arg(long, value_name = "N")]
     stream_rows: Option<usize>,
+    /// A pgbouncer in front of the server (its `*` database forwarding every name): the
+    /// OLTP workloads also run through it, as technique `pgbouncer`, each unit of work in a
+    /// transaction when --pgbouncer-mode is transaction.
+    #[arg(long, value_name = "URL")]
+    pgbouncer: Option<String>,
+    /// The pool_mode that pgbouncer runs in.
+    #[arg(long, value_name = "MODE", default_value = "transaction", value_parser = ["transaction", "session"])]
+    pgbouncer_mode: String,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
@@ -92,6 +100,9 @@ struct Measurement {
     p99_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_rss_mib: Option<f64>,
+    /// Most server sessions open on the database while the workload ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_sessions: Option<usize>,
     /// CPU the client process spent per unit of work (its own, or pgbench's), in µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     client_cpu_us: Option<f64>,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use app::db::{self, DatabaseUrl, DbConfig, Pool, Recycle};
+use app::db::{self, DatabaseUrl, DbConfig, Pool, Pooler, Recycle};
 use app::models::{Comment, CommentOn, Priority, Task, TaskChanges};
 use app::{errln, migrations, outln};
 use diesel::connection::{Instrumentation, InstrumentationEvent};
@@ -94,7 +94,7 @@ pub async fn run(
     let duration = Duration::from_secs(args.seconds.max(1));
     let mut pgbench_works = true;
     for op in ops {
-        let script = script(op, url, rows, users).await?;
+        let (script, statements) = script(op, url, rows, users).await?;
         for &clients in &args.clients {
             // Ours as configured by default, and (for point reads) with the checkout ping
             // the default leaves out; each on a pool of its own, closed before the next.
@@ -103,15 +103,46 @@ pub async fn run(
                 ours_as.push(("pool_verified", Recycle::Verified));
             }
             for (technique, recycle) in ours_as {
+                // DATABASE_POOLER from the environment: the bench can run through PgBouncer.
                 let pool = db::build_pool(&DbConfig {
                     max_size: clients,
                     recycle,
-                    ..DbConfig::new(url.clone())
+                    ..DbConfig::with_env(named(url, technique)?)?
                 })?;
-                let load = ours(&pool, op, clients, duration, rows as i64, users as i64).await?;
-                results.push(load.measurement(op, technique, clients));
+                let load = ours(&pool, op, clients, duration, (rows, users), false);
+                let (load, peak) = peak_sessions(url, technique, load).await?;
+                let mut m = load.measurement(op, technique, clients);
+                m.server_sessions = Some(peak);
+                results.push(m);
                 drop(pool);
-                sessions_closed(conn).await?;
+                sessions_closed(conn, technique).await?;
+            }
+            if let Some(bouncer) = &args.pgbouncer {
+                // The same database, reached through the pooler; its server sessions stay
+                // open after the pool closes, as a pooler's do.
+                let through = DatabaseUrl::parse(bouncer)?.with_database(&url.database());
+                let transaction = args.pgbouncer_mode == "transaction";
+                let pooler = match transaction {
+                    true => Pooler::Transaction,
+                    false => Pooler::Session,
+                };
+                let pool = db::build_pool(&DbConfig {
+                    max_size: clients,
+                    pooler,
+                    ..DbConfig::new(named(&through, "pgbouncer")?)
+                })?;
+                let load = ours(&pool, op, clients, duration, (rows, users), transaction);
+                let (load, peak) = peak_sessions(url, "pgbouncer", load).await?;
+                let mut m = load.measurement(op, "pgbouncer", clients);
+                m.server_sessions = Some(peak);
+                results.push(m);
+                drop(pool);
+            }
+            if let Op::PointRead = op {
+                let named = named(url, "tokio_postgres")?;
+                let load = driver_only(&named, &statements[0], clients, duration, rows as i64);
+                results.push(load.await?.measurement(op, "tokio_postgres", clients));
+                sessions_closed(conn, "tokio_postgres").await?;
             }
             if !pgbench_works {
                 continue;
@@ -126,7 +157,7 @@ pub async fn run(
                     pgbench_works = false;
                 }
             }
-            sessions_closed(conn).await?;
+            sessions_closed(conn, "pgbench").await?;
         }
     }
     Ok(())
@@ -138,21 +169,57 @@ struct Sessions {
     n: i64,
 }
 
-/// Waits (up to 10 s) until `conn` is the only session on its database, so the next
-/// measurement gets every connection slot the server has.
-async fn sessions_closed(conn: &mut AsyncPgConnection) -> anyhow::Result<()> {
+/// `url` with `application_name` set to `technique`: how the server tells the sessions of
+/// one technique from the others'.
+fn named(url: &DatabaseUrl, technique: &str) -> anyhow::Result<DatabaseUrl> {
+    let glue = if url.expose().contains('?') { '&' } else { '?' };
+    let named = format!("{}{glue}application_name={technique}", url.expose());
+    Ok(DatabaseUrl::parse(&named)?)
+}
+
+/// How many sessions of `technique` are open on the database `conn` is on.
+async fn sessions_of(conn: &mut AsyncPgConnection, technique: &str) -> anyhow::Result<usize> {
     let sql = "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
-               AND pid <> pg_backend_pid()";
+               AND application_name = $1";
+    let query = diesel::sql_query(sql).bind::<diesel::sql_types::Text, _>(technique);
+    let found: Sessions = diesel_async::RunQueryDsl::get_result(query, conn).await?;
+    Ok(found.n as usize)
+}
+
+/// Waits (up to 10 s) until the sessions of `technique` have closed, so the next
+/// measurement gets every connection slot the server has.
+async fn sessions_closed(conn: &mut AsyncPgConnection, technique: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let others: Sessions =
-            diesel_async::RunQueryDsl::get_result(diesel::sql_query(sql), conn).await?;
-        if others.n == 0 {
-            break;
-        }
+    while sessions_of(conn, technique).await? > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Runs `work` while counting, every 20 ms on a connection of its own, the server
+/// sessions of `technique` on `url`'s database; returns its result and the most at once.
+async fn peak_sessions<T>(
+    url: &DatabaseUrl,
+    technique: &str,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, usize)> {
+    let mut watcher = db::connect(url).await?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let watch = async {
+        let mut most = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            most = most.max(sessions_of(&mut watcher, technique).await?);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<_, anyhow::Error>(most)
+    };
+    let work = async {
+        let out = work.await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    };
+    let (out, most) = tokio::join!(work, watch);
+    Ok((out?, most?))
 }
 
 /// Completed units of work and how long each took.
@@ -197,9 +264,10 @@ async fn ours(
     op: Op,
     clients: usize,
     duration: Duration,
-    rows: i64,
-    users: i64,
+    (rows, users): (usize, usize),
+    in_transaction: bool,
 ) -> anyhow::Result<Load> {
+    let (rows, users) = (rows as i64, users as i64);
     // Open the connections first: pgbench's rate also leaves connecting out.
     let warm = futures_util::future::try_join_all((0..clients).map(|_| pool.get())).await?;
     drop(warm);
@@ -210,17 +278,21 @@ async fn ours(
     for client in 0..clients {
         let pool = pool.clone();
         tasks.spawn(async move {
-            // xorshift64: uniform ids like pgbench's random(), no crate needed.
-            let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut ids = Ids::new(client, rows);
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let id = 1 + (state % rows as u64) as i64;
+                let id = ids.next();
                 let began = Instant::now();
                 let mut conn = pool.get().await?;
-                op.run(&mut conn, id, users).await?;
+                match (in_transaction, op) {
+                    (true, Op::PointRead) => {
+                        conn.transaction::<_, app::Error, _>(async |conn| {
+                            op.run(conn, id, users).await
+                        })
+                        .await?
+                    }
+                    _ => op.run(&mut conn, id, users).await?,
+                }
                 drop(conn);
                 latencies.push(began.elapsed());
             }
@@ -236,6 +308,77 @@ async fn ours(
     Ok(Load {
         seconds,
         ops_per_s,
+        latencies,
+        cpu_seconds: cpu_seconds()?.0 - cpu.0,
+    })
+}
+
+/// Uniform random ids in `1..=rows`, as pgbench's `random(1, rows)`: xorshift64, one
+/// stream per client, no crate needed.
+struct Ids {
+    state: u64,
+    rows: u64,
+}
+
+impl Ids {
+    fn new(client: usize, rows: i64) -> Self {
+        let state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Ids {
+            state,
+            rows: rows.max(1) as u64,
+        }
+    }
+
+    fn next(&mut self) -> i64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        1 + (self.state % self.rows) as i64
+    }
+}
+
+/// The driver alone: each task holds a tokio-postgres client and runs the model API's point
+/// read as one prepared statement, leaving the row undecoded as pgbench does. Against
+/// `model_api`, it shows what Diesel and the pool add; against pgbench, what the driver costs.
+async fn driver_only(
+    url: &DatabaseUrl,
+    sql: &str,
+    clients: usize,
+    duration: Duration,
+    rows: i64,
+) -> anyhow::Result<Load> {
+    let mut held = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let client = db::connect_client(url).await?;
+        let statement = client.prepare(sql).await?;
+        held.push((client, statement));
+    }
+    let cpu = cpu_seconds()?;
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (client, statement)) in held.into_iter().enumerate() {
+        tasks.spawn(async move {
+            let mut ids = Ids::new(i, rows);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let id = ids.next();
+                let began = Instant::now();
+                // The point read binds the id and LIMIT 1, both bigint.
+                client.query_one(&statement, &[&id, &1_i64]).await?;
+                latencies.push(began.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Load {
+        seconds,
+        ops_per_s: latencies.len() as f64 / seconds,
         latencies,
         cpu_seconds: cpu_seconds()?.0 - cpu.0,
     })
@@ -261,7 +404,12 @@ impl Instrumentation for Capture {
 /// A pgbench script running exactly the statements `op` sends through the model API,
 /// captured by running it once. A model change that alters them fails here, loudly,
 /// instead of comparing against different SQL.
-async fn script(op: Op, url: &DatabaseUrl, rows: usize, users: usize) -> anyhow::Result<String> {
+async fn script(
+    op: Op,
+    url: &DatabaseUrl,
+    rows: usize,
+    users: usize,
+) -> anyhow::Result<(String, Vec<String>)> {
     let mut conn = db::connect(url).await?;
     let capture = Capture::default();
     conn.set_instrumentation(capture.clone());
@@ -293,7 +441,7 @@ async fn script(op: Op, url: &DatabaseUrl, rows: usize, users: usize) -> anyhow:
         script.push_str(&sql);
         script.push_str(";\n");
     }
-    Ok(script)
+    Ok((script, statements))
 }
 
 /// The highest `$n` in `sql`.
@@ -395,10 +543,11 @@ fn cpu_seconds() -> anyhow::Result<(f64, f64)> {
 /// The OLTP table: ours against pgbench at each client count.
 pub fn print_table(rows: &[&Measurement]) {
     outln!(
-        "\n{:<13} {:<13} {:>7} {:>10} {:>8} {:>8} {:>11} {:>12}",
+        "\n{:<13} {:<14} {:>7} {:>8} {:>10} {:>8} {:>8} {:>11} {:>12}",
         "workload",
         "technique",
         "clients",
+        "sessions",
         "ops/s",
         "p50 ms",
         "p99 ms",
@@ -417,10 +566,11 @@ pub fn print_table(rows: &[&Measurement]) {
             _ => "-".into(),
         };
         outln!(
-            "{:<13} {:<13} {:>7} {:>10.0} {:>8} {:>8} {:>11} {:>12}",
+            "{:<13} {:<14} {:>7} {:>8} {:>10.0} {:>8} {:>8} {:>11} {:>12}",
             m.workload,
             m.technique,
             m.clients.unwrap_or(0),
+            m.server_sessions.map_or("-".into(), |n| n.to_string()),
             m.ops_per_s.unwrap_or(0.0),
             ms(m.p50_ms),
             ms(m.p99_ms),
