@@ -40,17 +40,7 @@ where
     R: BulkRow,
     I: IntoIterator<Item = R>,
 {
-    let mut copy = CopyIn::open(url).await?;
-    let mut batch = Vec::with_capacity(COPY_BATCH_ROWS);
-    for row in rows {
-        batch.push(row);
-        if batch.len() == COPY_BATCH_ROWS {
-            copy.write(&batch).await?;
-            batch.clear();
-        }
-    }
-    copy.write(&batch).await?;
-    copy.finish().await
+    copy_insert_stream(url, futures_util::stream::iter(rows)).await
 }
 
 /// [`copy_insert_iter`] for rows that arrive asynchronously (a file, a socket, another

@@ -11,6 +11,7 @@ use app::models::{Comment, CommentOn, Priority, Task, TaskChanges};
 use app::{errln, migrations, outln};
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use tokio_postgres::Statement;
 
 use super::{Args, Measurement, Results};
 
@@ -267,33 +268,50 @@ async fn ours(
     (rows, users): (usize, usize),
     in_transaction: bool,
 ) -> anyhow::Result<Load> {
-    let (rows, users) = (rows as i64, users as i64);
     // Open the connections first: pgbench's rate also leaves connecting out.
     let warm = futures_util::future::try_join_all((0..clients).map(|_| pool.get())).await?;
     drop(warm);
+    let users = users as i64;
+    let unit = move |pool: Pool, id: i64| async move {
+        let mut conn = pool.get().await?;
+        match (in_transaction, op) {
+            (true, Op::PointRead) => {
+                let read = async |conn: &mut db::PooledConnection| op.run(conn, id, users).await;
+                conn.transaction::<_, app::Error, _>(read).await?
+            }
+            _ => op.run(&mut conn, id, users).await?,
+        }
+        Ok(())
+    };
+    drive(vec![pool.clone(); clients], duration, rows as i64, unit).await
+}
+
+/// Runs `unit` from one task per state until `duration` is up, each task with its own
+/// stream of ids, and times every unit.
+async fn drive<S, F, Fut>(
+    states: Vec<S>,
+    duration: Duration,
+    rows: i64,
+    unit: F,
+) -> anyhow::Result<Load>
+where
+    S: Clone + Send + 'static,
+    F: Fn(S, i64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
     let cpu = cpu_seconds()?;
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for client in 0..clients {
-        let pool = pool.clone();
+    for (client, state) in states.into_iter().enumerate() {
+        let unit = unit.clone();
         tasks.spawn(async move {
             let mut ids = Ids::new(client, rows);
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let id = ids.next();
                 let began = Instant::now();
-                let mut conn = pool.get().await?;
-                match (in_transaction, op) {
-                    (true, Op::PointRead) => {
-                        conn.transaction::<_, app::Error, _>(async |conn| {
-                            op.run(conn, id, users).await
-                        })
-                        .await?
-                    }
-                    _ => op.run(&mut conn, id, users).await?,
-                }
-                drop(conn);
+                unit(state.clone(), id).await?;
                 latencies.push(began.elapsed());
             }
             Ok::<_, anyhow::Error>(latencies)
@@ -304,10 +322,9 @@ async fn ours(
         latencies.extend(done??);
     }
     let seconds = start.elapsed().as_secs_f64();
-    let ops_per_s = latencies.len() as f64 / seconds;
     Ok(Load {
         seconds,
-        ops_per_s,
+        ops_per_s: latencies.len() as f64 / seconds,
         latencies,
         cpu_seconds: cpu_seconds()?.0 - cpu.0,
     })
@@ -351,37 +368,14 @@ async fn driver_only(
     for _ in 0..clients {
         let client = db::connect_client(url).await?;
         let statement = client.prepare(sql).await?;
-        held.push((client, statement));
+        held.push((Arc::new(client), statement));
     }
-    let cpu = cpu_seconds()?;
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, (client, statement)) in held.into_iter().enumerate() {
-        tasks.spawn(async move {
-            let mut ids = Ids::new(i, rows);
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let id = ids.next();
-                let began = Instant::now();
-                // The point read binds the id and LIMIT 1, both bigint.
-                client.query_one(&statement, &[&id, &1_i64]).await?;
-                latencies.push(began.elapsed());
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        });
-    }
-    let mut latencies = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        latencies.extend(done??);
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(Load {
-        seconds,
-        ops_per_s: latencies.len() as f64 / seconds,
-        latencies,
-        cpu_seconds: cpu_seconds()?.0 - cpu.0,
-    })
+    let unit = |(client, statement): (Arc<tokio_postgres::Client>, Statement), id: i64| async move {
+        // The point read binds the id and LIMIT 1, both bigint.
+        client.query_one(&statement, &[&id, &1_i64]).await?;
+        Ok(())
+    };
+    drive(held, duration, rows, unit).await
 }
 
 /// Records each statement's SQL (never its binds) as Diesel sends it.
