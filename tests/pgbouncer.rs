@@ -233,3 +233,41 @@ fn pgbouncer_bench_counts_the_server_sessions_it_used() {
         );
     }
 }
+
+/// The bulk paths through transaction pooling: each is one transaction already (COPY on a
+/// connection of its own), so they need nothing more than the pooler setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_transaction_mode_takes_bulk_writes_and_copy() {
+    let Some((_cluster, _bouncer, url)) = bounced("bulk", "transaction", 2).await else {
+        return;
+    };
+    let config = DbConfig {
+        max_size: 4,
+        pooler: Pooler::Transaction,
+        ..DbConfig::new(url.clone())
+    };
+    let pool = db::build_pool(&config).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let rows: Vec<app::models::UserRow> = (0..500)
+        .map(|i| app::models::UserRow {
+            email: Email::parse(&format!("b{i}@example.com")).unwrap(),
+            display_name: format!("B {i}"),
+        })
+        .collect();
+    assert_eq!(app::bulk::insert(&mut conn, &rows).await.unwrap(), 500);
+    let owner = conn
+        .transaction::<_, app::Error, _>(async |c| User::by_email(c, "b0@example.com").await)
+        .await
+        .unwrap();
+    let titles: Vec<Title> = (0..2_000)
+        .map(|i| Title::parse(&format!("copied {i}")).unwrap())
+        .collect();
+    let tasks: Vec<NewTask> = titles.iter().map(|t| NewTask::new(owner.id, t)).collect();
+    assert_eq!(app::bulk::copy_insert(&url, &tasks).await.unwrap(), 2_000);
+    let mine = conn
+        .transaction::<_, app::Error, _>(async |c| Task::owned_by(c, &owner).await)
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 2_000);
+    assert!(mine.iter().all(|t| t.status == TaskStatus::Todo));
+}
