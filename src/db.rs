@@ -490,6 +490,11 @@ async fn connect_through(url: &DatabaseUrl, pooler: Pooler) -> Result<AsyncPgCon
         conn.batch_execute("COMMIT").await?;
         for_transaction_pooler(&mut conn).await?;
     }
+    // Every statement from here on is a tracing span; slow ones a warning.
+    diesel_async::AsyncConnection::set_instrumentation(
+        &mut conn,
+        crate::instrument::QueryTracing::from_env()?,
+    );
     Ok(conn)
 }
 

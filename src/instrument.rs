@@ -1,21 +1,133 @@
-//! Counting the statements a connection sends, through Diesel's instrumentation hook: the
-//! test-side proof that a loader's query count does not grow with the number of parents.
+//! Diesel's instrumentation hook, bridged to `tracing`: every connection `db` opens reports
+//! each statement as a `query` span (its SQL and duration, never its bind values, which may
+//! hold secrets), transactions as `transaction` spans, and a `warn` event for a statement
+//! slower than `DATABASE_SLOW_QUERY_MS`. The library only emits: the binaries, or your
+//! application, choose a subscriber. [`QueryCounter`] counts the same events for tests.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
+use tracing::Span;
+use tracing::field::Empty;
+
+/// The default of `DATABASE_SLOW_QUERY_MS`.
+pub const SLOW_QUERY_MS: u64 = 500;
+
+/// The bridge installed on every connection; see the module docs.
+#[derive(Debug)]
+pub struct QueryTracing {
+    slow: Duration,
+    /// Statements sent and not yet answered, oldest first: with pipelining several are in
+    /// flight on one connection, and the server answers them in order.
+    running: VecDeque<(Instant, Span)>,
+    transactions: Vec<Span>,
+    counter: Option<QueryCounter>,
+}
+
+impl QueryTracing {
+    /// Warns about statements that take `slow` or longer.
+    pub fn new(slow: Duration) -> Self {
+        QueryTracing {
+            slow,
+            running: VecDeque::new(),
+            transactions: Vec::new(),
+            counter: None,
+        }
+    }
+
+    /// The threshold from `DATABASE_SLOW_QUERY_MS`, else [`SLOW_QUERY_MS`].
+    pub fn from_env() -> crate::Result<Self> {
+        let ms = crate::db::env_number("DATABASE_SLOW_QUERY_MS")?.unwrap_or(SLOW_QUERY_MS);
+        Ok(QueryTracing::new(Duration::from_millis(ms)))
+    }
+}
+
+/// A statement's SQL without its bind values: Diesel's debug form appends them after
+/// ` -- binds: `.
+fn sql_of(query: &dyn diesel::connection::DebugQuery) -> String {
+    let text = query.to_string();
+    match text.rfind(" -- binds: ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+impl Instrumentation for QueryTracing {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        match event {
+            InstrumentationEvent::StartQuery { query, .. } => {
+                if let Some(counter) = &self.counter {
+                    counter.0.fetch_add(1, Ordering::Relaxed);
+                }
+                let span = match self.transactions.last() {
+                    Some(tx) => {
+                        tracing::debug_span!(parent: tx, "query", sql = Empty, ms = Empty, error = Empty)
+                    }
+                    None => tracing::debug_span!("query", sql = Empty, ms = Empty, error = Empty),
+                };
+                // Rendering the SQL costs; only for a subscriber that wants it.
+                if !span.is_disabled() {
+                    span.record("sql", sql_of(query));
+                }
+                self.running.push_back((Instant::now(), span));
+            }
+            InstrumentationEvent::FinishQuery { query, error, .. } => {
+                let Some((started, span)) = self.running.pop_front() else {
+                    return;
+                };
+                let took = started.elapsed();
+                let ms = took.as_secs_f64() * 1000.0;
+                span.record("ms", ms);
+                if let Some(error) = error {
+                    span.record("error", tracing::field::display(error));
+                }
+                if took >= self.slow {
+                    let threshold = self.slow.as_millis() as u64;
+                    tracing::warn!(parent: &span, sql = %sql_of(query), ms, threshold_ms = threshold,
+                        "slow query: {ms:.0} ms (DATABASE_SLOW_QUERY_MS is {threshold})");
+                }
+            }
+            InstrumentationEvent::BeginTransaction { depth, .. } => {
+                let depth = depth.get();
+                let span = match self.transactions.last() {
+                    Some(outer) => {
+                        tracing::debug_span!(parent: outer, "transaction", depth, outcome = Empty)
+                    }
+                    None => tracing::debug_span!("transaction", depth, outcome = Empty),
+                };
+                self.transactions.push(span);
+            }
+            InstrumentationEvent::CommitTransaction { .. } => {
+                if let Some(span) = self.transactions.pop() {
+                    span.record("outcome", "commit");
+                }
+            }
+            InstrumentationEvent::RollbackTransaction { .. } => {
+                if let Some(span) = self.transactions.pop() {
+                    span.record("outcome", "rollback");
+                }
+            }
+            // Connection events carry the URL, password and all: never recorded.
+            _ => {}
+        }
+    }
+}
 
 /// A shared count of statements started on one connection (BEGIN and COMMIT included).
 #[derive(Debug, Clone, Default)]
 pub struct QueryCounter(Arc<AtomicUsize>);
 
 impl QueryCounter {
-    /// Installs a fresh counter on `conn`, replacing any earlier instrumentation.
+    /// Installs a fresh counter on `conn`, with the tracing bridge as every connection has it.
     pub fn install(conn: &mut AsyncPgConnection) -> QueryCounter {
         let counter = QueryCounter::default();
-        conn.set_instrumentation(counter.clone());
+        let mut tracing = QueryTracing::new(Duration::from_millis(SLOW_QUERY_MS));
+        tracing.counter = Some(counter.clone());
+        conn.set_instrumentation(tracing);
         counter
     }
 
@@ -29,13 +141,5 @@ impl QueryCounter {
         let before = self.get();
         let out = work.await;
         (out, self.get() - before)
-    }
-}
-
-impl Instrumentation for QueryCounter {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { .. } = event {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }

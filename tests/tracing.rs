@@ -1,0 +1,135 @@
+//! The tracing bridge every connection carries (`src/instrument.rs`), read back through a
+//! capturing subscriber: a span per statement with its SQL and never its binds, a warning
+//! for a slow one, and no password in anything emitted.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use app::db::{self, DatabaseUrl};
+use app::instrument::QueryTracing;
+use app::models::User;
+use common::{Cluster, TestDb, pg_binaries_present};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+/// Everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A DEBUG subscriber for this thread, writing each span's fields when it closes.
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_ansi(false)
+        .finish();
+    (out.clone(), tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_query_is_one_span_with_its_sql_and_no_binds() {
+    let db = TestDb::new().await;
+    let conn = db::connect(&db.url).await.unwrap();
+    let (out, _guard) = capture();
+    let missing = User::by_email(&conn, "bind-value-secret@example.com").await;
+    assert!(missing.is_err());
+    let text = out.text();
+    let spans: Vec<&str> = (text.lines())
+        .filter(|l| l.contains("query{") && l.contains("close"))
+        .collect();
+    assert_eq!(spans.len(), 1, "{text}");
+    assert!(
+        spans[0].contains(r#"FROM \"users\""#) || spans[0].contains(r#"FROM "users""#),
+        "{text}"
+    );
+    assert!(spans[0].contains("ms="), "{text}");
+    assert!(
+        !text.contains("bind-value-secret"),
+        "a bind value was logged:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_query_warns_once_and_a_fast_one_not_at_all() {
+    let db = TestDb::new().await;
+    let mut conn = db::connect(&db.url).await.unwrap();
+    conn.set_instrumentation(QueryTracing::new(Duration::from_millis(100)));
+    let (out, _guard) = capture();
+    diesel::sql_query("SELECT 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query("SELECT pg_sleep(0.3)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let text = out.text();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains("slow query") && warnings[0].contains("pg_sleep"),
+        "{text}"
+    );
+}
+
+/// A password-protected private cluster: the password is in the URL every connection
+/// opens with, and appears nowhere in what the bridge emits, failed statements and
+/// transactions included.
+#[tokio::test(flavor = "current_thread")]
+async fn a_password_in_the_url_never_appears_in_any_event() {
+    if !pg_binaries_present() {
+        return;
+    }
+    let secret = "tr4cing-p4ssword";
+    let cluster = Cluster::new("tracing");
+    let url = DatabaseUrl::parse(&cluster.start(&[("PG_PASSWORD", secret)])).unwrap();
+    assert!(url.expose().contains(secret));
+    let (out, _guard) = capture();
+    let pool = db::build_pool(&db::DbConfig::new(url.clone())).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    conn.transaction::<_, diesel::result::Error, _>(async |c| {
+        diesel::sql_query("SELECT 1").execute(c).await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let _ = diesel::sql_query("SELEKT broken").execute(&mut conn).await;
+    let _ = db::connect(&url.with_database("no_such_database")).await;
+    let text = out.text();
+    assert!(text.contains("transaction{"), "{text}");
+    assert!(
+        text.contains("SELEKT broken") && text.contains("error="),
+        "{text}"
+    );
+    assert!(!text.contains(secret), "the password was emitted:\n{text}");
+}
