@@ -1,4 +1,5 @@
-//! What the binaries share: output that survives a closed pipe, and a clean exit.
+//! What the binaries share: output that survives a closed pipe, where diagnostics go, and a
+//! clean exit.
 //!
 //! `println!` panics when the reader has gone (`init_db | head -2`). These macros drop the
 //! line instead, so the command finishes its work and exits with its own status.
@@ -45,5 +46,43 @@ pub async fn finish(name: &str, result: Result<ExitCode, impl fmt::Display>) -> 
             errln!("{name}: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// How the binaries write diagnostics (tracing events) to stderr. Answers (tables,
+/// `current`) stay on stdout as plain text whatever this says.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Logging {
+    /// Diagnostics as text, or one JSON object a line for a log collector. RUST_LOG picks
+    /// which (default: warn; e.g. RUST_LOG=debug, or RUST_LOG=app=info).
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The two formats of [`Logging`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+impl Logging {
+    /// Installs the subscriber for this process: binaries call it first thing. The library
+    /// itself never does.
+    pub fn init(&self) {
+        use tracing_subscriber::EnvFilter;
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+        use std::io::IsTerminal;
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr);
+        // A second call (tests run binaries' code in one process) keeps the first.
+        let _ = match self.log_format {
+            LogFormat::Text => builder.try_init(),
+            LogFormat::Json => builder.json().try_init(),
+        };
     }
 }

@@ -24,6 +24,8 @@ struct Cli {
     /// instance; with several, run `migrate upgrade` as a release step instead.
     #[arg(long, global = true)]
     migrate: bool,
+    #[command(flatten)]
+    logging: app::cli::Logging,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,7 +70,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let result = run(Cli::parse()).await.map(|()| ExitCode::SUCCESS);
+    let cli = Cli::parse();
+    cli.logging.init();
+    let result = run(cli).await.map(|()| ExitCode::SUCCESS);
     app::cli::finish(env!("CARGO_PKG_NAME"), result).await
 }
 

@@ -133,3 +133,55 @@ async fn a_password_in_the_url_never_appears_in_any_event() {
     );
     assert!(!text.contains(secret), "the password was emitted:\n{text}");
 }
+
+/// `RUST_LOG=debug migrate upgrade` tells the operator about the lock and each migration
+/// with its duration; `--log-format json` writes the same as JSON lines; the answer on
+/// stdout is unchanged.
+#[tokio::test]
+async fn migrate_reports_the_lock_and_each_migration_at_debug() {
+    let db = TestDb::empty().await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+            .args(args)
+            .args(["--url", db.url.expose()])
+            .env("RUST_LOG", "debug")
+            .env_remove("DATABASE_URL")
+            .env_remove("LOG_FORMAT")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let out = run(&["upgrade"]);
+    let (stdout, stderr) = (common::stdout(&out), common::stderr(&out));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("migration lock taken waited_ms="),
+        "{stderr}"
+    );
+    for line in stdout.lines() {
+        let folder = line
+            .strip_prefix("applied ")
+            .expect("stdout stays the answer");
+        assert!(
+            stderr.lines().any(|l| l.contains("applied")
+                && l.contains(&format!("migration={folder}"))
+                && l.contains(" ms=")),
+            "no event for {folder}:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains('\u{1b}'), "no colours into a pipe");
+
+    let out = run(&["downgrade", "-1", "--log-format", "json"]);
+    let stderr = common::stderr(&out);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = (stderr.lines())
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "reverted" && e["fields"]["ms"].is_u64()),
+        "{stderr}"
+    );
+}

@@ -29,11 +29,15 @@ struct Args {
     /// table, now and in later migrations run by the same owner. See docs/security.md.
     #[arg(long, value_name = "ROLE")]
     app_role: Option<String>,
+    #[command(flatten)]
+    logging: app::cli::Logging,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let result = run(Args::parse()).await.map(|()| ExitCode::SUCCESS);
+    let args = Args::parse();
+    args.logging.init();
+    let result = run(args).await.map(|()| ExitCode::SUCCESS);
     app::cli::finish("init_db", result).await
 }
 

@@ -30,6 +30,8 @@ struct Cli {
     /// How long to wait for another migrate run's lock.
     #[arg(long, global = true, default_value = "60s", value_parser = duration)]
     wait: Duration,
+    #[command(flatten)]
+    logging: app::cli::Logging,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -144,7 +146,9 @@ fn duration(text: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    app::cli::finish("migrate", run(Cli::parse()).await).await
+    let cli = Cli::parse();
+    cli.logging.init();
+    app::cli::finish("migrate", run(cli).await).await
 }
 
 fn url(cli: &Cli) -> anyhow::Result<DatabaseUrl> {

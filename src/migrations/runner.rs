@@ -577,9 +577,15 @@ impl Migrator {
         url: &DatabaseUrl,
         work: impl FnOnce(&mut Conn) -> Result<T>,
     ) -> Result<T> {
-        let deadline = Instant::now() + self.config.wait;
+        let asked = Instant::now();
+        let deadline = asked + self.config.wait;
         let mut pause = Duration::from_millis(50);
+        tracing::debug!(key = LOCK_KEY, "taking the migration lock");
         while !diesel::select(pg_try_advisory_lock(LOCK_KEY)).get_result::<bool>(conn)? {
+            tracing::info!(
+                waited_ms = asked.elapsed().as_millis() as u64,
+                "another run holds the migration lock: waiting"
+            );
             if Instant::now() >= deadline {
                 return Err(Error::Migration(format!(
                     "another migration run holds the lock on {url}; gave up after {:?} \
@@ -590,12 +596,15 @@ impl Migrator {
             std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
             pause = (pause * 2).min(Duration::from_secs(1));
         }
+        let waited_ms = asked.elapsed().as_millis() as u64;
+        tracing::debug!(waited_ms, "migration lock taken");
         let result = conn
             .batch_execute(HISTORY_DDL)
             .map_err(Error::from)
             .and_then(|()| work(conn));
         // Closing the connection would release it too; this makes the release prompt.
         let _ = diesel::select(pg_advisory_unlock(LOCK_KEY)).execute(conn);
+        tracing::debug!("migration lock released");
         result
     }
 
@@ -649,8 +658,13 @@ impl Migrator {
                 }
                 // Outside a transaction the step marked itself dirty; the harness has now
                 // recorded (or forgotten) the version, so it is clean again.
-                Ok(_) if !m.run_in_transaction => return record(conn, m, way, started),
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    if !m.run_in_transaction {
+                        record(conn, m, way, started)?;
+                    }
+                    applied(m, way, started);
+                    return Ok(());
+                }
                 Err(e) => e,
             };
             let retry = m.run_in_transaction && attempt <= self.config.lock_retries;
@@ -660,6 +674,8 @@ impl Migrator {
             if !retry || !msg.contains(lock_timeout_text(url, lock_text)?) {
                 return Err(failure);
             }
+            tracing::warn!(migration = %m.folder, attempt, pause_ms = pause.as_millis() as u64,
+                "lock timeout: retrying");
             crate::errln!("{}: lock timeout, retry {attempt} in {pause:?}", m.folder);
             std::thread::sleep(pause);
             pause *= 2;
@@ -715,6 +731,15 @@ diesel::define_sql_function! {
 
 fn exists(conn: &mut Conn, table: &str) -> Result<bool> {
     Ok(diesel::select(to_regclass(table).is_not_null()).get_result(conn)?)
+}
+
+/// The event for a migration applied or reverted, with how long it took.
+fn applied(m: &Migration, way: Direction, started: Instant) {
+    let ms = started.elapsed().as_millis() as u64;
+    match way {
+        Direction::Up => tracing::info!(migration = %m.folder, ms, "applied"),
+        Direction::Down => tracing::info!(migration = %m.folder, ms, "reverted"),
+    }
 }
 
 /// Runs `work` on a blocking thread, on a fresh connection to `url` that diesel's synchronous

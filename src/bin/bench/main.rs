@@ -73,6 +73,8 @@ struct Args {
     /// process of its own, so its peak is the copy's alone).
     #[arg(long, hide = true, value_name = "N")]
     stream_child: Option<usize>,
+    #[command(flatten)]
+    logging: app::cli::Logging,
 }
 
 impl Args {
@@ -136,6 +138,7 @@ impl Results {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    args.logging.init();
     let result = match args.stream_child {
         Some(n) => stream::child(n, args.users).await,
         None => run(args).await,
