@@ -193,11 +193,26 @@ INI
     echo "pg.sh: pgbouncer did not start, see $dir/pgbouncer.log" >&2
     return 1
   }
-  local i
-  for i in $(seq 100); do
-    [ -S "$dir/.s.PGSQL.6432" ] && break
+  # Ready when it answers (pg_isready: 0 accepting, 1 rejecting, both mean it listens),
+  # not merely when its socket file exists.
+  local i bindir ready=
+  bindir=$(pg_bindir) || bindir=
+  for i in $(seq 200); do
+    if [ -n "$bindir" ]; then
+      local rc=0
+      "$bindir/pg_isready" -q -h "$dir" -p 6432 -U postgres -d postgres -t 2 || rc=$?
+      [ "$rc" -le 1 ] && ready=1
+    elif [ -S "$dir/.s.PGSQL.6432" ]; then
+      ready=1
+    fi
+    [ -n "$ready" ] && break
     sleep 0.05
   done
+  if [ -z "$ready" ]; then
+    echo "pg.sh: pgbouncer in $dir does not answer; its log:" >&2
+    cat "$dir/pgbouncer.log" >&2 2>/dev/null
+    return 1
+  fi
   echo "postgres://postgres@${dir//\//%2F}:6432/postgres"
 }
 
