@@ -222,26 +222,17 @@ impl DbConfig {
         if let Some(secs) = env_number("DATABASE_POOL_TIMEOUT_SECS")? {
             config.wait_timeout = Duration::from_secs(secs);
         }
-        match std::env::var("DATABASE_POOLER").as_deref().map(str::trim) {
-            Err(_) | Ok("" | "session" | "none") => {}
-            Ok("transaction") => config.pooler = Pooler::Transaction,
-            Ok(other) => {
-                return Err(Error::Pool(format!(
-                    "DATABASE_POOLER must be session or transaction, got {other:?}"
-                )));
-            }
+        let pooler = [
+            ("session", Pooler::Session),
+            ("none", Pooler::Session),
+            ("transaction", Pooler::Transaction),
+        ];
+        if let Some(choice) = env_choice("DATABASE_POOLER", &pooler)? {
+            config.pooler = choice;
         }
-        match std::env::var("DATABASE_POOL_RECYCLE")
-            .as_deref()
-            .map(str::trim)
-        {
-            Err(_) | Ok("" | "fast") => {}
-            Ok("verified") => config.recycle = Recycle::Verified,
-            Ok(other) => {
-                return Err(Error::Pool(format!(
-                    "DATABASE_POOL_RECYCLE must be fast or verified, got {other:?}"
-                )));
-            }
+        let recycle = [("fast", Recycle::Fast), ("verified", Recycle::Verified)];
+        if let Some(choice) = env_choice("DATABASE_POOL_RECYCLE", &recycle)? {
+            config.recycle = choice;
         }
         Ok(config)
     }
@@ -297,10 +288,7 @@ pub fn direct_url_from(flag: Option<&str>) -> Result<DatabaseUrl> {
 /// transaction.
 pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
     use tokio_postgres::SimpleQueryMessage;
-    let failed = |e: tokio_postgres::Error| Error::Connection {
-        url: url.to_string(),
-        reason: error_chain(&e),
-    };
+    let failed = |e| driver_error(url, &e);
     // The simple protocol throughout: it works through any pooler, where a prepared
     // statement may not.
     let (this, other) = (connect_client(url).await?, connect_client(url).await?);
@@ -335,6 +323,27 @@ pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
                  server itself"
             .into(),
     })
+}
+
+/// The value of `key` among `choices` (unset or empty: `None`), or an error listing them.
+fn env_choice<T: Copy>(key: &str, choices: &[(&str, T)]) -> Result<Option<T>> {
+    let Ok(raw) = std::env::var(key) else {
+        return Ok(None);
+    };
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    match choices.iter().find(|(name, _)| *name == raw) {
+        Some((_, value)) => Ok(Some(*value)),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            Err(Error::Pool(format!(
+                "{key} must be one of {}, got {raw:?}",
+                names.join(", ")
+            )))
+        }
+    }
 }
 
 pub(crate) fn env_number(key: &str) -> Result<Option<u64>> {
@@ -475,10 +484,7 @@ async fn connect_through(url: &DatabaseUrl, pooler: Pooler) -> Result<AsyncPgCon
         // diesel-async's set-up prepares and then runs its SETs, two round trips a
         // transaction pooler may send to two server sessions: one transaction keeps them on
         // one.
-        (client.batch_execute("BEGIN").await).map_err(|e| Error::Connection {
-            url: url.to_string(),
-            reason: error_chain(&e),
-        })?;
+        (client.batch_execute("BEGIN").await).map_err(|e| driver_error(url, &e))?;
     }
     // diesel-async sets the session up (time zone, encoding): bounded too.
     let mut conn = match tokio::time::timeout(limit, AsyncPgConnection::try_from(client)).await {
@@ -518,10 +524,7 @@ async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration)> {
         // tokio-postgres's own per-address timeout (the URL's connect_timeout) ran out.
         Ok(Err(e)) if is_timeout(&e) => return Err(timed_out(url, limit)),
         Ok(Err(e)) => {
-            return Err(Error::Connection {
-                url: url.to_string(),
-                reason: error_chain(&e),
-            });
+            return Err(driver_error(url, &e));
         }
         Err(_) => return Err(timed_out(url, limit)),
     };
@@ -569,6 +572,14 @@ pub fn connection_error(url: &DatabaseUrl, err: diesel::ConnectionError) -> Erro
     Error::Connection {
         url: url.to_string(),
         reason: reason.trim().to_owned(),
+    }
+}
+
+/// A tokio-postgres failure on `url` as ours: the masked URL and the whole cause chain.
+fn driver_error(url: &DatabaseUrl, err: &tokio_postgres::Error) -> Error {
+    Error::Connection {
+        url: url.to_string(),
+        reason: error_chain(err),
     }
 }
 
