@@ -54,7 +54,7 @@ pub async fn finish(name: &str, result: Result<ExitCode, impl fmt::Display>) -> 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Logging {
     /// Diagnostics as text, or one JSON object a line for a log collector. RUST_LOG picks
-    /// which (default: warn; e.g. RUST_LOG=debug, or RUST_LOG=app=info).
+    /// which (default: warn, info for the service; e.g. RUST_LOG=debug).
     #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
@@ -69,11 +69,12 @@ pub enum LogFormat {
 }
 
 impl Logging {
-    /// Installs the subscriber for this process: binaries call it first thing. The library
-    /// itself never does.
-    pub fn init(&self) {
+    /// Installs the subscriber for this process, `RUST_LOG` else `default` (`warn` for the
+    /// command-line tools, `info` for the service): binaries call it first thing. The
+    /// library itself never does.
+    pub fn init(&self, default: &str) {
         use tracing_subscriber::EnvFilter;
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
         use std::io::IsTerminal;
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)

@@ -46,6 +46,11 @@ impl QueryTracing {
     }
 }
 
+/// `d` in milliseconds to the microsecond, which prints short (`1312.553`).
+pub(crate) fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
 /// A statement's SQL without its bind values: Diesel's debug form appends them after
 /// ` -- binds: `.
 fn sql_of(query: &dyn diesel::connection::DebugQuery) -> String {
@@ -80,7 +85,7 @@ impl Instrumentation for QueryTracing {
                     return;
                 };
                 let took = started.elapsed();
-                let ms = took.as_secs_f64() * 1000.0;
+                let ms = millis(took);
                 span.record("ms", ms);
                 if let Some(error) = error {
                     span.record("error", tracing::field::display(error));

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use app::db::{self, DbConfig, Pool};
 use app::migrations::{self, Migrator};
 use app::models::{Email, NewTask, NewUser, Priority, Task, TaskChanges, TaskStatus, Title, User};
-use app::{errln, outln};
+use app::outln;
 use clap::{Parser, Subcommand};
 
 /// The example service: users and their tasks.
@@ -71,7 +71,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.logging.init();
+    cli.logging.init("info");
     let result = run(cli).await.map(|()| ExitCode::SUCCESS);
     app::cli::finish(env!("CARGO_PKG_NAME"), result).await
 }
@@ -109,15 +109,14 @@ async fn at_head(url: &db::DatabaseUrl, migrate: bool) -> anyhow::Result<()> {
             pending.join(", ")
         );
     }
-    for folder in migrations::run_pending(url).await? {
-        errln!("applied {folder}");
-    }
+    // The runner reports each migration it applies (an `info` event, shown by default).
+    migrations::run_pending(url).await?;
     Ok(())
 }
 
 async fn handle(pool: &Pool, command: Command) -> anyhow::Result<()> {
     use diesel_async::RunQueryDsl;
-    let mut conn = pool.get().await.context("no database connection")?;
+    let mut conn = db::checkout(pool).await.context("no database connection")?;
     match command {
         Command::AddUser { email, name } => {
             let email = Email::parse(&email)?;
@@ -178,7 +177,7 @@ async fn serve(pool: &Pool, every: Duration) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
             _ = tick.tick() => {
                 if let Err(err) = health(pool).await {
-                    errln!("health check failed: {err}");
+                    tracing::warn!(error = %format!("{err:#}"), "health check failed");
                 }
             }
         }
@@ -193,7 +192,7 @@ async fn serve(pool: &Pool, every: Duration) -> anyhow::Result<()> {
 async fn health(pool: &Pool) -> anyhow::Result<()> {
     use diesel::{IntoSql, sql_types::Integer};
     use diesel_async::RunQueryDsl;
-    let mut conn = pool.get().await?;
+    let mut conn = db::checkout(pool).await?;
     diesel::select(1.into_sql::<Integer>())
         .execute(&mut conn)
         .await?;

@@ -176,7 +176,7 @@ impl Router {
     /// A connection to the primary, for writes and transactions.
     pub async fn write(&self) -> Result<Routed> {
         Ok(Routed {
-            conn: self.primary.get().await?,
+            conn: db::checkout(&self.primary).await?,
             server: Server::Primary,
         })
     }
@@ -240,7 +240,7 @@ impl Router {
         replica: &Replica,
         seen: Option<&WalPosition>,
     ) -> Result<Option<db::PooledConnection>> {
-        let mut conn = replica.pool.get().await?;
+        let mut conn = db::checkout(&replica.pool).await?;
         if replica.due_for_check() {
             // Behind only while WAL waits to be replayed: an idle primary sends none, and
             // the age of the last replayed commit would grow without meaning anything.

@@ -116,7 +116,7 @@ async fn a_password_in_the_url_never_appears_in_any_event() {
     assert!(url.expose().contains(secret));
     let (out, _guard) = capture();
     let pool = db::build_pool(&db::DbConfig::new(url.clone())).unwrap();
-    let mut conn = pool.get().await.unwrap();
+    let mut conn = db::checkout(&pool).await.unwrap();
     conn.transaction::<_, diesel::result::Error, _>(async |c| {
         diesel::sql_query("SELECT 1").execute(c).await?;
         Ok(())
@@ -125,7 +125,11 @@ async fn a_password_in_the_url_never_appears_in_any_event() {
     .unwrap();
     let _ = diesel::sql_query("SELEKT broken").execute(&mut conn).await;
     let _ = db::connect(&url.with_database("no_such_database")).await;
+    let elsewhere = db::DbConfig::new(url.with_database("no_such_database"));
+    let failed = db::checkout(&db::build_pool(&elsewhere).unwrap()).await;
+    assert!(failed.is_err());
     let text = out.text();
+    assert!(text.contains("could not open a connection"), "{text}");
     assert!(text.contains("transaction{"), "{text}");
     assert!(
         text.contains("SELEKT broken") && text.contains("error="),
@@ -184,4 +188,55 @@ async fn migrate_reports_the_lock_and_each_migration_at_debug() {
             .any(|e| e["fields"]["message"] == "reverted" && e["fields"]["ms"].is_u64()),
         "{stderr}"
     );
+}
+
+/// The pool's own events: each checkout's wait, a checkout that timed out with the pool's
+/// state, and a connection thrown away because the server closed it (deadpool alone says
+/// nothing of that).
+#[tokio::test(flavor = "current_thread")]
+async fn the_pool_reports_waits_timeouts_and_discarded_connections() {
+    let db = TestDb::new().await;
+    let pool = db::build_pool(&db::DbConfig {
+        max_size: 1,
+        wait_timeout: Duration::from_millis(200),
+        ..db::DbConfig::new(db.url.clone())
+    })
+    .unwrap();
+    let (out, _guard) = capture();
+    use diesel_async::pooled_connection::PoolableConnection;
+    let mut held = db::checkout(&pool).await.unwrap();
+    let busy = db::checkout(&pool).await;
+    assert!(
+        matches!(busy, Err(app::Error::PoolTimeout)),
+        "{:?}",
+        busy.err()
+    );
+    // The session ends itself; the driver then learns it is closed.
+    let ended = diesel::sql_query("SELECT pg_terminate_backend(pg_backend_pid())")
+        .execute(&mut held)
+        .await;
+    assert!(ended.is_err(), "the server ended the session");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !held.is_broken() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(held);
+    let mut fresh = db::checkout(&pool).await.unwrap();
+    diesel::sql_query("SELECT 1")
+        .execute(&mut fresh)
+        .await
+        .unwrap();
+    let text = out.text();
+    let lines = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("checked out a connection waited_ms="), 2, "{text}");
+    assert_eq!(lines("opened a connection"), 2, "{text}");
+    let timeout: Vec<&str> = (text.lines())
+        .filter(|l| l.contains("WARN") && l.contains("no connection after"))
+        .collect();
+    assert_eq!(timeout.len(), 1, "{text}");
+    assert!(
+        timeout[0].contains("max_size=1") && timeout[0].contains("waiting="),
+        "{text}"
+    );
+    assert_eq!(lines("discarding a connection"), 1, "{text}");
 }

@@ -36,7 +36,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    args.logging.init();
+    args.logging.init("warn");
     let result = run(args).await.map(|()| ExitCode::SUCCESS);
     app::cli::finish("init_db", result).await
 }

@@ -147,7 +147,7 @@ fn duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.logging.init();
+    cli.logging.init("warn");
     app::cli::finish("migrate", run(cli).await).await
 }
 

@@ -675,8 +675,7 @@ impl Migrator {
                 return Err(failure);
             }
             tracing::warn!(migration = %m.folder, attempt, pause_ms = pause.as_millis() as u64,
-                "lock timeout: retrying");
-            crate::errln!("{}: lock timeout, retry {attempt} in {pause:?}", m.folder);
+                "{}: lock timeout, retry {attempt} in {pause:?}", m.folder);
             std::thread::sleep(pause);
             pause *= 2;
         }

@@ -138,7 +138,7 @@ impl Results {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    args.logging.init();
+    args.logging.init("warn");
     let result = match args.stream_child {
         Some(n) => stream::child(n, args.users).await,
         None => run(args).await,

@@ -1,0 +1,226 @@
+//! The connection pool: its settings from the environment, how each connection opens, and
+//! what it reports. [`checkout`] times the wait for a connection; a connection the pool
+//! throws away (closed by the server, left in a broken transaction, failing its check) is a
+//! `warn` event, which deadpool alone would drop without a word.
+
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{HookError, Metrics};
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use diesel_async::pooled_connection::deadpool::{Hook, Pool as DeadPool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use super::{DatabaseUrl, connect_through, env_choice, env_number, url_from};
+use crate::{Error, Result};
+
+/// A pool of async PostgreSQL connections.
+pub type Pool = DeadPool<AsyncPgConnection>;
+
+/// A connection checked out of a [`Pool`]; derefs to the connection.
+pub type PooledConnection = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+
+/// Pool settings, read from the environment (and `.env`).
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// Where to connect.
+    pub url: DatabaseUrl,
+    /// Most connections open at once (`DATABASE_POOL_SIZE`, default 10).
+    pub max_size: usize,
+    /// How long `pool.get()` waits for a free connection (`DATABASE_POOL_TIMEOUT_SECS`, default 5).
+    pub wait_timeout: Duration,
+    /// What `pool.get()` checks before handing out an idle connection (`DATABASE_POOL_RECYCLE`).
+    pub recycle: Recycle,
+    /// What sits between the pool and the server (`DATABASE_POOLER`).
+    pub pooler: Pooler,
+}
+
+/// A connection pooler in front of the server, as far as the connections must know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooler {
+    /// None, or one in session mode: each connection is one server session.
+    #[default]
+    Session,
+    /// PgBouncer (< 1.21) in transaction mode: a server session is lent per transaction, so
+    /// a statement prepared in one transaction is gone in the next. Connections keep no
+    /// prepared statements and resolve every enum type when they open; callers must run
+    /// each unit of work in `conn.transaction(..)` (docs/scale-out.md).
+    Transaction,
+}
+
+/// The check a pooled connection passes before it is handed out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recycle {
+    /// No round trip: a connection the server closed, or one left in a broken transaction,
+    /// is dropped and replaced. The default: a checkout costs nothing.
+    #[default]
+    Fast,
+    /// Also `SELECT 1` first: catches a connection that died silently (a NAT or a failover
+    /// that sent no FIN), at one extra round trip per checkout (see `bench`).
+    Verified,
+}
+
+impl DbConfig {
+    /// Reads `DATABASE_URL`, `DATABASE_POOL_SIZE`, `DATABASE_POOL_TIMEOUT_SECS` and
+    /// `DATABASE_POOL_RECYCLE`,
+    /// loading `.env` first if there is one.
+    pub fn from_env() -> Result<Self> {
+        Self::with_env(url_from(None)?)
+    }
+
+    /// Settings for `url`, pool sizes from the environment as [`DbConfig::from_env`] reads
+    /// them: for a URL given on the command line.
+    pub fn with_env(url: DatabaseUrl) -> Result<Self> {
+        let mut config = Self::new(url);
+        if let Some(size) = env_number("DATABASE_POOL_SIZE")? {
+            config.max_size = size as usize;
+        }
+        if let Some(secs) = env_number("DATABASE_POOL_TIMEOUT_SECS")? {
+            config.wait_timeout = Duration::from_secs(secs);
+        }
+        let pooler = [
+            ("session", Pooler::Session),
+            ("none", Pooler::Session),
+            ("transaction", Pooler::Transaction),
+        ];
+        if let Some(choice) = env_choice("DATABASE_POOLER", &pooler)? {
+            config.pooler = choice;
+        }
+        let recycle = [("fast", Recycle::Fast), ("verified", Recycle::Verified)];
+        if let Some(choice) = env_choice("DATABASE_POOL_RECYCLE", &recycle)? {
+            config.recycle = choice;
+        }
+        Ok(config)
+    }
+
+    /// Default settings for a URL.
+    pub fn new(url: DatabaseUrl) -> Self {
+        DbConfig {
+            url,
+            max_size: 10,
+            wait_timeout: Duration::from_secs(5),
+            recycle: Recycle::Fast,
+            pooler: Pooler::Session,
+        }
+    }
+}
+
+/// Builds a pool. Connections open lazily, so this succeeds even while the server is down;
+/// each one opens through [`connect`](super::connect), so the pool has the same bounded wait.
+pub fn build_pool(config: &DbConfig) -> Result<Pool> {
+    let mut setup = ManagerConfig::default();
+    setup.recycling_method = match config.recycle {
+        Recycle::Fast => RecyclingMethod::Fast,
+        // diesel-async's own `Verified` check, with a word when it fails.
+        Recycle::Verified => RecyclingMethod::CustomFunction(Box::new(|conn| {
+            Box::pin(async move {
+                let ping = diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>());
+                let checked = ping.get_result::<i32>(conn).await.map(|_| ());
+                if let Err(e) = &checked {
+                    tracing::warn!(error = %e, "pool: an idle connection failed its check; opening another");
+                }
+                checked
+            })
+        })),
+    };
+    let pooler = config.pooler;
+    setup.custom_setup = Box::new(move |raw| {
+        Box::pin(async move {
+            let url = DatabaseUrl::parse(raw)
+                .map_err(|e| diesel::ConnectionError::InvalidConnectionUrl(e.to_string()))?;
+            let opened = connect_through(&url, pooler).await;
+            match &opened {
+                Ok(_) => tracing::debug!("pool: opened a connection"),
+                // Our errors show the URL masked.
+                Err(e) => tracing::warn!(error = %e, "pool: could not open a connection"),
+            }
+            opened.map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+        })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(config.url.expose(), setup);
+    DeadPool::builder(manager)
+        .max_size(config.max_size)
+        .wait_timeout(Some(config.wait_timeout))
+        .create_timeout(Some(config.wait_timeout))
+        .pre_recycle(Hook::sync_fn(discard_broken))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::Pool(e.to_string()))
+}
+
+/// The check diesel-async makes before reuse, made first so the pool says why a
+/// connection goes: deadpool drops one that fails a hook (or the check) silently.
+fn discard_broken(
+    conn: &mut AsyncPgConnection,
+    metrics: &Metrics,
+) -> std::result::Result<(), HookError<diesel_async::pooled_connection::PoolError>> {
+    if !conn.is_broken() {
+        return Ok(());
+    }
+    tracing::warn!(
+        age_s = metrics.age().as_secs(),
+        reused = metrics.recycle_count,
+        "pool: discarding a connection that the server closed or that a broken transaction left unusable"
+    );
+    Err(HookError::message("broken connection"))
+}
+
+/// A connection from `pool`, with the wait traced: a `debug` event with `waited_ms` for
+/// each checkout, a `warn` with the pool's state when none came free in time. Prefer it to
+/// `pool.get()`, which says nothing.
+pub async fn checkout(pool: &Pool) -> Result<PooledConnection> {
+    let started = Instant::now();
+    let got = pool.get().await;
+    let waited_ms = crate::instrument::millis(started.elapsed());
+    match got {
+        Ok(conn) => {
+            tracing::debug!(waited_ms, "pool: checked out a connection");
+            Ok(conn)
+        }
+        Err(e) => {
+            let status = pool.status();
+            let error = Error::from(e);
+            tracing::warn!(
+                waited_ms,
+                size = status.size,
+                max_size = status.max_size,
+                idle = status.available,
+                waiting = status.waiting,
+                error = %error,
+                "pool: no connection after {waited_ms:.0} ms"
+            );
+            Err(error)
+        }
+    }
+}
+
+/// Readies a connection for a transaction-mode pooler: no statement cache (a statement
+/// prepared on one server session is missing on the next), and every enum type of the
+/// database resolved now, in one transaction, so tokio-postgres never has to prepare its
+/// type lookup again on a session that lacks it.
+pub(super) async fn for_transaction_pooler(conn: &mut AsyncPgConnection) -> Result<()> {
+    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+    conn.transaction::<_, Error, _>(async |conn| {
+        #[derive(QueryableByName)]
+        struct Probe {
+            #[diesel(sql_type = Text)]
+            sql: String,
+        }
+        // Builds `SELECT NULL::"t1", NULL::"t2", ...` over the enums of the search path.
+        let probe: Probe = diesel::sql_query(
+            "SELECT 'SELECT ' || COALESCE(string_agg('NULL::' || format_type(t.oid, NULL), ', '), \
+             'NULL') AS sql FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+             WHERE t.typtype = 'e' AND n.nspname = ANY (current_schemas(false))",
+        )
+        .get_result(conn)
+        .await?;
+        // Prepared (not batch_execute): preparing is what makes tokio-postgres look the
+        // types up and keep them.
+        diesel::sql_query(probe.sql).execute(conn).await?;
+        Ok(())
+    })
+    .await
+}
