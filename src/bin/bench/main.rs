@@ -51,6 +51,10 @@ struct Args {
     /// Seconds each OLTP measurement runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Rounds of every OLTP technique, interleaved so drift on the machine hits each alike;
+    /// each technique reports its median round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
     /// Tasks in the largest streamed insert, also run at a tenth and a hundredth of it
     /// [default: 10 x --rows]
     #[arg(long, value_name = "N")]
@@ -108,6 +112,9 @@ struct Measurement {
     /// CPU the client process spent per unit of work (its own, or pgbench's), in µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     client_cpu_us: Option<f64>,
+    /// Rounds measured; the figures are the median round's (by ops/s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rounds: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,7 +133,7 @@ impl Results {
         let clients = m.clients.map_or(String::new(), |c| format!(" C={c}"));
         let rows = m.rows.map_or(String::new(), |r| format!(" {r} rows"));
         errln!(
-            "{:<13} {:<12} {:>8.3} s{clients}{rows}",
+            "{:<13} {:<14} {:>8.3} s{clients}{rows}",
             m.workload,
             m.technique,
             m.seconds

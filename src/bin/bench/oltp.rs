@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use app::db::{self, DatabaseUrl, DbConfig, Pool, Pooler, Recycle};
 use app::models::{Comment, CommentOn, Priority, Task, TaskChanges};
-use app::{errln, migrations, outln};
+use app::{migrations, outln};
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use tokio_postgres::Statement;
@@ -97,71 +97,97 @@ pub async fn run(
     for op in ops {
         let (script, statements) = script(op, url, rows, users).await?;
         for &clients in &args.clients {
-            // Ours as configured by default, and (for point reads) with the checkout ping
-            // the default leaves out; each on a pool of its own, closed before the next.
-            let mut ours_as = vec![("model_api", Recycle::Fast)];
-            if let Op::PointRead = op {
-                ours_as.push(("pool_verified", Recycle::Verified));
-            }
-            for (technique, recycle) in ours_as {
-                // DATABASE_POOLER from the environment: the bench can run through PgBouncer.
-                let pool = db::build_pool(&DbConfig {
-                    max_size: clients,
-                    recycle,
-                    ..DbConfig::with_env(named(url, technique)?)?
-                })?;
-                let load = ours(&pool, op, clients, duration, (rows, users), false);
-                let (load, peak) = peak_sessions(url, technique, load).await?;
-                let mut m = load.measurement(op, technique, clients);
-                m.server_sessions = Some(peak);
-                results.push(m);
-                drop(pool);
-                sessions_closed(conn, technique).await?;
-            }
-            if let Some(bouncer) = &args.pgbouncer {
-                // The same database, reached through the pooler; its server sessions stay
-                // open after the pool closes, as a pooler's do.
-                let through = DatabaseUrl::parse(bouncer)?.with_database(&url.database());
-                let transaction = args.pgbouncer_mode == "transaction";
-                let pooler = match transaction {
-                    true => Pooler::Transaction,
-                    false => Pooler::Session,
-                };
-                let pool = db::build_pool(&DbConfig {
-                    max_size: clients,
-                    pooler,
-                    ..DbConfig::new(named(&through, "pgbouncer")?)
-                })?;
-                let load = ours(&pool, op, clients, duration, (rows, users), transaction);
-                let (load, peak) = peak_sessions(url, "pgbouncer", load).await?;
-                let mut m = load.measurement(op, "pgbouncer", clients);
-                m.server_sessions = Some(peak);
-                results.push(m);
-                drop(pool);
-            }
-            if let Op::PointRead = op {
-                let named = named(url, "tokio_postgres")?;
-                let load = driver_only(&named, &statements[0], clients, duration, rows as i64);
-                results.push(load.await?.measurement(op, "tokio_postgres", clients));
-                sessions_closed(conn, "tokio_postgres").await?;
-            }
-            if !pgbench_works {
-                continue;
-            }
-            let (url, script) = (url.clone(), script.clone());
-            let secs = duration.as_secs();
-            match tokio::task::spawn_blocking(move || pgbench(&url, &script, clients, secs)).await?
-            {
-                Ok(load) => results.push(load.measurement(op, "pgbench", clients)),
-                Err(e) => {
-                    errln!("pgbench skipped: {e:#}");
-                    pgbench_works = false;
+            // Every technique once per round, in turn; then each one's median round.
+            let mut rounds = Results::default();
+            for _ in 0..args.rounds {
+                let results = &mut rounds;
+                // Ours as configured by default, and (for point reads) with the checkout ping
+                // the default leaves out; each on a pool of its own, closed before the next.
+                let mut ours_as = vec![("model_api", Recycle::Fast)];
+                if let Op::PointRead = op {
+                    ours_as.push(("pool_verified", Recycle::Verified));
                 }
+                for (technique, recycle) in ours_as {
+                    // DATABASE_POOLER from the environment: the bench can run through PgBouncer.
+                    let pool = db::build_pool(&DbConfig {
+                        max_size: clients,
+                        recycle,
+                        ..DbConfig::with_env(named(url, technique)?)?
+                    })?;
+                    let load = ours(&pool, op, clients, duration, (rows, users), false);
+                    let (load, peak) = peak_sessions(url, technique, load).await?;
+                    let mut m = load.measurement(op, technique, clients);
+                    m.server_sessions = Some(peak);
+                    results.push(m);
+                    drop(pool);
+                    sessions_closed(conn, technique).await?;
+                }
+                if let Some(bouncer) = &args.pgbouncer {
+                    // The same database, reached through the pooler; its server sessions stay
+                    // open after the pool closes, as a pooler's do.
+                    let through = DatabaseUrl::parse(bouncer)?.with_database(&url.database());
+                    let transaction = args.pgbouncer_mode == "transaction";
+                    let pooler = match transaction {
+                        true => Pooler::Transaction,
+                        false => Pooler::Session,
+                    };
+                    let pool = db::build_pool(&DbConfig {
+                        max_size: clients,
+                        pooler,
+                        ..DbConfig::new(named(&through, "pgbouncer")?)
+                    })?;
+                    let load = ours(&pool, op, clients, duration, (rows, users), transaction);
+                    let (load, peak) = peak_sessions(url, "pgbouncer", load).await?;
+                    let mut m = load.measurement(op, "pgbouncer", clients);
+                    m.server_sessions = Some(peak);
+                    results.push(m);
+                    drop(pool);
+                }
+                if let Op::PointRead = op {
+                    let named = named(url, "tokio_postgres")?;
+                    let load = driver_only(&named, &statements[0], clients, duration, rows as i64);
+                    results.push(load.await?.measurement(op, "tokio_postgres", clients));
+                    sessions_closed(conn, "tokio_postgres").await?;
+                }
+                if !pgbench_works {
+                    continue;
+                }
+                let (url, script) = (url.clone(), script.clone());
+                let secs = duration.as_secs();
+                match tokio::task::spawn_blocking(move || pgbench(&url, &script, clients, secs))
+                    .await?
+                {
+                    Ok(load) => results.push(load.measurement(op, "pgbench", clients)),
+                    Err(e) => {
+                        tracing::warn!("pgbench skipped: {e:#}");
+                        pgbench_works = false;
+                    }
+                }
+                sessions_closed(conn, "pgbench").await?;
             }
-            sessions_closed(conn, "pgbench").await?;
+            medians(rounds, args.rounds, results);
         }
     }
     Ok(())
+}
+
+/// For each technique in `rounds` (in order of first appearance), its median round by
+/// ops/s, marked with how many rounds there were.
+fn medians(rounds: Results, count: u64, results: &mut Results) {
+    let mut all = rounds.0;
+    while let Some(first) = all.first().map(|m| m.technique) {
+        let (mut mine, rest): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|m| m.technique == first);
+        all = rest;
+        mine.sort_by(|a, b| {
+            a.ops_per_s
+                .partial_cmp(&b.ops_per_s)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut median = mine.swap_remove(mine.len() / 2);
+        median.rounds = Some(count);
+        results.0.push(median);
+    }
 }
 
 #[derive(diesel::QueryableByName)]
@@ -571,5 +597,8 @@ pub fn print_table(rows: &[&Measurement]) {
             ratio,
             m.client_cpu_us.map_or("-".into(), |c| format!("{c:.1}"))
         );
+    }
+    if let Some(n) = rows.iter().find_map(|m| m.rounds).filter(|&n| n > 1) {
+        outln!("each row: the median of {n} interleaved rounds, by ops/s");
     }
 }
