@@ -142,8 +142,10 @@ fn a_generated_project_is_the_root_under_its_own_name_without_the_template_files
     assert_eq!(generated, want, "generated files differ from the root's");
     for rel in &generated {
         let text = std::fs::read(project.join(rel)).unwrap();
+        // GitHub's `${{ expr }}` is not Liquid's: the workflow keeps it (Liquid never reads it).
+        let text_str = String::from_utf8_lossy(&text).replace(&format!("${}", liquid_open()), "");
         assert!(
-            !String::from_utf8_lossy(&text).contains(&liquid_open()),
+            !text_str.contains(&liquid_open()),
             "{} holds a Liquid placeholder",
             rel.display()
         );
@@ -175,12 +177,9 @@ fn every_name_style_builds_migrates_seeds_and_passes_its_tests() {
         let env = std::fs::read_to_string(project.join(".env.example")).unwrap();
         assert!(env.contains(&format!("5432/{crate_name}\n")), "{env}");
         if name == "my-service" {
-            // The sources are the root's (checked above), so one name is enough for these.
-            cargo(
-                &project,
-                &["clippy", "--all-targets", "--", "-D", "warnings"],
-            );
-            cargo(&project, &["fmt", "--check"]);
+            // The sources are the root's (checked above), so one name is enough for the CI
+            // script: fmt, clippy, the migration checks and the tests, as a push runs them.
+            passes_its_ci_and_fails_it_on_a_locking_index(&project);
         }
         cargo(&project, &["build", "--all-targets"]);
         // The build renames the root's own entry in the copied Cargo.lock and keeps its pins.
@@ -199,8 +198,94 @@ fn every_name_style_builds_migrates_seeds_and_passes_its_tests() {
         assert_success(&format!("{name}: scripts/init_db.sh --seed"), &out);
         assert_seeded(&stdout(&out));
 
-        let out = cargo(&project, &["test"]);
-        let text = String::from_utf8_lossy(&out.stderr).into_owned() + &stdout(&out);
-        assert!(text.contains("test result: ok"), "{name}: {text}");
+        if name != "my-service" {
+            let out = cargo(&project, &["test"]);
+            let text = String::from_utf8_lossy(&out.stderr).into_owned() + &stdout(&out);
+            assert!(text.contains("test result: ok"), "{name}: {text}");
+        }
     }
+}
+
+/// Steps of scripts/ci.sh, in order.
+const CI_STEPS: &[&str] = &[
+    "fmt",
+    "clippy",
+    "migrate lint",
+    "migrate test",
+    "migrate check",
+    "cargo test",
+];
+
+/// scripts/ci.sh in `project` against a database of its own.
+fn ci(project: &Path) -> std::process::Output {
+    let database = TestDb::not_created();
+    Command::new(project.join("scripts/ci.sh"))
+        .env("CARGO_TARGET_DIR", template::target_dir())
+        .env("DATABASE_URL", database.url.expose())
+        .output()
+        .unwrap()
+}
+
+/// The generated project's CI passes as generated; a migration that builds an index
+/// without CONCURRENTLY on an existing table stops it at the lint step, which it names.
+fn passes_its_ci_and_fails_it_on_a_locking_index(project: &Path) {
+    let out = ci(project);
+    assert_success("scripts/ci.sh in a generated project", &out);
+    let text = stdout(&out);
+    let started: Vec<&str> = (text.lines())
+        .filter_map(|l| l.strip_prefix("==> ci: "))
+        .collect();
+    let mut want = CI_STEPS.to_vec();
+    want.push("all steps passed");
+    assert_eq!(started, want, "{text}");
+    assert!(text.contains("test result: ok"), "{text}");
+
+    let added = project.join("migrations/2099-01-01-000000_index_task_titles");
+    std::fs::create_dir_all(&added).unwrap();
+    std::fs::write(
+        added.join("up.sql"),
+        "CREATE INDEX tasks_title_idx ON tasks (title);\n",
+    )
+    .unwrap();
+    std::fs::write(added.join("down.sql"), "DROP INDEX tasks_title_idx;\n").unwrap();
+    let out = ci(project);
+    std::fs::remove_dir_all(&added).unwrap();
+    let (text, err) = (stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "a locking index passed CI:\n{text}");
+    assert!(
+        err.contains(r#"ci: FAILED at step "migrate lint""#),
+        "{text}\n{err}"
+    );
+    assert!(text.contains("index_task_titles/up.sql"), "{text}");
+    assert!(
+        !text.contains("==> ci: migrate test"),
+        "went on after the failure:\n{text}"
+    );
+}
+
+/// The generated workflow: the root's byte for byte (Liquid never reads it, so GitHub's
+/// `${{ }}` survive), clean under actionlint, and its last step is scripts/ci.sh.
+#[test]
+fn the_generated_workflow_passes_actionlint_and_runs_the_ci_script_last() {
+    if !have_cargo_generate() || !template::have(&["actionlint"], "REQUIRE_ACTIONLINT") {
+        return;
+    }
+    let project = generate("my-service", "workflow");
+    let workflow = project.join(".github/workflows/ci.yml");
+    let text = std::fs::read_to_string(&workflow).unwrap();
+    assert!(text.contains("${{ github.ref }}"), "{text}");
+    assert!(project.join(".github/dependabot.yml").is_file());
+    let out = Command::new("actionlint").arg(&workflow).output().unwrap();
+    assert_success("actionlint .github/workflows/ci.yml", &out);
+    let last_step = text.rsplit("\n      - ").next().unwrap();
+    assert!(
+        last_step.lines().any(|l| l.trim() == "run: scripts/ci.sh"),
+        "the last step is not scripts/ci.sh:\n{last_step}"
+    );
+
+    // actionlint can fail: a workflow it must refuse.
+    let broken = project.join("target-broken.yml");
+    std::fs::write(&broken, text.replace("github.ref", "github.no_such_field")).unwrap();
+    let out = Command::new("actionlint").arg(&broken).output().unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
 }

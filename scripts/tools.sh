@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The tools the project's scripts need beyond cargo, installed when missing. Sourced by
+# scripts/ci.sh (and the template repository's own scripts).
+
+# Newest diesel_cli that builds on rustc 1.95; `migrate check` runs its print-schema.
+DIESEL_CLI_VERSION=2.3.14
+
+# Installs diesel_cli when missing: against the system libpq if there is one, else bundled.
+need_diesel_cli() {
+  if diesel --version >/dev/null 2>&1; then return 0; fi
+  local feature=postgres-bundled
+  if pg_config --libdir >/dev/null 2>&1 && ls "$(pg_config --libdir)"/libpq.so >/dev/null 2>&1; then
+    feature=postgres
+  fi
+  printf '==> installing diesel_cli %s with %s (a few minutes, once)\n' "$DIESEL_CLI_VERSION" "$feature" >&2
+  cargo install diesel_cli --version "$DIESEL_CLI_VERSION" --no-default-features \
+    --features "$feature" --locked
+}
