@@ -21,6 +21,8 @@ fn bench_prints_the_table_and_writes_json() {
             "1",
             "--clients",
             "1,3",
+            "--rounds",
+            "2",
             "--stream-rows",
             "3000",
             "--json",
@@ -75,7 +77,8 @@ fn bench_prints_the_table_and_writes_json() {
         assert_eq!(find("dashboard", technique)["queries"], 4 * 50);
     }
 
-    // OLTP: ours at each client count, with throughput and latency percentiles.
+    // OLTP: ours at each client count, with throughput and latency percentiles; the
+    // rounds collapse into one row (the median) per technique and count.
     let pgbench = common::pg_binaries_present();
     for workload in ["point_read", "oltp_txn"] {
         for clients in [1, 3] {
@@ -84,14 +87,17 @@ fn bench_prints_the_table_and_writes_json() {
                 techniques.push("pgbench");
             }
             for technique in techniques {
-                let m = results
-                    .iter()
-                    .find(|r| {
+                let rows: Vec<_> = (results.iter())
+                    .filter(|r| {
                         r["workload"] == workload
                             && r["technique"] == technique
                             && r["clients"] == clients
                     })
-                    .unwrap_or_else(|| panic!("no {workload}/{technique}/C={clients}"));
+                    .collect();
+                let [m] = rows[..] else {
+                    panic!("one {workload}/{technique}/C={clients} expected: {rows:?}");
+                };
+                assert_eq!(m["rounds"], 2, "{m}");
                 assert!(m["ops_per_s"].as_f64().unwrap() > 0.0, "{m}");
                 let (p50, p99) = (m["p50_ms"].as_f64().unwrap(), m["p99_ms"].as_f64().unwrap());
                 assert!(0.0 < p50 && p50 <= p99, "{m}");
