@@ -29,6 +29,7 @@ async fn pair(label: &str, tune: impl FnOnce(&mut ReplicaConfig)) -> Option<Pair
     app::migrations::run_pending(&primary_url).await.unwrap();
     let (replica, replica_url) = primary.replica(&format!("{label}-r"));
     let replica_url = DatabaseUrl::parse(&replica_url).unwrap();
+    replayed_a_commit(&primary_url, &replica_url).await;
     let mut config = ReplicaConfig::new(vec![replica_url.clone()]);
     tune(&mut config);
     let router = Router::new(&DbConfig::new(primary_url), config).unwrap();
@@ -38,6 +39,31 @@ async fn pair(label: &str, tune: impl FnOnce(&mut ReplicaConfig)) -> Option<Pair
         replica_url,
         router,
     })
+}
+
+/// Commits on the primary and waits for the replica to replay it. A replica that has
+/// replayed no commit since it started, with WAL waiting, counts as infinitely behind; a
+/// slow machine would otherwise catch the first test write in flight and skip the replica.
+async fn replayed_a_commit(primary: &DatabaseUrl, replica: &DatabaseUrl) {
+    let mut conn = app::db::connect(primary).await.unwrap();
+    // An xid makes the commit a WAL record with a timestamp.
+    conn.batch_execute("SELECT txid_current()").await.unwrap();
+    let mut conn = app::db::connect(replica).await.unwrap();
+    for _ in 0..1500 {
+        let sql = "SELECT pg_last_xact_replay_timestamp() IS NOT NULL AS flag";
+        if flag(&mut conn, sql).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the replica replayed no commit in 30 s");
+}
+
+/// Bounds for tests about routing, not lag: generous, since a loaded machine (CI building
+/// beside the tests) can take seconds to replay a write.
+fn patient(config: &mut ReplicaConfig) {
+    config.wait = Duration::from_secs(30);
+    config.max_lag = Duration::from_secs(60);
 }
 
 async fn in_recovery(conn: &mut AsyncPgConnection) -> bool {
@@ -59,7 +85,7 @@ async fn write_user(router: &Router, email: &str) -> app::replicas::WalPosition 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_takes_reads_and_sees_writes_once_replayed() {
-    let Some(pair) = pair("route", |_| {}).await else {
+    let Some(pair) = pair("route", patient).await else {
         return;
     };
     let mut write = pair.router.write().await.unwrap();
@@ -144,7 +170,7 @@ async fn replica_paused_sends_read_your_writes_to_the_primary() {
 /// reaching the caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_stopped_mid_run_reads_continue_on_the_primary() {
-    let Some(pair) = pair("stopped", |_| {}).await else {
+    let Some(pair) = pair("stopped", patient).await else {
         return;
     };
     let seen = write_user(&pair.router, "dan@example.com").await;
