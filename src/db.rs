@@ -234,38 +234,6 @@ pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
     })
 }
 
-/// The value of `key` among `choices` (unset or empty: `None`), or an error listing them.
-fn env_choice<T: Copy>(key: &str, choices: &[(&str, T)]) -> Result<Option<T>> {
-    let Ok(raw) = std::env::var(key) else {
-        return Ok(None);
-    };
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    match choices.iter().find(|(name, _)| *name == raw) {
-        Some((_, value)) => Ok(Some(*value)),
-        None => {
-            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-            Err(Error::Pool(format!(
-                "{key} must be one of {}, got {raw:?}",
-                names.join(", ")
-            )))
-        }
-    }
-}
-
-pub(crate) fn env_number(key: &str) -> Result<Option<u64>> {
-    match std::env::var(key) {
-        Err(_) => Ok(None),
-        Ok(value) => value
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| Error::Pool(format!("{key} must be a whole number, got {value:?}"))),
-    }
-}
-
 /// The default of [`connect_timeout`], in seconds.
 pub const CONNECT_TIMEOUT_SECS: u64 = 10;
 
@@ -279,7 +247,8 @@ pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
             url: url.to_string(),
             reason: format!("connect_timeout must be whole seconds, got {v:?}"),
         })?,
-        None => env_number("DATABASE_CONNECT_TIMEOUT_SECS")?.unwrap_or(CONNECT_TIMEOUT_SECS),
+        None => crate::settings::number("DATABASE_CONNECT_TIMEOUT_SECS")?
+            .unwrap_or(CONNECT_TIMEOUT_SECS),
     };
     // libpq reads 0 as "wait for ever"; a hung server must never hang us, so it is refused.
     if secs == 0 {
@@ -330,6 +299,8 @@ pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
 
 /// [`connect`] through `pooler`.
 async fn connect_through(url: &DatabaseUrl, pooler: Pooler) -> Result<AsyncPgConnection> {
+    // Read first: a bad DATABASE_SLOW_QUERY_MS is refused before a session is opened.
+    let tracing = crate::instrument::QueryTracing::from_env()?;
     let (client, limit) = open(url).await?;
     let bounced = pooler == Pooler::Transaction;
     if bounced {
@@ -349,10 +320,7 @@ async fn connect_through(url: &DatabaseUrl, pooler: Pooler) -> Result<AsyncPgCon
         pool::for_transaction_pooler(&mut conn).await?;
     }
     // Every statement from here on is a tracing span; slow ones a warning.
-    diesel_async::AsyncConnection::set_instrumentation(
-        &mut conn,
-        crate::instrument::QueryTracing::from_env()?,
-    );
+    diesel_async::AsyncConnection::set_instrumentation(&mut conn, tracing);
     Ok(conn)
 }
 

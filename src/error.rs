@@ -61,9 +61,12 @@ pub enum Error {
          or DATABASE_POOL_TIMEOUT_SECS, or hold connections for less time"
     )]
     PoolTimeout,
-    /// The pool could not open a connection, or is misconfigured.
+    /// The pool could not open a connection.
     #[error("connection pool: {0}")]
     Pool(String),
+    /// A setting in the environment does not parse; the message names it and its value.
+    #[error("configuration: {0}")]
+    Config(String),
     /// A backup or a restore failed; the message says which step, and what was kept.
     #[error("backup or restore: {0}")]
     Backup(String),

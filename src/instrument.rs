@@ -41,7 +41,7 @@ impl QueryTracing {
 
     /// The threshold from `DATABASE_SLOW_QUERY_MS`, else [`SLOW_QUERY_MS`].
     pub fn from_env() -> crate::Result<Self> {
-        let ms = crate::db::env_number("DATABASE_SLOW_QUERY_MS")?.unwrap_or(SLOW_QUERY_MS);
+        let ms = crate::settings::number("DATABASE_SLOW_QUERY_MS")?.unwrap_or(SLOW_QUERY_MS);
         Ok(QueryTracing::new(Duration::from_millis(ms)))
     }
 }

@@ -2,7 +2,8 @@
 //! diesel-async connections and embedded migrations. No libpq anywhere.
 //!
 //! Start with [`db::DbConfig::from_env`] and [`db::build_pool`]; every query is an associated
-//! function of the model it returns, taking `&mut AsyncPgConnection`.
+//! function of the model it returns, taking `&AsyncPgConnection` (`&mut` where it opens a
+//! transaction).
 
 // Every public item, fields and variants included, says what it is.
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod roles;
 /// Tables as `diesel print-schema` prints them; regenerate, never edit.
 pub mod schema;
 pub mod seed;
+mod settings;
 mod tls;
 
 pub use error::{Error, Result};

@@ -188,6 +188,61 @@ fn no_password_fragment_is_printed_for_malformed_urls() {
     assert!(stderr(&out).contains("percent-encode"), "{}", stderr(&out));
 }
 
+/// A setting that does not parse stops the service before it connects, naming the variable
+/// and what it holds.
+#[test]
+fn settings_that_do_not_parse_are_refused_by_name() {
+    let cases = [
+        (
+            "DATABASE_POOL_SIZE",
+            "ten",
+            "must be a whole number, got \"ten\"",
+        ),
+        (
+            "DATABASE_POOL_TIMEOUT_SECS",
+            "-1",
+            "must be a whole number, got \"-1\"",
+        ),
+        (
+            "DATABASE_CONNECT_TIMEOUT_SECS",
+            "soon",
+            "must be a whole number, got \"soon\"",
+        ),
+        (
+            "DATABASE_SLOW_QUERY_MS",
+            "1s",
+            "must be a whole number, got \"1s\"",
+        ),
+        (
+            "DATABASE_POOLER",
+            "bouncer",
+            "must be one of session, none, transaction, got \"bouncer\"",
+        ),
+        (
+            "DATABASE_POOL_RECYCLE",
+            "always",
+            "must be one of fast, verified",
+        ),
+    ];
+    for (key, value, expected) in cases {
+        // Port 1 refuses: had the setting been read after connecting, the error would say so.
+        let out = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+            .args(["--url", "postgres://app@127.0.0.1:1/db", "tasks", "a@b.c"])
+            .env_remove("DATABASE_URL")
+            .env(key, value)
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{key}={value}: {err}");
+        assert!(
+            err.contains(&format!("configuration: {key} {expected}")),
+            "{key}={value}: {err}"
+        );
+        assert!(!err.contains("cannot connect"), "{key}={value}: {err}");
+    }
+}
+
 /// A server that accepts connections and never says a word; returns its port.
 fn silent_server() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

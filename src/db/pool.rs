@@ -14,7 +14,8 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::{DatabaseUrl, connect_through, env_choice, env_number, url_from};
+use super::{DatabaseUrl, connect_through, url_from};
+use crate::settings;
 use crate::{Error, Result};
 
 /// A pool of async PostgreSQL connections.
@@ -75,10 +76,10 @@ impl DbConfig {
     /// them: for a URL given on the command line.
     pub fn with_env(url: DatabaseUrl) -> Result<Self> {
         let mut config = Self::new(url);
-        if let Some(size) = env_number("DATABASE_POOL_SIZE")? {
+        if let Some(size) = settings::number("DATABASE_POOL_SIZE")? {
             config.max_size = size as usize;
         }
-        if let Some(secs) = env_number("DATABASE_POOL_TIMEOUT_SECS")? {
+        if let Some(secs) = settings::number("DATABASE_POOL_TIMEOUT_SECS")? {
             config.wait_timeout = Duration::from_secs(secs);
         }
         let pooler = [
@@ -86,13 +87,17 @@ impl DbConfig {
             ("none", Pooler::Session),
             ("transaction", Pooler::Transaction),
         ];
-        if let Some(choice) = env_choice("DATABASE_POOLER", &pooler)? {
+        if let Some(choice) = settings::choice("DATABASE_POOLER", &pooler)? {
             config.pooler = choice;
         }
         let recycle = [("fast", Recycle::Fast), ("verified", Recycle::Verified)];
-        if let Some(choice) = env_choice("DATABASE_POOL_RECYCLE", &recycle)? {
+        if let Some(choice) = settings::choice("DATABASE_POOL_RECYCLE", &recycle)? {
             config.recycle = choice;
         }
+        // Each connection reads these as it opens; read now too, so a bad value stops the
+        // service as it starts, not at its first checkout.
+        crate::instrument::QueryTracing::from_env()?;
+        super::connect_timeout(&config.url)?;
         Ok(config)
     }
 
