@@ -79,7 +79,10 @@ impl Logging {
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr);
+            .with_writer(std::io::stderr)
+            // On a failed write it would report with eprintln!, which panics when stderr is
+            // a closed pipe (`init_db 2>&1 | head -2`): a lost diagnostic must not stop work.
+            .log_internal_errors(false);
         // A second call (tests run binaries' code in one process) keeps the first.
         let _ = match self.log_format {
             LogFormat::Text => builder.try_init(),
