@@ -71,10 +71,24 @@ pub enum LogFormat {
 impl Logging {
     /// Installs the subscriber for this process, `RUST_LOG` else `default` (`warn` for the
     /// command-line tools, `info` for the service): binaries call it first thing. The
-    /// library itself never does.
-    pub fn init(&self, default: &str) {
+    /// library itself never does. A `RUST_LOG` that does not parse is refused by name: a
+    /// typo must not silently turn the diagnostics off.
+    pub fn init(&self, default: &str) -> crate::Result<()> {
         use tracing_subscriber::EnvFilter;
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+        let filter = match std::env::var("RUST_LOG") {
+            Ok(raw) if !raw.trim().is_empty() => {
+                EnvFilter::builder().parse(raw.trim()).map_err(|e| {
+                    crate::Error::Config(format!(
+                        "RUST_LOG does not parse ({e}), got {raw:?}; e.g. RUST_LOG=info or \
+                         RUST_LOG=app::instrument=debug"
+                    ))
+                })?
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(crate::Error::Config("RUST_LOG is not valid UTF-8".into()));
+            }
+            _ => EnvFilter::new(default),
+        };
         use std::io::IsTerminal;
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -88,5 +102,6 @@ impl Logging {
             LogFormat::Text => builder.try_init(),
             LogFormat::Json => builder.json().try_init(),
         };
+        Ok(())
     }
 }

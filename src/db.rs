@@ -237,26 +237,34 @@ pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
 /// The default of [`connect_timeout`], in seconds.
 pub const CONNECT_TIMEOUT_SECS: u64 = 10;
 
+/// What a connect timeout may be, in seconds. libpq reads 0 as "wait for ever"; a hung
+/// server must never hang us, so 0 is refused.
+pub const CONNECT_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=3_600;
+
 /// How long opening a connection may take, handshake and login included: the URL's
-/// `connect_timeout`, else `DATABASE_CONNECT_TIMEOUT_SECS`, else [`CONNECT_TIMEOUT_SECS`].
-/// Zero, which libpq reads as no limit, is refused.
+/// `connect_timeout`, else `DATABASE_CONNECT_TIMEOUT_SECS`, else [`CONNECT_TIMEOUT_SECS`],
+/// each within [`CONNECT_TIMEOUT_RANGE`].
 pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
     let in_url = url.0.query_pairs().find(|(k, _)| k == "connect_timeout");
     let secs = match in_url {
-        Some((_, v)) => v.trim().parse().map_err(|_| Error::BadUrl {
-            url: url.to_string(),
-            reason: format!("connect_timeout must be whole seconds, got {v:?}"),
-        })?,
-        None => crate::settings::number("DATABASE_CONNECT_TIMEOUT_SECS")?
+        Some((_, v)) => {
+            let (lo, hi) = (CONNECT_TIMEOUT_RANGE.start(), CONNECT_TIMEOUT_RANGE.end());
+            let bad = || Error::BadUrl {
+                url: url.to_string(),
+                reason: format!(
+                    "connect_timeout must be whole seconds from {lo} to {hi} (0 would wait \
+                     for ever), got {v:?}"
+                ),
+            };
+            let secs: u64 = v.trim().parse().map_err(|_| bad())?;
+            if !CONNECT_TIMEOUT_RANGE.contains(&secs) {
+                return Err(bad());
+            }
+            secs
+        }
+        None => crate::settings::number("DATABASE_CONNECT_TIMEOUT_SECS", CONNECT_TIMEOUT_RANGE)?
             .unwrap_or(CONNECT_TIMEOUT_SECS),
     };
-    // libpq reads 0 as "wait for ever"; a hung server must never hang us, so it is refused.
-    if secs == 0 {
-        return Err(Error::BadUrl {
-            url: url.to_string(),
-            reason: "a connect timeout of 0 would wait for ever: give whole seconds".into(),
-        });
-    }
     Ok(Duration::from_secs(secs))
 }
 

@@ -41,8 +41,19 @@ impl QueryTracing {
 
     /// The threshold from `DATABASE_SLOW_QUERY_MS`, else [`SLOW_QUERY_MS`].
     pub fn from_env() -> crate::Result<Self> {
-        let ms = crate::settings::number("DATABASE_SLOW_QUERY_MS")?.unwrap_or(SLOW_QUERY_MS);
+        // 0 reports every statement; a day is past any useful threshold.
+        let ms = crate::settings::number("DATABASE_SLOW_QUERY_MS", 0..=86_400_000)?
+            .unwrap_or(SLOW_QUERY_MS);
         Ok(QueryTracing::new(Duration::from_millis(ms)))
+    }
+}
+
+impl QueryTracing {
+    /// Statements sent on this connection and not answered yet. Above 0 when the connection
+    /// goes back to its pool, a caller dropped a query mid-flight (a timeout, a cancelled
+    /// request): its answer is still to come, so the connection is not handed out again.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.running.len()
     }
 }
 

@@ -71,8 +71,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.logging.init("info");
-    let result = run(cli).await.map(|()| ExitCode::SUCCESS);
+    let result = match cli.logging.init("info") {
+        Ok(()) => run(cli).await.map(|()| ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    };
     app::cli::finish(env!("CARGO_PKG_NAME"), result).await
 }
 
@@ -165,22 +167,37 @@ async fn handle(pool: &Pool, command: Command) -> anyhow::Result<()> {
 }
 
 /// Checks the database on a timer until Ctrl-C or SIGTERM. A failed check is reported and
-/// the loop goes on: the pool reconnects once the server is back.
+/// the loop goes on: the pool reconnects once the server is back. A check never outlasts its
+/// interval, and a signal stops the loop at once, mid-check too.
 async fn serve(pool: &Pool, every: Duration) -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listen for SIGTERM")?;
+    use tokio::signal::unix::{SignalKind, signal};
+    // Both listeners exist before the first check: a signal that arrives during one is
+    // queued for them, never lost.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listen for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
     let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     outln!("serving; Ctrl-C or SIGTERM stops");
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
-            _ = tick.tick() => {
-                if let Err(err) = health(pool).await {
+    let checks = async {
+        loop {
+            tick.tick().await;
+            match tokio::time::timeout(every, health(pool)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
                     tracing::warn!(error = %format!("{err:#}"), "health check failed");
                 }
+                Err(_) => tracing::warn!(
+                    limit_s = every.as_secs(),
+                    "health check failed: no answer within {}s",
+                    every.as_secs()
+                ),
             }
         }
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+        () = checks => {}
     }
     outln!(
         "shutting down: draining {} pooled connections",

@@ -49,13 +49,13 @@ impl ReplicaConfig {
                 .map(DatabaseUrl::parse)
                 .collect::<Result<_>>()?;
         }
-        if let Some(ms) = crate::settings::number("DATABASE_REPLICA_MAX_LAG_MS")? {
+        if let Some(ms) = crate::settings::number("DATABASE_REPLICA_MAX_LAG_MS", 1..=3_600_000)? {
             config.max_lag = Duration::from_millis(ms);
         }
-        if let Some(ms) = crate::settings::number("DATABASE_REPLICA_WAIT_MS")? {
+        if let Some(ms) = crate::settings::number("DATABASE_REPLICA_WAIT_MS", 0..=60_000)? {
             config.wait = Duration::from_millis(ms);
         }
-        if let Some(ms) = crate::settings::number("DATABASE_REPLICA_RETRY_MS")? {
+        if let Some(ms) = crate::settings::number("DATABASE_REPLICA_RETRY_MS", 0..=3_600_000)? {
             config.retry_after = Duration::from_millis(ms);
         }
         Ok(config)

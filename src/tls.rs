@@ -61,10 +61,32 @@ pub(crate) fn configure(
         }
     };
     config.ssl_mode(ssl);
+    keepalive_defaults(url, &mut config);
     Ok((
         config,
         MakeRustlsConnect::new(client_config(check, root.as_deref())?),
     ))
+}
+
+/// TCP bounds where the URL sets none. libpq leaves them to the kernel: keepalives after
+/// 2 h idle, and a write to a vanished peer retried for about 15 min. A server that is gone
+/// (power, network, a failover that sent no FIN) must be noticed in well under a minute.
+/// Unix sockets ignore them.
+fn keepalive_defaults(url: &url::Url, config: &mut tokio_postgres::Config) {
+    use std::time::Duration;
+    let given = |key: &str| url.query_pairs().any(|(k, _)| k == key);
+    if !given("keepalives_idle") {
+        config.keepalives_idle(Duration::from_secs(30));
+    }
+    if !given("keepalives_interval") {
+        config.keepalives_interval(Duration::from_secs(10));
+    }
+    if !given("keepalives_retries") {
+        config.keepalives_retries(3);
+    }
+    if !given("tcp_user_timeout") {
+        config.tcp_user_timeout(Duration::from_secs(30));
+    }
 }
 
 fn client_config(check: Check, root: Option<&str>) -> Result<ClientConfig, String> {

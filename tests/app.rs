@@ -131,3 +131,66 @@ async fn serve_stops_cleanly_on_sigterm() {
         "{rest:?}"
     );
 }
+
+/// Ctrl-C stops `serve` at once even while its health check waits on a frozen server
+/// (SIGSTOP): the check has a deadline, and the signal is not lost while it runs.
+#[tokio::test]
+async fn serve_stops_on_ctrl_c_while_its_check_waits_on_a_frozen_server() {
+    if !common::pg_binaries_present() {
+        return;
+    }
+    let cluster = common::Cluster::new("serve-frozen");
+    let url = app::db::DatabaseUrl::parse(&cluster.start(&[])).unwrap();
+    app::migrations::run_pending(&url).await.unwrap();
+    let mut child = Command::new(APP)
+        .args(["serve", "--every", "1", "--url", url.expose()])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "app::db=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("serving"), "{first}");
+    let (events, seen) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = events.send(line);
+        }
+    });
+    cluster.freeze();
+    while seen.try_recv().is_ok() {}
+    // The next check's checkout: from here on it waits on the frozen server.
+    let checking =
+        std::iter::from_fn(|| seen.recv_timeout(std::time::Duration::from_secs(10)).ok())
+            .any(|line| line.contains("checked out a connection"));
+    assert!(checking, "no health check started after the freeze");
+    let int = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(int.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    cluster.thaw();
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("serve ignored Ctrl-C for 20 s while the server was frozen");
+    };
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(status.success(), "{status:?} {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("shutting down")),
+        "{rest:?}"
+    );
+}

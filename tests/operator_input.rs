@@ -243,6 +243,79 @@ fn settings_that_do_not_parse_are_refused_by_name() {
     }
 }
 
+/// Numbers that parse but make no sense (a pool of 0 or of 99,999,999, a timeout of 0) are
+/// refused by name with exit 1, before any connection: never an abort, a hang or an error
+/// that names no setting. So is a RUST_LOG that does not parse.
+#[test]
+fn settings_out_of_range_are_refused_by_name() {
+    let cases = [
+        (
+            "DATABASE_POOL_SIZE",
+            "99999999",
+            "must be between 1 and 10000, got 99999999",
+        ),
+        (
+            "DATABASE_POOL_SIZE",
+            "0",
+            "must be between 1 and 10000, got 0",
+        ),
+        (
+            "DATABASE_POOL_TIMEOUT_SECS",
+            "0",
+            "must be between 1 and 3600, got 0",
+        ),
+        (
+            "DATABASE_CONNECT_TIMEOUT_SECS",
+            "0",
+            "must be between 1 and 3600, got 0",
+        ),
+        (
+            "DATABASE_CONNECT_TIMEOUT_SECS",
+            "18446744073709551615",
+            "must be between 1 and 3600",
+        ),
+        (
+            "DATABASE_SLOW_QUERY_MS",
+            "18446744073709551616",
+            "must be a whole number",
+        ),
+        ("RUST_LOG", "app=verbose", "does not parse"),
+    ];
+    for (key, value, expected) in cases {
+        let out = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+            .args(["--url", "postgres://app@127.0.0.1:1/db", "tasks", "a@b.c"])
+            .env_remove("DATABASE_URL")
+            .env(key, value)
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{key}={value}: {err}");
+        assert!(
+            err.contains(&format!("configuration: {key} {expected}")),
+            "{key}={value}: {err}"
+        );
+        assert!(!err.contains("cannot connect"), "{key}={value}: {err}");
+    }
+    // The URL's own connect_timeout=0 is refused too, naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args([
+            "current",
+            "--url",
+            "postgres://app@127.0.0.1:1/db?connect_timeout=0",
+        ])
+        .env_remove("DATABASE_URL")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("connect_timeout must be whole seconds from 1 to 3600"),
+        "{err}"
+    );
+}
+
 /// A server that accepts connections and never says a word; returns its port.
 fn silent_server() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

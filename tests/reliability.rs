@@ -542,3 +542,31 @@ async fn a_connection_the_server_closed_is_replaced_on_checkout() {
         );
     }
 }
+
+/// Protection: a statement its caller gave up on (a timeout dropped the future) never
+/// comes back with the connection. The next borrower gets another session, and the server
+/// is asked to cancel the abandoned statement instead of running it to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_dropped_by_a_timeout_never_reaches_the_next_borrower() {
+    let db = TestDb::new().await;
+    let mut admin = db.conn().await;
+    let pool = db.pool(1);
+    let mut conn = db::checkout(&pool).await.unwrap();
+    let before = backend_pid(&mut conn).await;
+    let slow = diesel::sql_query("SELECT pg_sleep(60)").execute(&mut conn);
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), slow).await;
+    assert!(gave_up.is_err(), "pg_sleep(60) finished within 300 ms");
+    drop(conn);
+
+    let mut next = db::checkout(&pool).await.unwrap();
+    let after = backend_pid(&mut next).await;
+    assert_ne!(before, after, "the busy connection was handed out again");
+    let gone = format!(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {before} \
+         AND state = 'active') AS flag"
+    );
+    assert!(
+        wait_for(&mut admin, &gone, Duration::from_secs(30)).await,
+        "the abandoned pg_sleep(60) still runs"
+    );
+}

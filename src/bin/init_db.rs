@@ -36,8 +36,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    args.logging.init("warn");
-    let result = run(args).await.map(|()| ExitCode::SUCCESS);
+    let result = match args.logging.init("warn") {
+        Ok(()) => run(args).await.map(|()| ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    };
     app::cli::finish("init_db", result).await
 }
 

@@ -147,8 +147,11 @@ fn duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.logging.init("warn");
-    app::cli::finish("migrate", run(cli).await).await
+    let result = match cli.logging.init("warn") {
+        Ok(()) => run(cli).await,
+        Err(e) => Err(e.into()),
+    };
+    app::cli::finish("migrate", result).await
 }
 
 fn url(cli: &Cli) -> anyhow::Result<DatabaseUrl> {

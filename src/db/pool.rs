@@ -3,6 +3,7 @@
 //! throws away (closed by the server, left in a broken transaction, failing its check) is a
 //! `warn` event, which deadpool alone would drop without a word.
 
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{HookError, Metrics};
@@ -15,6 +16,7 @@ use diesel_async::pooled_connection::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::{DatabaseUrl, connect_through, url_from};
+use crate::instrument::QueryTracing;
 use crate::settings;
 use crate::{Error, Result};
 
@@ -23,6 +25,13 @@ pub type Pool = DeadPool<AsyncPgConnection>;
 
 /// A connection checked out of a [`Pool`]; derefs to the connection.
 pub type PooledConnection = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+
+/// What `DATABASE_POOL_SIZE` may be: each connection is a server process, and PostgreSQL's
+/// own `max_connections` tops out in the thousands.
+pub const POOL_SIZE: RangeInclusive<u64> = 1..=10_000;
+
+/// What `DATABASE_POOL_TIMEOUT_SECS` may be: 0 would fail every checkout that has to wait.
+pub const POOL_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3_600;
 
 /// Pool settings, read from the environment (and `.env`).
 #[derive(Debug, Clone)]
@@ -76,10 +85,10 @@ impl DbConfig {
     /// them: for a URL given on the command line.
     pub fn with_env(url: DatabaseUrl) -> Result<Self> {
         let mut config = Self::new(url);
-        if let Some(size) = settings::number("DATABASE_POOL_SIZE")? {
+        if let Some(size) = settings::number("DATABASE_POOL_SIZE", POOL_SIZE)? {
             config.max_size = size as usize;
         }
-        if let Some(secs) = settings::number("DATABASE_POOL_TIMEOUT_SECS")? {
+        if let Some(secs) = settings::number("DATABASE_POOL_TIMEOUT_SECS", POOL_TIMEOUT_SECS)? {
             config.wait_timeout = Duration::from_secs(secs);
         }
         let pooler = [
@@ -116,20 +125,34 @@ impl DbConfig {
 /// Builds a pool. Connections open lazily, so this succeeds even while the server is down;
 /// each one opens through [`connect`](super::connect), so the pool has the same bounded wait.
 pub fn build_pool(config: &DbConfig) -> Result<Pool> {
+    // A config built in code passes the same bounds as one read from the environment.
+    settings::in_range("DATABASE_POOL_SIZE", config.max_size as u64, POOL_SIZE)?;
+    let wait = config.wait_timeout;
+    if wait.is_zero() || wait.as_secs() > *POOL_TIMEOUT_SECS.end() {
+        return Err(Error::Config(format!(
+            "DATABASE_POOL_TIMEOUT_SECS (DbConfig::wait_timeout) must be above 0 and at most \
+             {} s, got {wait:?}",
+            POOL_TIMEOUT_SECS.end()
+        )));
+    }
     let mut setup = ManagerConfig::default();
     setup.recycling_method = match config.recycle {
         Recycle::Fast => RecyclingMethod::Fast,
-        // diesel-async's own `Verified` check, with a word when it fails.
-        Recycle::Verified => RecyclingMethod::CustomFunction(Box::new(|conn| {
-            Box::pin(async move {
-                let ping = diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>());
-                let checked = ping.get_result::<i32>(conn).await.map(|_| ());
-                if let Err(e) = &checked {
-                    tracing::warn!(error = %e, "pool: an idle connection failed its check; opening another");
-                }
-                checked
-            })
-        })),
+        // diesel-async's own `Verified` check, with a word when it fails. The simple query
+        // protocol: one message, so it works through a transaction pooler too, where a
+        // prepare and its execute may reach two server sessions.
+        Recycle::Verified => {
+            RecyclingMethod::CustomFunction(Box::new(|conn: &mut AsyncPgConnection| {
+                Box::pin(async move {
+                    use diesel_async::SimpleAsyncConnection;
+                    let checked = conn.batch_execute("SELECT 1").await;
+                    if let Err(e) = &checked {
+                        tracing::warn!(error = %e, "pool: an idle connection failed its check; opening another");
+                    }
+                    checked
+                })
+            }))
+        }
     };
     let pooler = config.pooler;
     setup.custom_setup = Box::new(move |raw| {
@@ -146,31 +169,68 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
         })
     });
     let manager = AsyncDieselConnectionManager::new_with_config(config.url.expose(), setup);
+    let url = config.url.clone();
     DeadPool::builder(manager)
         .max_size(config.max_size)
         .wait_timeout(Some(config.wait_timeout))
         .create_timeout(Some(config.wait_timeout))
-        .pre_recycle(Hook::sync_fn(discard_broken))
+        // The Verified check is a round trip: a frozen server must not hold a checkout.
+        .recycle_timeout(Some(config.wait_timeout))
+        .pre_recycle(Hook::sync_fn(move |conn, metrics| {
+            discard_broken(&url, conn, metrics)
+        }))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| Error::Pool(e.to_string()))
 }
 
 /// The check diesel-async makes before reuse, made first so the pool says why a
-/// connection goes: deadpool drops one that fails a hook (or the check) silently.
+/// connection goes: deadpool drops one that fails a hook (or the check) silently. A
+/// connection with a statement still in flight goes too (its caller gave up on it: a
+/// timeout, a dropped request), and the server is asked to cancel that statement: the next
+/// borrower would otherwise wait behind it, or for ever behind a frozen server.
 fn discard_broken(
+    url: &DatabaseUrl,
     conn: &mut AsyncPgConnection,
     metrics: &Metrics,
 ) -> std::result::Result<(), HookError<diesel_async::pooled_connection::PoolError>> {
-    if !conn.is_broken() {
+    let in_flight =
+        (conn.instrumentation().downcast_ref::<QueryTracing>()).map_or(0, QueryTracing::in_flight);
+    let why = if in_flight > 0 {
+        cancel_in_background(url, conn.cancel_token());
+        "a statement its caller gave up on is still running"
+    } else if conn.is_broken() {
+        "the server closed it or a broken transaction left it unusable"
+    } else {
         return Ok(());
-    }
+    };
     tracing::warn!(
         age_s = metrics.age().as_secs(),
         reused = metrics.recycle_count,
-        "pool: discarding a connection that the server closed or that a broken transaction left unusable"
+        in_flight,
+        "pool: discarding a connection: {why}"
     );
-    Err(HookError::message("broken connection"))
+    Err(HookError::message("connection not reusable"))
+}
+
+/// Asks the server, on a connection of its own, to cancel what `token`'s session runs;
+/// bounded by the connect timeout, and never awaited by the caller.
+fn cancel_in_background(url: &DatabaseUrl, token: tokio_postgres::CancelToken) {
+    let url = url.clone();
+    tokio::spawn(async move {
+        let (Ok(limit), Ok((_, tls))) =
+            (super::connect_timeout(&url), crate::tls::configure(&url.0))
+        else {
+            return;
+        };
+        match tokio::time::timeout(limit, token.cancel_query(tls)).await {
+            Ok(Ok(())) => tracing::debug!("pool: cancelled an abandoned statement"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "pool: could not cancel an abandoned statement")
+            }
+            Err(_) => tracing::warn!("pool: cancelling an abandoned statement got no answer"),
+        }
+    });
 }
 
 /// A connection from `pool`, with the wait traced: a `debug` event with `waited_ms` for

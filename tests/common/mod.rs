@@ -482,6 +482,48 @@ impl Cluster {
         (bouncer, url)
     }
 
+    /// The server's processes: the postmaster (from `postmaster.pid`) and its children.
+    fn pids(&self) -> Vec<String> {
+        let Ok(file) = std::fs::read_to_string(self.0.join("data/postmaster.pid")) else {
+            return Vec::new();
+        };
+        let Some(postmaster) = file.lines().next().map(str::trim).map(str::to_owned) else {
+            return Vec::new();
+        };
+        let children = std::process::Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .expect("pgrep");
+        let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        pids.push(postmaster);
+        pids
+    }
+
+    /// Sends `signal` to every process of the server.
+    fn signal(&self, signal: &str) {
+        let pids = self.pids();
+        if !pids.is_empty() {
+            let _ = std::process::Command::new("kill")
+                .arg(format!("-{signal}"))
+                .args(&pids)
+                .status();
+        }
+    }
+
+    /// Freezes the server (SIGSTOP to every process): its sockets stay open and the
+    /// kernel keeps accepting, but nothing answers, as with a hung host.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Undoes [`Cluster::freeze`].
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
     /// Stops the server, keeping its files.
     pub fn stop(&self) {
         let out = pg_sh(&["stop", self.0.to_str().unwrap()], &[]);
@@ -520,6 +562,8 @@ pub fn pgbouncer_present() -> bool {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A frozen server cannot be stopped.
+        self.thaw();
         pg_sh(&["stop", self.0.to_str().unwrap()], &[]);
         let _ = std::fs::remove_dir_all(&self.0);
     }

@@ -145,10 +145,10 @@ impl Results {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    args.logging.init("warn");
-    let result = match args.stream_child {
-        Some(n) => stream::child(n, args.users).await,
-        None => run(args).await,
+    let result = match (args.logging.init("warn"), args.stream_child) {
+        (Err(e), _) => Err(e.into()),
+        (Ok(()), Some(n)) => stream::child(n, args.users).await,
+        (Ok(()), None) => run(args).await,
     };
     app::cli::finish("bench", result.map(|()| std::process::ExitCode::SUCCESS)).await
 }
