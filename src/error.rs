@@ -73,6 +73,10 @@ pub enum Error {
     /// A migration failed; the message names it.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A call that must not run inside an open transaction was made in one; the message
+    /// names the call and why.
+    #[error("{0}")]
+    InTransaction(&'static str),
     /// Any other database error: Diesel's message, and its sources behind it.
     #[error(transparent)]
     Database(DieselError),

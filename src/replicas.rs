@@ -2,26 +2,41 @@
 //! [`Router`] that picks one per unit of work.
 //!
 //! - [`Router::write`] is always the primary: writes, and every transaction.
-//! - [`Router::read`] is a replica that is up and not lagging more than
-//!   `DATABASE_REPLICA_MAX_LAG_MS`, else the primary. A replica that fails is skipped for a
-//!   while; the caller never sees its error, a `warn` event says why.
-//! - [`Router::read_after`] must see a write: it takes the primary's WAL position after that
-//!   write ([`Router::position`]) and waits, at most `DATABASE_REPLICA_WAIT_MS`, for a replica
-//!   to have replayed it; else it reads from the primary.
+//! - [`Router::read`] is a replica known to be fresh (see below), else the primary.
+//! - [`Router::read_after`] must see a write: it takes the WAL position of that write's
+//!   commit ([`Router::position`]) and waits, at most `DATABASE_REPLICA_WAIT_MS`, for a
+//!   replica to have replayed it; else it reads from the primary.
+//!
+//! A replica is fresh when it is in recovery, a WAL receiver streams into it, and it has
+//! replayed what the primary had flushed no longer than `DATABASE_REPLICA_MAX_LAG_MS` ago:
+//! the router samples the primary's flush position over time and compares each replica's
+//! replay position with it, so an idle primary costs a caught-up replica nothing. A replica
+//! known to be too far behind, promoted, not streaming for longer than the bound, down or
+//! frozen is left out for `DATABASE_REPLICA_RETRY_MS`; then one request checks it again
+//! while the others read elsewhere. Choosing a replica never takes longer than
+//! `DATABASE_REPLICA_TIMEOUT_MS` (connection and checks included); the caller never sees a
+//! replica's error, a `warn` event says why. The rules live in `health.rs`.
+
+mod health;
+mod lsn;
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::{Bool, Double, Text};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use deadpool::managed::{PoolError, TimeoutType, Timeouts};
+use diesel::QueryableByName;
+use diesel::pg::Pg;
+use diesel::sql_types::{Bool, Nullable};
+use diesel_async::TransactionManager;
+use diesel_async::{AnsiTransactionManager, AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use tokio::time::timeout_at;
 
-use crate::Result;
-use crate::db::{self, DatabaseUrl, DbConfig, Pool};
-
-/// How often a replica's lag is checked; between checks the last answer stands.
-const CHECK_EVERY: Duration = Duration::from_millis(100);
+use crate::db::{self, DatabaseUrl, DbConfig, Pool, Pooler};
+use crate::{Error, Result};
+use health::{Bounds, CHECK_EVERY, Claim, Health, Probe, Samples, Verdict};
+pub use lsn::{BadWalPosition, PgLsn, WalPosition};
 
 /// Replica settings, read from the environment (and `.env`).
 #[derive(Debug, Clone)]
@@ -33,15 +48,21 @@ pub struct ReplicaConfig {
     /// How long [`Router::read_after`] waits for a replica to catch up before it reads from
     /// the primary (`DATABASE_REPLICA_WAIT_MS`, default 200).
     pub wait: Duration,
-    /// How long a replica that failed, or lagged, is left out before it is tried again
-    /// (`DATABASE_REPLICA_RETRY_MS`, default 5000).
+    /// How long a replica that failed, lagged or was promoted is left out before it is
+    /// tried again (`DATABASE_REPLICA_RETRY_MS`, default 5000).
     pub retry_after: Duration,
+    /// The most that choosing a replica may add to a read, connection and checks included
+    /// (`DATABASE_REPLICA_TIMEOUT_MS`, default 1000): a frozen replica costs this once, then
+    /// it is left out.
+    pub timeout: Duration,
 }
 
 impl ReplicaConfig {
     /// Reads `DATABASE_REPLICA_URLS`, `DATABASE_REPLICA_MAX_LAG_MS`,
-    /// `DATABASE_REPLICA_WAIT_MS` and `DATABASE_REPLICA_RETRY_MS`.
+    /// `DATABASE_REPLICA_WAIT_MS`, `DATABASE_REPLICA_RETRY_MS` and
+    /// `DATABASE_REPLICA_TIMEOUT_MS`.
     pub fn from_env() -> Result<Self> {
+        use crate::settings::number;
         let _ = dotenvy::dotenv();
         let mut config = ReplicaConfig::new(Vec::new());
         if let Ok(list) = std::env::var("DATABASE_REPLICA_URLS") {
@@ -49,14 +70,18 @@ impl ReplicaConfig {
                 .map(DatabaseUrl::parse)
                 .collect::<Result<_>>()?;
         }
-        if let Some(ms) = crate::settings::number("DATABASE_REPLICA_MAX_LAG_MS", 1..=3_600_000)? {
-            config.max_lag = Duration::from_millis(ms);
+        let ms = Duration::from_millis;
+        if let Some(n) = number("DATABASE_REPLICA_MAX_LAG_MS", 1..=3_600_000)? {
+            config.max_lag = ms(n);
         }
-        if let Some(ms) = crate::settings::number("DATABASE_REPLICA_WAIT_MS", 0..=60_000)? {
-            config.wait = Duration::from_millis(ms);
+        if let Some(n) = number("DATABASE_REPLICA_WAIT_MS", 0..=60_000)? {
+            config.wait = ms(n);
         }
-        if let Some(ms) = crate::settings::number("DATABASE_REPLICA_RETRY_MS", 0..=3_600_000)? {
-            config.retry_after = Duration::from_millis(ms);
+        if let Some(n) = number("DATABASE_REPLICA_RETRY_MS", 0..=3_600_000)? {
+            config.retry_after = ms(n);
+        }
+        if let Some(n) = number("DATABASE_REPLICA_TIMEOUT_MS", 1..=60_000)? {
+            config.timeout = ms(n);
         }
         Ok(config)
     }
@@ -68,6 +93,7 @@ impl ReplicaConfig {
             max_lag: Duration::from_millis(1000),
             wait: Duration::from_millis(200),
             retry_after: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
         }
     }
 }
@@ -102,46 +128,82 @@ impl DerefMut for Routed {
     }
 }
 
-/// A point in the primary's write-ahead log (a `pg_lsn`): a replica that has replayed up to
-/// it sees every write committed before it was taken.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct WalPosition(String);
-
 struct Replica {
     pool: Pool,
-    /// When the replica may be tried again after a failure or a lag check it failed.
-    skip_until: Mutex<Option<Instant>>,
-    /// When its lag was last checked.
-    checked: Mutex<Option<Instant>>,
+    health: Mutex<Health>,
 }
 
 /// Picks the server for each unit of work; see the module docs.
 pub struct Router {
     primary: Pool,
+    /// One connection to the primary for sampling its WAL position, apart from the pool
+    /// the application uses: a busy primary must not make its replicas look stale.
+    probe: Pool,
+    samples: Mutex<Samples>,
+    /// One sample of the primary at a time; the other requests use it.
+    sampling: tokio::sync::Mutex<()>,
     replicas: Vec<Replica>,
     config: ReplicaConfig,
+    pooler: Pooler,
     next: AtomicUsize,
 }
 
-#[derive(diesel::QueryableByName)]
-struct Lag {
-    /// Seconds since the last replayed transaction, 0 when the replica has replayed all it
-    /// received.
-    #[diesel(sql_type = Double)]
-    behind: f64,
+/// Locks a mutex whose data stays valid even if a holder panicked.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[derive(diesel::QueryableByName)]
-struct Replayed {
+/// What a replica says of itself, in one round trip. Without `pg_read_all_stats` (or
+/// `pg_monitor`) the role sees the WAL receiver's process but not its status: a running
+/// receiver then counts as streaming, and the replay position still decides.
+const PROBE: &str = "SELECT pg_is_in_recovery() AS recovering, \
+     pg_last_wal_replay_lsn() AS replayed, \
+     EXISTS (SELECT 1 FROM pg_stat_wal_receiver \
+             WHERE status IS NULL OR status = 'streaming') AS streaming";
+
+#[derive(QueryableByName)]
+struct ProbeRow {
     #[diesel(sql_type = Bool)]
-    done: bool,
+    recovering: bool,
+    #[diesel(sql_type = Nullable<PgLsn>)]
+    replayed: Option<WalPosition>,
+    #[diesel(sql_type = Bool)]
+    streaming: bool,
 }
 
-#[derive(diesel::QueryableByName)]
+#[derive(QueryableByName)]
 struct Lsn {
-    #[diesel(sql_type = Text)]
-    lsn: String,
+    #[diesel(sql_type = Nullable<PgLsn>)]
+    lsn: Option<WalPosition>,
 }
+
+#[derive(QueryableByName)]
+struct Position {
+    #[diesel(sql_type = PgLsn)]
+    lsn: WalPosition,
+    #[diesel(sql_type = Bool)]
+    open: bool,
+}
+
+/// The one row of `sql` (hand-written: Diesel has no DSL for these system functions).
+/// Behind a transaction pooler it runs in a transaction, so its prepare and its execute
+/// reach the same server session.
+async fn fetch<T>(conn: &mut AsyncPgConnection, pooler: Pooler, sql: &'static str) -> Result<T>
+where
+    T: QueryableByName<Pg> + Send + 'static,
+{
+    let query = diesel::sql_query(sql);
+    Ok(match pooler {
+        Pooler::Session => query.get_result(conn).await?,
+        Pooler::Transaction => {
+            conn.transaction(async |c| query.get_result(c).await)
+                .await?
+        }
+    })
+}
+
+const IN_TRANSACTION: &str = "Router::position inside an open transaction: the write has not \
+     committed yet, so no replica can have it; call it after the transaction commits";
 
 impl Router {
     /// A router over `primary` and the replicas of `replicas`, each with a pool sized as
@@ -154,15 +216,21 @@ impl Router {
                         url: url.clone(),
                         ..primary.clone()
                     })?,
-                    skip_until: Mutex::new(None),
-                    checked: Mutex::new(None),
+                    health: Mutex::new(Health::default()),
                 })
             })
             .collect::<Result<_>>()?;
         Ok(Router {
             primary: db::build_pool(primary)?,
+            probe: db::build_pool(&DbConfig {
+                max_size: 1,
+                ..primary.clone()
+            })?,
+            samples: Mutex::new(Samples::default()),
+            sampling: tokio::sync::Mutex::new(()),
             replicas: pools,
             config: replicas,
+            pooler: primary.pooler,
             next: AtomicUsize::new(0),
         })
     }
@@ -181,19 +249,32 @@ impl Router {
         })
     }
 
-    /// The primary's WAL position now: take it on the primary after a write has committed,
-    /// and hand it to [`Router::read_after`].
-    pub async fn position(conn: &mut AsyncPgConnection) -> Result<WalPosition> {
-        // pg_lsn has no Diesel type: its text form travels instead.
-        let row: Lsn = diesel::sql_query("SELECT pg_current_wal_lsn()::text AS lsn")
-            .get_result(conn)
-            .await?;
-        Ok(WalPosition(row.lsn))
+    /// The WAL position of everything committed on `conn`: take it on the primary after a
+    /// write has committed, and hand it to [`Router::read_after`]. It is the primary's
+    /// insert position, at or past the commit record even under `synchronous_commit = off`.
+    /// Inside an open transaction it is [`Error::InTransaction`]: nothing has committed yet.
+    pub async fn position(&self, conn: &mut AsyncPgConnection) -> Result<WalPosition> {
+        let depth =
+            AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?;
+        if depth.is_some() {
+            return Err(Error::InTransaction(IN_TRANSACTION));
+        }
+        // A transaction opened past Diesel (`batch_execute("BEGIN")`) that has written holds
+        // an xid: its writes are not committed. (One that has only read is harmless: what
+        // committed before it is in the position.)
+        let sql = "SELECT pg_current_wal_insert_lsn() AS lsn, \
+                   txid_current_if_assigned() IS NOT NULL AS open";
+        let row: Position = fetch(conn, self.pooler, sql).await?;
+        if row.open {
+            return Err(Error::InTransaction(IN_TRANSACTION));
+        }
+        Ok(row.lsn)
     }
 
     /// A connection for a read that may be slightly stale: a fresh replica, else the primary.
     pub async fn read(&self) -> Result<Routed> {
-        match self.replica(None).await {
+        let deadline = Instant::now() + self.config.timeout;
+        match self.replica(None, deadline).await {
             Some(routed) => Ok(routed),
             None => self.write().await,
         }
@@ -202,107 +283,251 @@ impl Router {
     /// A connection for a read that must see everything committed up to `seen`: a replica
     /// that has replayed it within the configured wait, else the primary.
     pub async fn read_after(&self, seen: &WalPosition) -> Result<Routed> {
-        match self.replica(Some(seen)).await {
+        let started = Instant::now();
+        let wait_until = started + self.config.wait;
+        let deadline = started + self.config.timeout.max(self.config.wait);
+        match self.replica(Some((*seen, wait_until)), deadline).await {
             Some(routed) => Ok(routed),
             None => self.write().await,
         }
     }
 
-    /// A usable replica, taken in turn, or `None`.
-    async fn replica(&self, seen: Option<&WalPosition>) -> Option<Routed> {
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            max_lag: self.config.max_lag,
+            retry_after: self.config.retry_after,
+        }
+    }
+
+    /// A usable replica, taken in turn, or `None`; all of it by `deadline`.
+    async fn replica(
+        &self,
+        seen: Option<(WalPosition, Instant)>,
+        deadline: Instant,
+    ) -> Option<Routed> {
         let n = self.replicas.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         for i in (0..n).map(|k| (first + k) % n) {
-            let replica = &self.replicas[i];
-            if replica.skipped() {
-                continue;
+            if Instant::now() >= deadline {
+                break;
             }
-            match self.try_replica(replica, seen).await {
-                Ok(Some(conn)) => {
-                    return Some(Routed {
-                        conn,
-                        server: Server::Replica(i),
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(replica = i, error = %e, "replica skipped: {e}");
-                    replica.skip(self.config.retry_after);
-                }
+            if let Some(conn) = self.try_replica(i, seen, deadline).await {
+                return Some(Routed {
+                    conn,
+                    server: Server::Replica(i),
+                });
             }
         }
         None
     }
 
-    /// A connection to `replica` if it is fresh enough (and has replayed `seen`).
+    /// A connection to replica `i` if it is fresh (and has replayed `seen` by its wait).
     async fn try_replica(
         &self,
-        replica: &Replica,
-        seen: Option<&WalPosition>,
-    ) -> Result<Option<db::PooledConnection>> {
-        let mut conn = db::checkout(&replica.pool).await?;
-        if replica.due_for_check() {
-            // Behind only while WAL waits to be replayed: an idle primary sends none, and
-            // the age of the last replayed commit would grow without meaning anything.
-            // No replayed commit yet, with WAL waiting, counts as too far behind.
-            let lag: Lag = diesel::sql_query(
-                "SELECT CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM \
-                 pg_last_wal_replay_lsn() THEN 0 ELSE COALESCE(EXTRACT(EPOCH FROM \
-                 now() - pg_last_xact_replay_timestamp()), 'Infinity') END::float8 AS behind",
-            )
-            .get_result(&mut conn)
-            .await?;
-            if lag.behind > self.config.max_lag.as_secs_f64() {
-                tracing::warn!(
-                    behind_s = lag.behind,
-                    "replica skipped: {:.1}s behind (DATABASE_REPLICA_MAX_LAG_MS is {})",
-                    lag.behind,
-                    self.config.max_lag.as_millis()
-                );
-                replica.skip(self.config.retry_after);
-                return Ok(None);
+        i: usize,
+        seen: Option<(WalPosition, Instant)>,
+        deadline: Instant,
+    ) -> Option<db::PooledConnection> {
+        let claim = locked(&self.replicas[i].health).claim(Instant::now(), self.bounds());
+        let conn = match claim {
+            Claim::Skip => return None,
+            Claim::Cached => match self.checkout(i, deadline).await {
+                Ok(conn) => conn,
+                Err(Some(why)) => return self.bench(i, why),
+                Err(None) => return None,
+            },
+            Claim::Check => {
+                let guard = CheckGuard(Some(&self.replicas[i].health));
+                let conn = self.check(i, deadline).await;
+                guard.disarm();
+                conn?
             }
-        }
-        let Some(seen) = seen else {
-            return Ok(Some(conn));
         };
-        let deadline = Instant::now() + self.config.wait;
-        loop {
-            let replayed: Replayed = diesel::sql_query(
-                "SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS done",
-            )
-            .bind::<Text, _>(&seen.0)
-            .get_result(&mut conn)
-            .await?;
-            if replayed.done {
-                return Ok(Some(conn));
-            }
-            if Instant::now() >= deadline {
-                tracing::info!(position = %seen.0, "replica has not replayed the write yet: reading from the primary");
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        match seen {
+            None => Some(conn),
+            Some((seen, wait_until)) => self.replayed(i, conn, seen, wait_until, deadline).await,
         }
+    }
+
+    /// Checks replica `i` against a fresh sample of the primary; its connection if it
+    /// serves.
+    async fn check(&self, i: usize, deadline: Instant) -> Option<db::PooledConnection> {
+        if let Err(e) = self.sample_primary(deadline).await {
+            tracing::warn!(replica = i, error = %e, "replica not checked: the primary's WAL position is unknown");
+            locked(&self.replicas[i].health).release(Instant::now());
+            return None;
+        }
+        let mut conn = match self.checkout(i, deadline).await {
+            Ok(conn) => conn,
+            Err(Some(why)) => return self.bench(i, why),
+            Err(None) => {
+                locked(&self.replicas[i].health).release(Instant::now());
+                return None;
+            }
+        };
+        let probe = match timeout_at(
+            deadline.into(),
+            fetch::<ProbeRow>(&mut conn, self.pooler, PROBE),
+        )
+        .await
+        {
+            Ok(Ok(row)) => Probe {
+                recovering: row.recovering,
+                replayed: row.replayed,
+                streaming: row.streaming,
+            },
+            Ok(Err(e)) => return self.bench(i, format!("its check failed: {e}")),
+            Err(_) => return self.bench(i, self.no_answer()),
+        };
+        let verdict = {
+            let samples = locked(&self.samples);
+            locked(&self.replicas[i].health).judge(probe, &samples, Instant::now(), self.bounds())
+        };
+        match verdict {
+            Verdict::Serve => Some(conn),
+            Verdict::NotNow => {
+                tracing::debug!(
+                    replica = i,
+                    "replica may be behind: this read goes elsewhere"
+                );
+                None
+            }
+            Verdict::Bench(why) => {
+                tracing::warn!(replica = i, "replica skipped: {why}");
+                None
+            }
+        }
+    }
+
+    /// A connection from replica `i`'s pool by `deadline`; else `None` when the pool is
+    /// merely busy (no fault of the replica's), or why the replica failed (a connection
+    /// that cannot be opened, or hangs).
+    async fn checkout(
+        &self,
+        i: usize,
+        deadline: Instant,
+    ) -> std::result::Result<db::PooledConnection, Option<String>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeouts = Timeouts {
+            wait: Some(left),
+            create: Some(left),
+            recycle: Some(left),
+        };
+        match self.replicas[i].pool.timeout_get(&timeouts).await {
+            Ok(conn) => Ok(conn),
+            Err(PoolError::Timeout(TimeoutType::Wait)) => {
+                tracing::debug!(
+                    replica = i,
+                    "replica's pool is busy: this read goes elsewhere"
+                );
+                Err(None)
+            }
+            Err(PoolError::Timeout(_)) => Err(Some(self.no_answer())),
+            Err(e) => Err(Some(format!("no connection: {}", Error::from(e)))),
+        }
+    }
+
+    /// Waits, until `wait_until`, for replica `i` to have replayed `seen`.
+    async fn replayed(
+        &self,
+        i: usize,
+        mut conn: db::PooledConnection,
+        seen: WalPosition,
+        wait_until: Instant,
+        deadline: Instant,
+    ) -> Option<db::PooledConnection> {
+        const SQL: &str = "SELECT pg_last_wal_replay_lsn() AS lsn";
+        loop {
+            match timeout_at(deadline.into(), fetch::<Lsn>(&mut conn, self.pooler, SQL)).await {
+                Ok(Ok(Lsn { lsn })) if lsn.is_some_and(|lsn| lsn >= seen) => return Some(conn),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return self.bench(i, format!("its check failed: {e}")),
+                Err(_) => return self.bench(i, self.no_answer()),
+            }
+            let now = Instant::now();
+            if now >= wait_until.min(deadline) {
+                tracing::info!(replica = i, position = %seen, "replica has not replayed the write yet: reading from the primary");
+                return None;
+            }
+            let pause = (now + Duration::from_millis(5)).min(wait_until);
+            tokio::time::sleep_until(pause.into()).await;
+        }
+    }
+
+    /// Brings the samples of the primary's flush position up to date, unless another
+    /// request did within [`CHECK_EVERY`].
+    async fn sample_primary(&self, deadline: Instant) -> Result<()> {
+        let recent = || {
+            locked(&self.samples)
+                .taken()
+                .is_some_and(|t| t.elapsed() < CHECK_EVERY)
+        };
+        if recent() {
+            return Ok(());
+        }
+        let no_answer = || {
+            Error::Pool(format!(
+                "the primary gave no WAL position within {:?}",
+                self.config.timeout
+            ))
+        };
+        let _one_at_a_time = timeout_at(deadline.into(), self.sampling.lock())
+            .await
+            .map_err(|_| no_answer())?;
+        if recent() {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeouts = Timeouts {
+            wait: Some(left),
+            create: Some(left),
+            recycle: Some(left),
+        };
+        let mut conn = self.probe.timeout_get(&timeouts).await?;
+        let asked = Instant::now();
+        const SQL: &str = "SELECT pg_current_wal_flush_lsn() AS lsn";
+        let row: Lsn = timeout_at(deadline.into(), fetch(&mut conn, self.pooler, SQL))
+            .await
+            .map_err(|_| no_answer())??;
+        let Some(lsn) = row.lsn else {
+            return Err(Error::Pool("the primary has no WAL position".into()));
+        };
+        // Kept long enough to tell how long a replica has been behind.
+        let keep = self.config.max_lag * 2 + Duration::from_secs(1);
+        locked(&self.samples).record(lsn, asked, Instant::now(), keep);
+        Ok(())
+    }
+
+    /// Leaves replica `i` out for the retry time, with a warning.
+    fn bench<T>(&self, i: usize, why: String) -> Option<T> {
+        tracing::warn!(replica = i, "replica skipped: {why}");
+        locked(&self.replicas[i].health).bench(Instant::now(), self.bounds(), why);
+        None
+    }
+
+    fn no_answer(&self) -> String {
+        format!(
+            "no answer within {} ms (DATABASE_REPLICA_TIMEOUT_MS): frozen or overloaded",
+            self.config.timeout.as_millis()
+        )
     }
 }
 
-impl Replica {
-    fn skipped(&self) -> bool {
-        let until = self.skip_until.lock().expect("not poisoned");
-        until.is_some_and(|t| Instant::now() < t)
-    }
+/// Releases a replica's check claim if the checking request is dropped mid-check (its
+/// caller timed out): otherwise no request would ever check that replica again.
+struct CheckGuard<'a>(Option<&'a Mutex<Health>>);
 
-    fn skip(&self, retry_after: Duration) {
-        *self.skip_until.lock().expect("not poisoned") = Some(Instant::now() + retry_after);
+impl CheckGuard<'_> {
+    /// The check ended with an outcome of its own.
+    fn disarm(mut self) {
+        self.0 = None;
     }
+}
 
-    /// True at most once per [`CHECK_EVERY`].
-    fn due_for_check(&self) -> bool {
-        let mut checked = self.checked.lock().expect("not poisoned");
-        let due = checked.is_none_or(|t| t.elapsed() >= CHECK_EVERY);
-        if due {
-            *checked = Some(Instant::now());
+impl Drop for CheckGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(health) = self.0 {
+            locked(health).release(Instant::now());
         }
-        due
     }
 }
