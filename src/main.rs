@@ -12,6 +12,7 @@ use app::migrations::{self, Migrator};
 use app::models::{Email, NewTask, NewUser, Priority, Task, TaskChanges, TaskStatus, Title, User};
 use app::outln;
 use clap::{Parser, Subcommand};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 
 /// The example service: users and their tasks.
 #[derive(Debug, Parser)]
@@ -117,53 +118,68 @@ async fn at_head(url: &db::DatabaseUrl, migrate: bool) -> anyhow::Result<()> {
 }
 
 async fn handle(pool: &Pool, command: Command) -> anyhow::Result<()> {
-    use diesel_async::RunQueryDsl;
+    if let Command::Serve { every } = command {
+        return serve(pool, Duration::from_secs(every.max(1))).await;
+    }
     let mut conn = db::checkout(pool).await.context("no database connection")?;
-    match command {
+    // One command, one transaction: all or nothing, and behind a transaction pooler
+    // (DATABASE_POOLER=transaction) the one way its statements stay on one server session.
+    // Lines print once it has committed.
+    let lines = conn
+        .transaction::<_, app::Error, _>(async |conn| unit(conn, command).await)
+        .await?;
+    for line in lines {
+        outln!("{line}");
+    }
+    Ok(())
+}
+
+/// A command's work, as a request handler would do it; returns the lines to print.
+async fn unit(conn: &mut AsyncPgConnection, command: Command) -> app::Result<Vec<String>> {
+    use diesel_async::RunQueryDsl;
+    Ok(match command {
         Command::AddUser { email, name } => {
             let email = Email::parse(&email)?;
             let new = NewUser {
                 email: &email,
                 display_name: &name,
             };
-            let user = User::create(&conn, &new).await?;
-            outln!("user {} <{}>", user.id, user.email.as_str());
+            let user = User::create(conn, &new).await?;
+            vec![format!("user {} <{}>", user.id, user.email.as_str())]
         }
         Command::AddTask {
             owner,
             title,
             priority,
         } => {
-            let owner = User::by_email(&conn, &owner).await?;
+            let owner = User::by_email(conn, &owner).await?;
             let title = Title::parse(&title)?;
             let mut new = NewTask::new(owner.id, &title);
             new.priority = priority.map(Priority::new).transpose()?;
-            let task = Task::create(&conn, &new).await?;
-            outln!("task {}: {}", task.id, task.title.as_str());
+            let task = Task::create(conn, &new).await?;
+            vec![format!("task {}: {}", task.id, task.title.as_str())]
         }
         Command::Tasks { owner } => {
-            let owner = User::by_email(&conn, &owner).await?;
-            let open: Vec<Task> = Task::open_for_owner(owner.id).load(&mut conn).await?;
-            for task in open {
-                let due = task.due_date.map_or("-".into(), |d| d.to_string());
-                let (id, priority) = (task.id, task.priority.get());
-                outln!("{id:>6}  p{priority}  {due:<10}  {}", task.title.as_str());
-            }
+            let owner = User::by_email(conn, &owner).await?;
+            let open: Vec<Task> = Task::open_for_owner(owner.id).load(conn).await?;
+            (open.into_iter())
+                .map(|task| {
+                    let due = task.due_date.map_or("-".into(), |d| d.to_string());
+                    let (id, priority) = (task.id, task.priority.get());
+                    format!("{id:>6}  p{priority}  {due:<10}  {}", task.title.as_str())
+                })
+                .collect()
         }
         Command::Close { id } => {
             let done = TaskChanges {
                 status: Some(TaskStatus::Done),
                 ..Default::default()
             };
-            let task = Task::update(&conn, id, &done).await?;
-            outln!("task {} done", task.id);
+            let task = Task::update(conn, id, &done).await?;
+            vec![format!("task {} done", task.id)]
         }
-        Command::Serve { every } => {
-            drop(conn);
-            serve(pool, Duration::from_secs(every.max(1))).await?;
-        }
-    }
-    Ok(())
+        Command::Serve { .. } => unreachable!("handled before a connection is taken"),
+    })
 }
 
 /// Checks the database on a timer until Ctrl-C or SIGTERM. A failed check is reported and
@@ -207,11 +223,9 @@ async fn serve(pool: &Pool, every: Duration) -> anyhow::Result<()> {
 }
 
 async fn health(pool: &Pool) -> anyhow::Result<()> {
-    use diesel::{IntoSql, sql_types::Integer};
-    use diesel_async::RunQueryDsl;
+    // The simple query protocol: one message, through any pooler.
+    use diesel_async::SimpleAsyncConnection;
     let mut conn = db::checkout(pool).await?;
-    diesel::select(1.into_sql::<Integer>())
-        .execute(&mut conn)
-        .await?;
+    conn.batch_execute("SELECT 1").await?;
     Ok(())
 }

@@ -271,3 +271,110 @@ async fn pgbouncer_transaction_mode_takes_bulk_writes_and_copy() {
     assert_eq!(mine.len(), 2_000);
     assert!(mine.iter().all(|t| t.status == TaskStatus::Todo));
 }
+
+/// How many prepared statements the pooler's server sessions hold, one number per session:
+/// `sessions` clients each hold a transaction open at once, so each is on a session of its
+/// own. The simple query protocol throughout: it prepares nothing itself.
+async fn statements_left(url: &DatabaseUrl, sessions: usize) -> Vec<(String, i64)> {
+    use tokio_postgres::SimpleQueryMessage;
+    let mut clients = Vec::new();
+    for _ in 0..sessions {
+        let client = db::connect_client(url).await.unwrap();
+        client.batch_execute("BEGIN").await.unwrap();
+        clients.push(client);
+    }
+    let mut seen = Vec::new();
+    for client in &clients {
+        let rows = client
+            .simple_query(
+                "SELECT pg_backend_pid()::text, (SELECT count(*) FROM pg_prepared_statements)",
+            )
+            .await
+            .unwrap();
+        for row in rows {
+            if let SimpleQueryMessage::Row(row) = row {
+                let pid = row.get(0).unwrap().to_owned();
+                seen.push((pid, row.get(1).unwrap().parse().unwrap()));
+            }
+        }
+    }
+    for client in &clients {
+        client.batch_execute("ROLLBACK").await.unwrap();
+    }
+    seen
+}
+
+/// The application behind a transaction pooler from many processes at once: 20 runs of the
+/// app (`add-user`, `add-task`, `tasks`) share 2 server sessions. Each connection's set-up
+/// resolves the enum types, which prepares tokio-postgres's type look-ups: left on a shared
+/// session, the next process's statement of the same name (`s9`) collided with it. Every
+/// run succeeds, and no server session keeps a prepared statement.
+#[test]
+fn pgbouncer_transaction_mode_serves_20_app_processes_and_leaves_no_statements() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((cluster, _bouncer, bounced_url)) = rt.block_on(bounced("procs", "transaction", 2))
+    else {
+        return;
+    };
+    let direct = format!(
+        "postgres://postgres@{}:5432/postgres",
+        cluster.0.to_str().unwrap().replace('/', "%2F")
+    );
+    let run = |args: Vec<String>| {
+        std::process::Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+            .args(&args)
+            .env("DATABASE_URL", bounced_url.expose())
+            .env("DATABASE_DIRECT_URL", &direct)
+            .env("DATABASE_POOLER", "transaction")
+            .env("DATABASE_POOL_SIZE", "2")
+            .current_dir(std::env::temp_dir())
+            .spawn()
+            .unwrap()
+    };
+    let owner = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    common::ok(
+        run(owner(&["add-user", "owner@example.com", "Owner"]))
+            .wait_with_output()
+            .unwrap(),
+    );
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            let args = match i % 3 {
+                0 => vec![
+                    "add-user".to_owned(),
+                    format!("p{i}@example.com"),
+                    format!("P {i}"),
+                ],
+                1 => owner(&[
+                    "add-task",
+                    "owner@example.com",
+                    "from a process",
+                    "--priority",
+                    "2",
+                ]),
+                _ => owner(&["tasks", "owner@example.com"]),
+            };
+            (args.clone(), run(args))
+        })
+        .collect();
+    let failed: Vec<String> = children
+        .into_iter()
+        .filter_map(|(args, child)| {
+            let out = child.wait_with_output().unwrap();
+            (!out.status.success()).then(|| format!("{args:?}: {}", common::stderr(&out)))
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 20 failed: {failed:#?}",
+        failed.len()
+    );
+
+    let left = rt.block_on(statements_left(&bounced_url, 2));
+    assert_eq!(left.len(), 2);
+    assert_ne!(left[0].0, left[1].0, "both server sessions: {left:?}");
+    assert!(
+        left.iter().all(|(_, n)| *n == 0),
+        "prepared statements left on the server sessions: {left:?}"
+    );
+}
