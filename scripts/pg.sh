@@ -158,7 +158,8 @@ pg_private_replica() {
 
 # Starts a pgbouncer in DIR in front of the private cluster in UPSTREAM, in MODE
 # (transaction or session), on a Unix socket in DIR, and prints its URL. Trust auth, like the
-# private clusters; the pool is POOL_SIZE server connections (default 10).
+# private clusters; the pool is POOL_SIZE server connections (default 10); PGB_EXTRA adds
+# lines to the [pgbouncer] section (e.g. "server_round_robin = 1").
 pg_bouncer_start() {
   local upstream=$1 dir=$2 mode=$3 bouncer
   if ! bouncer=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null); then
@@ -185,6 +186,7 @@ logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 admin_users = postgres
 ignore_startup_parameters = extra_float_digits
+${PGB_EXTRA:-}
 INI
   echo '"postgres" ""' >"$dir/userlist.txt"
   [ "$(id -u)" -ne 0 ] || chown -R "$(pg_cluster_user)" "$dir"

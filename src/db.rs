@@ -190,13 +190,14 @@ pub fn direct_url_from(flag: Option<&str>) -> Result<DatabaseUrl> {
 }
 
 /// Refuses `url` when it leads through a transaction pooler, where a session setting or a
-/// session lock lands on a server session that other clients then share. The probe: mark
-/// this session, let a second connection take the server session it just used (poolers
-/// hand out the last used one first), then read the mark back. On a real session it is
-/// there; through a transaction pooler it is gone, or the read waits for the other's
-/// transaction.
+/// session lock lands on a server session that other clients then share. The probe marks
+/// this session and reads the mark back twice: once alone (a round-robin pooler,
+/// `server_round_robin = 1`, hands this client's next transaction to another server
+/// session), and once while a second connection holds the server session just used (a
+/// LIFO pooler, PgBouncer's default, hands that one out first). On a real session the mark
+/// is there both times; through a transaction pooler it is gone at least once, or the read
+/// waits for the other's transaction.
 pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
-    use tokio_postgres::SimpleQueryMessage;
     let failed = |e| driver_error(url, &e);
     // The simple protocol throughout: it works through any pooler, where a prepared
     // statement may not.
@@ -208,30 +209,45 @@ pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
     );
     let set = format!("SET app.session_mark = '{mark}'");
     this.batch_execute(&set).await.map_err(failed)?;
+    let alone = read_mark(&this).await.map_err(failed)?;
     other
         .batch_execute("BEGIN; SELECT 1")
         .await
         .map_err(failed)?;
-    let read = this.simple_query("SELECT current_setting('app.session_mark', true)");
-    let seen = tokio::time::timeout(Duration::from_secs(2), read).await;
+    let crowded = read_mark(&this).await;
     let _ = other.batch_execute("ROLLBACK").await;
-    let seen = match seen {
-        Ok(rows) => rows.map_err(failed)?.into_iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        }),
-        Err(_) => None,
-    };
-    if seen.as_deref() == Some(mark.as_str()) {
+    let crowded = crowded.map_err(failed)?;
+    if alone.as_deref() == Some(mark.as_str()) && crowded.as_deref() == Some(mark.as_str()) {
         return Ok(());
     }
-    Err(Error::Connection {
+    Err(transaction_pooler(url))
+}
+
+/// `app.session_mark` as `client`'s session holds it; `None` if the read waits over 2 s.
+async fn read_mark(
+    client: &tokio_postgres::Client,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    use tokio_postgres::SimpleQueryMessage;
+    let read = client.simple_query("SELECT current_setting('app.session_mark', true)");
+    let Ok(rows) = tokio::time::timeout(Duration::from_secs(2), read).await else {
+        return Ok(None);
+    };
+    Ok(rows?.into_iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    }))
+}
+
+/// The refusal of work that needs a whole session (migrations) on `url`, a transaction
+/// pooler.
+pub(crate) fn transaction_pooler(url: &DatabaseUrl) -> Error {
+    Error::Connection {
         url: url.to_string(),
         reason: "it leads through a transaction pooler (PgBouncer pool_mode = transaction), \
-                 where the migration lock would not hold: set DATABASE_DIRECT_URL to the \
-                 server itself"
+                 where the migration lock would not hold and statements cross server \
+                 sessions: set DATABASE_DIRECT_URL to the server itself"
             .into(),
-    })
+    }
 }
 
 /// The default of [`connect_timeout`], in seconds.

@@ -378,3 +378,129 @@ fn pgbouncer_transaction_mode_serves_20_app_processes_and_leaves_no_statements()
         "prepared statements left on the server sessions: {left:?}"
     );
 }
+
+/// `server_round_robin = 1` hands each transaction the least recently used server session,
+/// which fooled a probe that only looked for its mark while another client held the last
+/// session. `migrate` refuses such a pooler by name, cold and with every server session
+/// open, and never reports a prepared statement instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_round_robin_transaction_mode_is_refused_by_migrate() {
+    if !pg_binaries_present() || !pgbouncer_present() {
+        return;
+    }
+    let cluster = Cluster::new("rr-db");
+    cluster.start(&[]);
+    let (_bouncer, url) =
+        cluster.bouncer_with("rr-pgb", "transaction", 2, "server_round_robin = 1");
+    let url = DatabaseUrl::parse(&url).unwrap();
+    let migrate = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+            .args(args)
+            .env("DATABASE_URL", url.expose())
+            .env_remove("DATABASE_DIRECT_URL")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    for warm in [false, true] {
+        if warm {
+            // Every server session of the pool open and idle.
+            let clients: Vec<_> =
+                futures_util::future::join_all((0..2).map(|_| db::connect_client(&url)))
+                    .await
+                    .into_iter()
+                    .map(Result::unwrap)
+                    .collect();
+            for c in &clients {
+                c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+            }
+            for c in &clients {
+                c.batch_execute("COMMIT").await.unwrap();
+            }
+        }
+        for args in [&["current", "--check"][..], &["upgrade"][..]] {
+            let out = migrate(args);
+            let err = common::stderr(&out);
+            assert!(!out.status.success(), "warm={warm} {args:?}: {err}");
+            assert!(
+                err.contains("transaction pooler") && err.contains("DATABASE_DIRECT_URL"),
+                "warm={warm} {args:?}: {err}"
+            );
+            assert!(
+                !err.contains("prepared statement"),
+                "warm={warm} {args:?}: {err}"
+            );
+        }
+        let err = db::ensure_session(&url).await.unwrap_err();
+        assert!(err.to_string().contains("transaction pooler"), "{err}");
+    }
+}
+
+/// The replica router behind transaction pooling, a PgBouncer in front of the primary and
+/// one in front of its streaming replica, with the verified recycle check: its probes and
+/// `position()` run as the pooler needs (each in a transaction, the check in the simple
+/// protocol), so 30 concurrent write-then-read units over 2 server sessions each all
+/// succeed, and no prepared statement stays behind on either pooler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_transaction_mode_runs_the_replica_router() {
+    use app::replicas::{ReplicaConfig, Router};
+    let Some((primary, _pgb, primary_url)) = bounced("router", "transaction", 2).await else {
+        return;
+    };
+    let (replica, _) = primary.replica("router-r");
+    let (_replica_pgb, replica_url) = replica.bouncer("router-rpgb", "transaction", 2);
+    let replica_url = DatabaseUrl::parse(&replica_url).unwrap();
+    let config = DbConfig {
+        max_size: 8,
+        pooler: Pooler::Transaction,
+        recycle: db::Recycle::Verified,
+        ..DbConfig::new(primary_url.clone())
+    };
+    let mut replicas = ReplicaConfig::new(vec![replica_url.clone()]);
+    replicas.wait = std::time::Duration::from_secs(5);
+    replicas.max_lag = std::time::Duration::from_secs(30);
+    let router = Router::new(&config, replicas).unwrap();
+    let unit = async |i: usize| -> app::Result<app::replicas::Server> {
+        let mut conn = router.write().await?;
+        let email = Email::parse(&format!("r{i}@example.com"))?;
+        conn.transaction::<_, app::Error, _>(async |c| {
+            let new = NewUser {
+                email: &email,
+                display_name: "R",
+            };
+            User::create(c, &new).await.map(drop)
+        })
+        .await?;
+        let seen = router.position(&mut conn).await?;
+        drop(conn);
+        let mut read = router.read_after(&seen).await?;
+        let server = read.server;
+        read.transaction::<_, app::Error, _>(async |c| User::by_email(c, email.as_str()).await)
+            .await?;
+        drop(read);
+        let mut plain = router.read().await?;
+        plain
+            .transaction::<_, app::Error, _>(async |c| {
+                User::by_email(c, "r0@example.com")
+                    .await
+                    .map(drop)
+                    .or_else(|e| match e {
+                        app::Error::NotFound => Ok(()),
+                        e => Err(e),
+                    })
+            })
+            .await?;
+        Ok(server)
+    };
+    let results = futures_util::future::join_all((0..30).map(unit)).await;
+    let servers: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert!(
+        servers.contains(&app::replicas::Server::Replica(0)),
+        "no read reached the replica: {servers:?}"
+    );
+    drop(router);
+    for url in [&primary_url, &replica_url] {
+        let left = statements_left(url, 2).await;
+        assert!(left.iter().all(|(_, n)| *n == 0), "{url}: {left:?}");
+    }
+}

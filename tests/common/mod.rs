@@ -462,6 +462,17 @@ impl Cluster {
     /// A pgbouncer in `mode` (transaction or session) with `pool_size` server connections
     /// in front of this (running) cluster, and its URL; stopped when dropped.
     pub fn bouncer(&self, label: &str, mode: &str, pool_size: usize) -> (Bouncer, String) {
+        self.bouncer_with(label, mode, pool_size, "")
+    }
+
+    /// [`Cluster::bouncer`] with `extra` lines in its `[pgbouncer]` section.
+    pub fn bouncer_with(
+        &self,
+        label: &str,
+        mode: &str,
+        pool_size: usize,
+        extra: &str,
+    ) -> (Bouncer, String) {
         let bouncer = Bouncer(Cluster::new(label).0.clone());
         let size = pool_size.to_string();
         let out = pg_sh(
@@ -471,7 +482,7 @@ impl Cluster {
                 bouncer.0.to_str().unwrap(),
                 mode,
             ],
-            &[("POOL_SIZE", &size)],
+            &[("POOL_SIZE", &size), ("PGB_EXTRA", extra)],
         );
         assert!(
             out.status.success(),
