@@ -570,3 +570,58 @@ async fn a_query_dropped_by_a_timeout_never_reaches_the_next_borrower() {
         "the abandoned pg_sleep(60) still runs"
     );
 }
+
+/// Protection: a TCP connection to a server that vanished (power, network, a failover that
+/// sent no FIN) is found out in under a minute, not after the kernel's 2 h idle plus
+/// retries: keepalives start after 30 s unless the URL says otherwise. Checked on the
+/// socket itself (`ss`); skipped when the test server is on a Unix socket.
+#[tokio::test]
+async fn tcp_connections_carry_keepalives_by_default() {
+    let db = TestDb::new().await;
+    if db.url.expose().contains("%2F")
+        || std::process::Command::new("ss").arg("-V").output().is_err()
+    {
+        eprintln!("skipped: the test server is not on TCP, or ss is missing");
+        return;
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Port {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        port: i32,
+    }
+    let timer = async |url: &app::db::DatabaseUrl| {
+        let mut conn = db::connect(url).await.unwrap();
+        let Port { port } = diesel::sql_query(
+            "SELECT client_port AS port FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        )
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        let out = Command::new("ss")
+            .args([
+                "-tnoH",
+                "state",
+                "established",
+                &format!("( sport = :{port} )"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let seconds = |line: &str| -> Option<u64> {
+        let rest = line.split("timer:(keepalive,").nth(1)?;
+        let field = rest.split(',').next()?;
+        let secs = field.trim_end_matches("sec");
+        // ss prints "1min2sec" past a minute: read that as over a minute.
+        secs.parse().ok().or(Some(u64::MAX))
+    };
+    let default = timer(&db.url).await;
+    let idle = seconds(&default).unwrap_or_else(|| panic!("no keepalive timer: {default}"));
+    assert!(idle <= 30, "keepalive in {idle} s: {default}");
+    let own = format!("{}?keepalives=0", db.url.expose());
+    let off = timer(&app::db::DatabaseUrl::parse(&own).unwrap()).await;
+    assert!(
+        seconds(&off).is_none(),
+        "keepalives=0 in the URL is kept: {off}"
+    );
+}

@@ -464,3 +464,31 @@ async fn position_is_never_behind_the_commit_and_refuses_an_open_transaction() {
         "{by_hand:?}"
     );
 }
+
+/// A replica whose pool has no free connection is busy, not failed: that read goes to the
+/// primary, and the next one is the replica's again (a bench would last a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_pool_is_busy_is_not_left_out() {
+    let Some(pair) = pair("busy", strict).await else {
+        return;
+    };
+    let mut config = ReplicaConfig::new(vec![pair.replica_url.clone()]);
+    strict(&mut config);
+    config.timeout = Duration::from_millis(300);
+    let one_each = DbConfig {
+        max_size: 1,
+        ..DbConfig::new(pair.primary_url.clone())
+    };
+    let router = Router::new(&one_each, config).unwrap();
+    assert!(reads_reach(&router, Server::Replica(0), Duration::from_secs(30)).await);
+    let held = router.read().await.unwrap();
+    assert_eq!(held.server, Server::Replica(0));
+    let meanwhile = router.read().await.unwrap();
+    assert_eq!(
+        meanwhile.server,
+        Server::Primary,
+        "the replica's only connection is held"
+    );
+    drop((held, meanwhile));
+    assert_eq!(router.read().await.unwrap().server, Server::Replica(0));
+}
