@@ -20,7 +20,7 @@
 mod health;
 mod lsn;
 
-use std::ops::{Deref, DerefMut};
+use std::ops::{Deref, DerefMut, RangeInclusive};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -37,6 +37,15 @@ use crate::db::{self, DatabaseUrl, DbConfig, Pool, Pooler};
 use crate::{Error, Result};
 use health::{Bounds, CHECK_EVERY, Claim, Health, Probe, Samples, Verdict};
 pub use lsn::{BadWalPosition, PgLsn, WalPosition};
+
+/// What `DATABASE_REPLICA_MAX_LAG_MS` may be: up to an hour.
+const MAX_LAG_MS: RangeInclusive<u64> = 1..=3_600_000;
+/// What `DATABASE_REPLICA_WAIT_MS` may be: 0 (check once) to a minute.
+const WAIT_MS: RangeInclusive<u64> = 0..=60_000;
+/// What `DATABASE_REPLICA_RETRY_MS` may be: up to an hour.
+const RETRY_MS: RangeInclusive<u64> = 0..=3_600_000;
+/// What `DATABASE_REPLICA_TIMEOUT_MS` may be: up to a minute.
+const TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
 
 /// Replica settings, read from the environment (and `.env`).
 #[derive(Debug, Clone)]
@@ -71,19 +80,31 @@ impl ReplicaConfig {
                 .collect::<Result<_>>()?;
         }
         let ms = Duration::from_millis;
-        if let Some(n) = number("DATABASE_REPLICA_MAX_LAG_MS", 1..=3_600_000)? {
+        if let Some(n) = number("DATABASE_REPLICA_MAX_LAG_MS", MAX_LAG_MS)? {
             config.max_lag = ms(n);
         }
-        if let Some(n) = number("DATABASE_REPLICA_WAIT_MS", 0..=60_000)? {
+        if let Some(n) = number("DATABASE_REPLICA_WAIT_MS", WAIT_MS)? {
             config.wait = ms(n);
         }
-        if let Some(n) = number("DATABASE_REPLICA_RETRY_MS", 0..=3_600_000)? {
+        if let Some(n) = number("DATABASE_REPLICA_RETRY_MS", RETRY_MS)? {
             config.retry_after = ms(n);
         }
-        if let Some(n) = number("DATABASE_REPLICA_TIMEOUT_MS", 1..=60_000)? {
+        if let Some(n) = number("DATABASE_REPLICA_TIMEOUT_MS", TIMEOUT_MS)? {
             config.timeout = ms(n);
         }
         Ok(config)
+    }
+
+    /// Refuses bounds outside their ranges, as [`ReplicaConfig::from_env`] does: a config
+    /// built in code passes the same checks in [`Router::new`].
+    fn check(&self) -> Result<()> {
+        use crate::settings::in_range;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        in_range("DATABASE_REPLICA_MAX_LAG_MS", ms(self.max_lag), MAX_LAG_MS)?;
+        in_range("DATABASE_REPLICA_WAIT_MS", ms(self.wait), WAIT_MS)?;
+        in_range("DATABASE_REPLICA_RETRY_MS", ms(self.retry_after), RETRY_MS)?;
+        in_range("DATABASE_REPLICA_TIMEOUT_MS", ms(self.timeout), TIMEOUT_MS)?;
+        Ok(())
     }
 
     /// These replicas, with the default bounds.
@@ -209,6 +230,7 @@ impl Router {
     /// A router over `primary` and the replicas of `replicas`, each with a pool sized as
     /// the primary's. Pools open lazily: this does not connect.
     pub fn new(primary: &DbConfig, replicas: ReplicaConfig) -> Result<Router> {
+        replicas.check()?;
         let pools = (replicas.urls.iter())
             .map(|url| {
                 Ok(Replica {
@@ -529,5 +551,40 @@ impl Drop for CheckGuard<'_> {
         if let Some(health) = self.0 {
             locked(health).release(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounds set in code pass the same ranges as the environment's: a Duration::MAX
+    /// would overflow `Instant` arithmetic mid-request.
+    #[test]
+    fn bounds_out_of_range_are_refused_by_name() {
+        let url = DatabaseUrl::parse("postgres://app@127.0.0.1:1/db").unwrap();
+        let primary = DbConfig::new(url.clone());
+        type Spoil = fn(&mut ReplicaConfig);
+        let cases: [(&str, Spoil); 4] = [
+            ("DATABASE_REPLICA_RETRY_MS", |c| {
+                c.retry_after = Duration::MAX
+            }),
+            ("DATABASE_REPLICA_MAX_LAG_MS", |c| {
+                c.max_lag = Duration::ZERO
+            }),
+            ("DATABASE_REPLICA_WAIT_MS", |c| {
+                c.wait = Duration::from_secs(3600)
+            }),
+            ("DATABASE_REPLICA_TIMEOUT_MS", |c| {
+                c.timeout = Duration::ZERO
+            }),
+        ];
+        for (name, spoil) in cases {
+            let mut config = ReplicaConfig::new(vec![url.clone()]);
+            spoil(&mut config);
+            let err = Router::new(&primary, config).err().expect(name).to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        Router::new(&primary, ReplicaConfig::new(vec![url])).unwrap();
     }
 }

@@ -168,7 +168,7 @@ impl Health {
             return self.bench(
                 now,
                 bounds,
-                "it is not in recovery: it was promoted, and is no replica any more".into(),
+                "it is not in recovery: promoted, or no replica at all".into(),
             );
         }
         if probe.streaming {
