@@ -105,12 +105,19 @@ async fn users_and_tasks_through_the_commands() {
     assert!(stderr(&out).contains("priority"), "{}", stderr(&out));
 }
 
-#[tokio::test]
-async fn serve_stops_cleanly_on_sigterm() {
-    let db = TestDb::new().await;
+/// Starts `serve --every 1` with this RUST_LOG, once it says it is serving; its stdout's
+/// remaining lines.
+fn serve(
+    url: &DatabaseUrl,
+    log: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
     let mut child = Command::new(APP)
-        .args(["serve", "--every", "1", "--url", db.url.expose()])
+        .args(["serve", "--every", "1", "--url", url.expose()])
         .env_remove("DATABASE_URL")
+        .env("RUST_LOG", log)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -118,6 +125,13 @@ async fn serve_stops_cleanly_on_sigterm() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(first.starts_with("serving"), "{first}");
+    (child, lines)
+}
+
+#[tokio::test]
+async fn serve_stops_cleanly_on_sigterm() {
+    let db = TestDb::new().await;
+    let (mut child, lines) = serve(&db.url, "warn");
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -142,17 +156,7 @@ async fn serve_stops_on_ctrl_c_while_its_check_waits_on_a_frozen_server() {
     let cluster = common::Cluster::new("serve-frozen");
     let url = app::db::DatabaseUrl::parse(&cluster.start(&[])).unwrap();
     app::migrations::run_pending(&url).await.unwrap();
-    let mut child = Command::new(APP)
-        .args(["serve", "--every", "1", "--url", url.expose()])
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "app::db=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("serving"), "{first}");
+    let (mut child, lines) = serve(&url, "app::db=debug");
     let (events, seen) = std::sync::mpsc::channel();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     std::thread::spawn(move || {

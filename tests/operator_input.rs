@@ -225,22 +225,27 @@ fn settings_that_do_not_parse_are_refused_by_name() {
         ),
     ];
     for (key, value, expected) in cases {
-        // Port 1 refuses: had the setting been read after connecting, the error would say so.
-        let out = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
-            .args(["--url", "postgres://app@127.0.0.1:1/db", "tasks", "a@b.c"])
-            .env_remove("DATABASE_URL")
-            .env(key, value)
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap();
-        let err = stderr(&out);
-        assert!(!out.status.success(), "{key}={value}: {err}");
-        assert!(
-            err.contains(&format!("configuration: {key} {expected}")),
-            "{key}={value}: {err}"
-        );
-        assert!(!err.contains("cannot connect"), "{key}={value}: {err}");
+        refused_by_name(key, value, expected);
     }
+}
+
+/// Runs the app with `key=value` and asserts exit 1 with `configuration: KEY EXPECTED`,
+/// before any connection: port 1 refuses, so a setting read after connecting would say so.
+fn refused_by_name(key: &str, value: &str, expected: &str) {
+    let out = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+        .args(["--url", "postgres://app@127.0.0.1:1/db", "tasks", "a@b.c"])
+        .env_remove("DATABASE_URL")
+        .env(key, value)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{key}={value}: {err}");
+    assert!(
+        err.contains(&format!("configuration: {key} {expected}")),
+        "{key}={value}: {err}"
+    );
+    assert!(!err.contains("cannot connect"), "{key}={value}: {err}");
 }
 
 /// Numbers that parse but make no sense (a pool of 0 or of 99,999,999, a timeout of 0) are
@@ -282,20 +287,7 @@ fn settings_out_of_range_are_refused_by_name() {
         ("RUST_LOG", "app=verbose", "does not parse"),
     ];
     for (key, value, expected) in cases {
-        let out = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
-            .args(["--url", "postgres://app@127.0.0.1:1/db", "tasks", "a@b.c"])
-            .env_remove("DATABASE_URL")
-            .env(key, value)
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap();
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{key}={value}: {err}");
-        assert!(
-            err.contains(&format!("configuration: {key} {expected}")),
-            "{key}={value}: {err}"
-        );
-        assert!(!err.contains("cannot connect"), "{key}={value}: {err}");
+        refused_by_name(key, value, expected);
     }
     // The URL's own connect_timeout=0 is refused too, naming it.
     let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
