@@ -77,12 +77,19 @@ impl Logging {
         use tracing_subscriber::EnvFilter;
         let filter = match std::env::var("RUST_LOG") {
             Ok(raw) if !raw.trim().is_empty() => {
-                EnvFilter::builder().parse(raw.trim()).map_err(|e| {
+                let bad = |why: String| {
+                    let shown: String = raw.chars().take(80).collect();
                     crate::Error::Config(format!(
-                        "RUST_LOG does not parse ({e}), got {raw:?}; e.g. RUST_LOG=info or \
+                        "RUST_LOG {why}, got {shown:?}; e.g. RUST_LOG=info or \
                          RUST_LOG=app::instrument=debug"
                     ))
-                })?
+                };
+                if let Some(why) = misspelled_level(&raw) {
+                    return Err(bad(why));
+                }
+                EnvFilter::builder()
+                    .parse(raw.trim())
+                    .map_err(|e| bad(format!("does not parse ({e})")))?
             }
             Err(std::env::VarError::NotUnicode(_)) => {
                 return Err(crate::Error::Config("RUST_LOG is not valid UTF-8".into()));
@@ -103,5 +110,76 @@ impl Logging {
             LogFormat::Json => builder.json().try_init(),
         };
         Ok(())
+    }
+}
+
+/// A bare word in a RUST_LOG directive is a target name, so `RUST_LOG=wran` parses and
+/// turns every warning off. A bare word that is not a level but sits within two letters of
+/// one, or is not plain ASCII, is taken for the typo it almost surely is.
+fn misspelled_level(raw: &str) -> Option<String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for word in raw.split(',').map(str::trim).filter(|d| !d.contains('=')) {
+        let lower = word.to_ascii_lowercase();
+        if word.is_empty() || LEVELS.contains(&lower.as_str()) {
+            continue;
+        }
+        if !word.is_ascii() {
+            return Some(format!(
+                "names {word:?}, which is neither a level nor a module path"
+            ));
+        }
+        if let Some(level) = LEVELS.iter().find(|l| distance(&lower, l) <= 2) {
+            return Some(format!(
+                "reads {word:?} as a module name, not a level: did you mean {level:?}?"
+            ));
+        }
+    }
+    None
+}
+
+/// Levenshtein distance between two short ASCII words.
+fn distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::misspelled_level;
+
+    #[test]
+    fn level_typos_are_caught_and_real_filters_pass() {
+        for typo in [
+            "wran",
+            "inof",
+            "debgu",
+            "Warn,errr",
+            "ＩＮＦＯ",
+            "app,trcae",
+        ] {
+            assert!(misspelled_level(typo).is_some(), "{typo} passed");
+        }
+        for fine in [
+            "warn",
+            "INFO",
+            "app=debug,warn",
+            "app::instrument=debug",
+            "tokio_postgres",
+            "diesel_async,app=trace",
+        ] {
+            assert_eq!(misspelled_level(fine), None, "{fine} refused");
+        }
     }
 }

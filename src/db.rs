@@ -152,6 +152,23 @@ fn mask_password_params(text: &str) -> String {
     out
 }
 
+/// `url` without the query parameters named in `keys`; the others keep their encoding as
+/// written. (Re-encoding them through `query_pairs_mut` would turn `%20` into `+`, which
+/// neither libpq nor tokio-postgres reads as a space: `options=-c%20x%3D1` broke.)
+pub(crate) fn without_params(url: &url::Url, keys: &[&str]) -> url::Url {
+    let mut out = url.clone();
+    let kept: Vec<&str> = (url.query().unwrap_or("").split('&'))
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or("");
+            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+            !keys.contains(&key.as_ref())
+        })
+        .collect();
+    out.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
+    out
+}
+
 /// Quotes an SQL identifier (database, table, column name) for the few statements that
 /// cannot take it as a bind parameter, such as `CREATE DATABASE`.
 pub fn quote_ident(name: &str) -> String {
@@ -190,14 +207,38 @@ pub fn direct_url_from(flag: Option<&str>) -> Result<DatabaseUrl> {
 }
 
 /// Refuses `url` when it leads through a transaction pooler, where a session setting or a
-/// session lock lands on a server session that other clients then share. The probe marks
-/// this session and reads the mark back twice: once alone (a round-robin pooler,
-/// `server_round_robin = 1`, hands this client's next transaction to another server
-/// session), and once while a second connection holds the server session just used (a
-/// LIFO pooler, PgBouncer's default, hands that one out first). On a real session the mark
-/// is there both times; through a transaction pooler it is gone at least once, or the read
-/// waits for the other's transaction.
+/// session lock lands on a server session that other clients then share: for migrations,
+/// which need a whole session. See [`is_transaction_pooler`].
 pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
+    if is_transaction_pooler(url).await? {
+        return Err(transaction_pooler(url));
+    }
+    Ok(())
+}
+
+/// Whether `url` leads through a transaction pooler (PgBouncer `pool_mode = transaction`).
+/// The probe marks this session and reads the mark back twice: once alone (a round-robin
+/// pooler, `server_round_robin = 1`, hands this client's next transaction to another server
+/// session), and once while a second connection holds the server session just used (a LIFO
+/// pooler, PgBouncer's default, hands that one out first). On a real session the mark is
+/// there both times; through a transaction pooler it is gone at least once, or the read
+/// waits for the other's transaction. The whole probe is bounded by [`connect_timeout`].
+pub async fn is_transaction_pooler(url: &DatabaseUrl) -> Result<bool> {
+    let limit = connect_timeout(url)?;
+    match tokio::time::timeout(limit, probe_session(url)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(Error::Connection {
+            url: url.to_string(),
+            reason: format!(
+                "no answer within {}s while checking for a transaction pooler (a pooler \
+                 with no free server session, or a frozen server)",
+                limit.as_secs()
+            ),
+        }),
+    }
+}
+
+async fn probe_session(url: &DatabaseUrl) -> Result<bool> {
     let failed = |e| driver_error(url, &e);
     // The simple protocol throughout: it works through any pooler, where a prepared
     // statement may not.
@@ -217,10 +258,8 @@ pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
     let crowded = read_mark(&this).await;
     let _ = other.batch_execute("ROLLBACK").await;
     let crowded = crowded.map_err(failed)?;
-    if alone.as_deref() == Some(mark.as_str()) && crowded.as_deref() == Some(mark.as_str()) {
-        return Ok(());
-    }
-    Err(transaction_pooler(url))
+    let kept = |seen: &Option<String>| seen.as_deref() == Some(mark.as_str());
+    Ok(!(kept(&alone) && kept(&crowded)))
 }
 
 /// `app.session_mark` as `client`'s session holds it; `None` if the read waits over 2 s.
@@ -305,13 +344,7 @@ pub fn tool_connection(url: &DatabaseUrl) -> Result<(String, Vec<(&'static str, 
         env.push(("PGPASSWORD", password));
     }
     let _ = bare.set_password(None);
-    let kept: Vec<(String, String)> = (bare.query_pairs().into_owned())
-        .filter(|(k, _)| k != "password")
-        .collect();
-    bare.set_query(None);
-    if !kept.is_empty() {
-        bare.query_pairs_mut().extend_pairs(kept);
-    }
+    let bare = without_params(&bare, &["password"]);
     Ok((bare.to_string(), env))
 }
 
@@ -331,7 +364,9 @@ async fn connect_through(url: &DatabaseUrl, pooler: Pooler) -> Result<AsyncPgCon
         // diesel-async's set-up prepares and then runs its SETs, two round trips a
         // transaction pooler may send to two server sessions: one transaction keeps them on
         // one.
-        (client.batch_execute("BEGIN").await).map_err(|e| driver_error(url, &e))?;
+        // DEALLOCATE ALL first: a client not set up for the pooler may have left named
+        // statements on this server session, and ours would collide with them.
+        (client.batch_execute("BEGIN; DEALLOCATE ALL").await).map_err(|e| driver_error(url, &e))?;
     }
     // diesel-async sets the session up (time zone, encoding): bounded too.
     let mut conn = match tokio::time::timeout(limit, AsyncPgConnection::try_from(client)).await {

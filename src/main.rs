@@ -63,8 +63,9 @@ enum Command {
     /// Run until Ctrl-C or SIGTERM, checking the database every few seconds, then drain the
     /// pool: the shape of a server's main loop.
     Serve {
-        /// Seconds between health checks.
-        #[arg(long, default_value_t = 5)]
+        /// Seconds between health checks (1 to 86400); a check gives up after the
+        /// interval or 10 s, whichever is shorter.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         every: u64,
     },
 }
@@ -83,7 +84,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let url = db::url_from(cli.url.as_deref())?;
     let config = DbConfig::with_env(url)?;
     // Migrations need a whole session: past a transaction pooler when one is configured.
-    at_head(&db::direct_url_from(cli.url.as_deref())?, cli.migrate).await?;
+    let direct = db::direct_url_from(cli.url.as_deref())?;
+    at_head(&direct, cli.migrate).await?;
+    // A pooler in front that the connections are not set up for breaks every statement,
+    // and leaves statements on the server sessions other processes then trip over.
+    if direct != config.url
+        && config.pooler == db::Pooler::Session
+        && db::is_transaction_pooler(&config.url).await?
+    {
+        bail!(
+            "DATABASE_URL ({}) leads through a transaction pooler (PgBouncer pool_mode = \
+             transaction): set DATABASE_POOLER=transaction (docs/scale-out.md)",
+            config.url
+        );
+    }
     let pool = db::build_pool(&config)?;
     let result = handle(&pool, cli.command).await;
     // Every connection goes back to the server with a goodbye before the process ends.
@@ -119,7 +133,7 @@ async fn at_head(url: &db::DatabaseUrl, migrate: bool) -> anyhow::Result<()> {
 
 async fn handle(pool: &Pool, command: Command) -> anyhow::Result<()> {
     if let Command::Serve { every } = command {
-        return serve(pool, Duration::from_secs(every.max(1))).await;
+        return serve(pool, Duration::from_secs(every)).await;
     }
     let mut conn = db::checkout(pool).await.context("no database connection")?;
     // One command, one transaction: all or nothing, and behind a transaction pooler
@@ -191,21 +205,23 @@ async fn serve(pool: &Pool, every: Duration) -> anyhow::Result<()> {
     // queued for them, never lost.
     let mut interrupt = signal(SignalKind::interrupt()).context("listen for Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+    // A frozen database is reported within 10 s, however long the interval.
+    let limit = every.min(Duration::from_secs(10));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     outln!("serving; Ctrl-C or SIGTERM stops");
     let checks = async {
         loop {
             tick.tick().await;
-            match tokio::time::timeout(every, health(pool)).await {
+            match tokio::time::timeout(limit, health(pool)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {
                     tracing::warn!(error = %format!("{err:#}"), "health check failed");
                 }
                 Err(_) => tracing::warn!(
-                    limit_s = every.as_secs(),
+                    limit_s = limit.as_secs(),
                     "health check failed: no answer within {}s",
-                    every.as_secs()
+                    limit.as_secs()
                 ),
             }
         }

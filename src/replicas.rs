@@ -13,9 +13,11 @@
 //! replay position with it, so an idle primary costs a caught-up replica nothing. A replica
 //! known to be too far behind, promoted, not streaming for longer than the bound, down or
 //! frozen is left out for `DATABASE_REPLICA_RETRY_MS`; then one request checks it again
-//! while the others read elsewhere. Choosing a replica never takes longer than
-//! `DATABASE_REPLICA_TIMEOUT_MS` (connection and checks included); the caller never sees a
-//! replica's error, a `warn` event says why. The rules live in `health.rs`.
+//! while the others read elsewhere. Choosing a replica for `read()` never takes longer than
+//! `DATABASE_REPLICA_TIMEOUT_MS` (connection and checks included), for `read_after()` the
+//! larger of it and `DATABASE_REPLICA_WAIT_MS`, each round trip within the former. The
+//! caller never sees a replica's error, a `warn` event says why. The rules live in
+//! `health.rs`.
 
 mod health;
 mod lsn;
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{PoolError, TimeoutType, Timeouts};
 use diesel::QueryableByName;
 use diesel::pg::Pg;
-use diesel::sql_types::{Bool, Nullable};
+use diesel::sql_types::{BigInt, Bool, Nullable};
 use diesel_async::TransactionManager;
 use diesel_async::{AnsiTransactionManager, AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio::time::timeout_at;
@@ -204,6 +206,10 @@ struct Position {
     lsn: WalPosition,
     #[diesel(sql_type = Bool)]
     open: bool,
+    #[diesel(sql_type = BigInt)]
+    block: i64,
+    #[diesel(sql_type = BigInt)]
+    segment: i64,
 }
 
 /// The one row of `sql` (hand-written: Diesel has no DSL for these system functions).
@@ -274,23 +280,38 @@ impl Router {
     /// The WAL position of everything committed on `conn`: take it on the primary after a
     /// write has committed, and hand it to [`Router::read_after`]. It is the primary's
     /// insert position, at or past the commit record even under `synchronous_commit = off`.
-    /// Inside an open transaction it is [`Error::InTransaction`]: nothing has committed yet.
+    /// Inside a Diesel transaction it is [`Error::InTransaction`]: nothing has committed
+    /// yet. So is a transaction opened by hand (`batch_execute("BEGIN")`) that has written,
+    /// but only without a transaction pooler: behind one, the position is read on the
+    /// router's own connection, and such a transaction cannot be seen.
     pub async fn position(&self, conn: &mut AsyncPgConnection) -> Result<WalPosition> {
         let depth =
             AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?;
         if depth.is_some() {
             return Err(Error::InTransaction(IN_TRANSACTION));
         }
-        // A transaction opened past Diesel (`batch_execute("BEGIN")`) that has written holds
-        // an xid: its writes are not committed. (One that has only read is harmless: what
-        // committed before it is in the position.)
-        let sql = "SELECT pg_current_wal_insert_lsn() AS lsn, \
-                   txid_current_if_assigned() IS NOT NULL AS open";
-        let row: Position = fetch(conn, self.pooler, sql).await?;
+        const SQL: &str = "SELECT pg_current_wal_insert_lsn() AS lsn, \
+            txid_current_if_assigned() IS NOT NULL AS open, \
+            current_setting('wal_block_size')::int8 AS block, \
+            pg_size_bytes(current_setting('wal_segment_size')) AS segment";
+        let row: Position = match self.pooler {
+            // A hand-opened transaction that has written holds an xid: its writes are not
+            // committed. (One that has only read is harmless: what committed before it is
+            // in the position.)
+            Pooler::Session => diesel::sql_query(SQL).get_result(conn).await?,
+            // The caller's connection would need a transaction of its own here, and
+            // Diesel's would commit one opened by hand. The insert position is the whole
+            // server's: the router's own connection reads the same.
+            Pooler::Transaction => {
+                let mut own = db::checkout(&self.probe).await?;
+                fetch(&mut own, self.pooler, SQL).await?
+            }
+        };
         if row.open {
             return Err(Error::InTransaction(IN_TRANSACTION));
         }
-        Ok(row.lsn)
+        let (block, segment) = (row.block.max(0) as u64, row.segment.max(0) as u64);
+        Ok(WalPosition::commit_end(row.lsn, block, segment))
     }
 
     /// A connection for a read that may be slightly stale: a fresh replica, else the primary.
@@ -355,8 +376,8 @@ impl Router {
             Claim::Skip => return None,
             Claim::Cached => match self.checkout(i, deadline).await {
                 Ok(conn) => conn,
-                Err(Some(why)) => return self.bench(i, why),
-                Err(None) => return None,
+                Err(Unavailable::Busy) => return None,
+                Err(why) => return self.unavailable(i, why, true),
             },
             Claim::Check => {
                 let guard = CheckGuard(Some(&self.replicas[i].health));
@@ -379,27 +400,20 @@ impl Router {
             locked(&self.replicas[i].health).release(Instant::now());
             return None;
         }
+        let fair = deadline.saturating_duration_since(Instant::now()) >= self.config.timeout / 2;
         let mut conn = match self.checkout(i, deadline).await {
             Ok(conn) => conn,
-            Err(Some(why)) => return self.bench(i, why),
-            Err(None) => {
-                locked(&self.replicas[i].health).release(Instant::now());
-                return None;
-            }
+            Err(why) => return self.unavailable(i, why, fair),
         };
-        let probe = match timeout_at(
-            deadline.into(),
-            fetch::<ProbeRow>(&mut conn, self.pooler, PROBE),
-        )
-        .await
-        {
+        let probe = fetch::<ProbeRow>(&mut conn, self.pooler, PROBE);
+        let probe = match timeout_at(deadline.into(), probe).await {
             Ok(Ok(row)) => Probe {
                 recovering: row.recovering,
                 replayed: row.replayed,
                 streaming: row.streaming,
             },
             Ok(Err(e)) => return self.bench(i, format!("its check failed: {e}")),
-            Err(_) => return self.bench(i, self.no_answer()),
+            Err(_) => return self.unavailable(i, Unavailable::Slow, fair),
         };
         let verdict = {
             let samples = locked(&self.samples);
@@ -421,14 +435,12 @@ impl Router {
         }
     }
 
-    /// A connection from replica `i`'s pool by `deadline`; else `None` when the pool is
-    /// merely busy (no fault of the replica's), or why the replica failed (a connection
-    /// that cannot be opened, or hangs).
+    /// A connection from replica `i`'s pool by `deadline`, or why not.
     async fn checkout(
         &self,
         i: usize,
         deadline: Instant,
-    ) -> std::result::Result<db::PooledConnection, Option<String>> {
+    ) -> std::result::Result<db::PooledConnection, Unavailable> {
         let left = deadline.saturating_duration_since(Instant::now());
         let timeouts = Timeouts {
             wait: Some(left),
@@ -442,10 +454,27 @@ impl Router {
                     replica = i,
                     "replica's pool is busy: this read goes elsewhere"
                 );
-                Err(None)
+                Err(Unavailable::Busy)
             }
-            Err(PoolError::Timeout(_)) => Err(Some(self.no_answer())),
-            Err(e) => Err(Some(format!("no connection: {}", Error::from(e)))),
+            Err(PoolError::Timeout(_)) => Err(Unavailable::Slow),
+            Err(e) => Err(Unavailable::Failed(format!(
+                "no connection: {}",
+                Error::from(e)
+            ))),
+        }
+    }
+
+    /// What a replica step that ran out of time or failed means for replica `i`. A busy
+    /// pool is no fault of the replica's; neither is a deadline the primary's sample
+    /// already spent (`fair` is false when less than half the bound was left).
+    fn unavailable<T>(&self, i: usize, why: Unavailable, fair: bool) -> Option<T> {
+        match why {
+            Unavailable::Failed(why) => self.bench(i, why),
+            Unavailable::Slow if fair => self.bench(i, self.no_answer()),
+            Unavailable::Busy | Unavailable::Slow => {
+                locked(&self.replicas[i].health).release(Instant::now());
+                None
+            }
         }
     }
 
@@ -460,7 +489,10 @@ impl Router {
     ) -> Option<db::PooledConnection> {
         const SQL: &str = "SELECT pg_last_wal_replay_lsn() AS lsn";
         loop {
-            match timeout_at(deadline.into(), fetch::<Lsn>(&mut conn, self.pooler, SQL)).await {
+            // Each round trip within the timeout: a replica frozen mid-wait costs that, not
+            // the whole wait.
+            let bound = deadline.min(Instant::now() + self.config.timeout);
+            match timeout_at(bound.into(), fetch::<Lsn>(&mut conn, self.pooler, SQL)).await {
                 Ok(Ok(Lsn { lsn })) if lsn.is_some_and(|lsn| lsn >= seen) => return Some(conn),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return self.bench(i, format!("its check failed: {e}")),
@@ -533,6 +565,16 @@ impl Router {
             self.config.timeout.as_millis()
         )
     }
+}
+
+/// Why a replica step gave no connection.
+enum Unavailable {
+    /// Its pool had no free connection in time.
+    Busy,
+    /// Opening or checking a connection ran out of time.
+    Slow,
+    /// It failed, for this reason.
+    Failed(String),
 }
 
 /// Releases a replica's check claim if the checking request is dropped mid-check (its

@@ -33,19 +33,15 @@ enum Check {
 pub(crate) fn configure(
     url: &url::Url,
 ) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
-    let (mut mode, mut root, mut kept) = ("prefer".to_owned(), None, Vec::new());
+    let (mut mode, mut root) = ("prefer".to_owned(), None);
     for (key, value) in url.query_pairs().into_owned() {
         match key.as_str() {
             "sslmode" => mode = value,
             "sslrootcert" => root = Some(value),
-            _ => kept.push((key, value)),
+            _ => {}
         }
     }
-    let mut rest = url.clone();
-    rest.set_query(None);
-    if !kept.is_empty() {
-        rest.query_pairs_mut().extend_pairs(kept);
-    }
+    let rest = crate::db::without_params(url, &["sslmode", "sslrootcert"]);
     let mut config: tokio_postgres::Config = rest.as_str().parse().map_err(|e| format!("{e}"))?;
     let (ssl, check) = match (mode.as_str(), &root) {
         ("disable", _) => (SslMode::Disable, Check::Nothing),

@@ -285,6 +285,7 @@ fn settings_out_of_range_are_refused_by_name() {
             "must be a whole number",
         ),
         ("RUST_LOG", "app=verbose", "does not parse"),
+        ("RUST_LOG", "wran", "reads \"wran\" as a module name"),
     ];
     for (key, value, expected) in cases {
         refused_by_name(key, value, expected);
@@ -529,4 +530,38 @@ async fn a_closed_pipe_ends_quietly_and_the_work_is_done() {
         .status()
         .unwrap();
     assert_eq!(failed.code(), Some(1), "{failed:?}");
+}
+
+/// Query parameters reach the server as written: `%20` is a space, as libpq reads it (it
+/// once became `+` on the way: `options=-c%20statement_timeout%3D1234` failed with
+/// `unrecognized configuration parameter "+statement_timeout"`).
+#[tokio::test]
+async fn url_parameters_keep_their_spaces() {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        timeout: String,
+    }
+    use diesel_async::RunQueryDsl;
+    let db = TestDb::new().await;
+    let raw = format!(
+        "{}?application_name=my%20app&options=-c%20statement_timeout%3D1234&sslmode=prefer",
+        db.url.expose()
+    );
+    let mut conn = db::connect(&DatabaseUrl::parse(&raw).unwrap())
+        .await
+        .unwrap();
+    let row: Row = diesel::sql_query(
+        "SELECT current_setting('application_name') AS name, \
+         current_setting('statement_timeout') AS timeout",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(row.name, "my app");
+    assert_eq!(row.timeout, "1234ms");
+    let (tool_url, _) = db::tool_connection(&DatabaseUrl::parse(&raw).unwrap()).unwrap();
+    assert!(tool_url.contains("application_name=my%20app"), "{tool_url}");
 }

@@ -6,7 +6,7 @@ mod common;
 use app::db::{self, DatabaseUrl, DbConfig, Pooler};
 use app::models::{Email, NewTask, NewUser, Task, TaskStatus, Title, User};
 use common::{Bouncer, Cluster, pg_binaries_present, pgbouncer_present};
-use diesel_async::AsyncConnection;
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 
 /// A migrated private cluster and a pgbouncer in front of it.
 async fn bounced(
@@ -498,9 +498,85 @@ async fn pgbouncer_transaction_mode_runs_the_replica_router() {
         servers.contains(&app::replicas::Server::Replica(0)),
         "no read reached the replica: {servers:?}"
     );
+    // A transaction opened by hand, with a write in it: position() must neither commit
+    // nor roll it back.
+    let mut conn = router.write().await.unwrap();
+    conn.batch_execute(
+        "BEGIN; INSERT INTO users (email, display_name) VALUES ('raw@example.com', 'Raw')",
+    )
+    .await
+    .unwrap();
+    let _ = router.position(&mut conn).await;
+    conn.batch_execute("ROLLBACK").await.unwrap();
+    let found = conn
+        .transaction::<_, app::Error, _>(async |c| User::by_email(c, "raw@example.com").await)
+        .await;
+    assert!(
+        matches!(found, Err(app::Error::NotFound)),
+        "position() committed the caller's transaction: {found:?}"
+    );
+    drop(conn);
     drop(router);
     for url in [&primary_url, &replica_url] {
         let left = statements_left(url, 2).await;
         assert!(left.iter().all(|(_, n)| *n == 0), "{url}: {left:?}");
     }
+}
+
+/// Processes not set up for transaction pooling are refused before they run a statement
+/// through it (one that runs anyway leaves named statements that break every correctly set
+/// up process on those server sessions): the app without DATABASE_POOLER=transaction, and
+/// init_db, which must not create its database first. Round robin, the harder case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_transaction_mode_refuses_processes_not_set_up_for_it() {
+    if !pg_binaries_present() || !pgbouncer_present() {
+        return;
+    }
+    let cluster = Cluster::new("wrong-db");
+    let direct = DatabaseUrl::parse(&cluster.start(&[])).unwrap();
+    app::migrations::run_pending(&direct).await.unwrap();
+    let (_bouncer, url) =
+        cluster.bouncer_with("wrong-pgb", "transaction", 2, "server_round_robin = 1");
+    let url = DatabaseUrl::parse(&url).unwrap();
+    for i in 0..4 {
+        let out =
+            std::process::Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+                .args(["add-user", &format!("w{i}@example.com"), "W"])
+                .env("DATABASE_URL", url.expose())
+                .env("DATABASE_DIRECT_URL", direct.expose())
+                .env_remove("DATABASE_POOLER")
+                .current_dir(std::env::temp_dir())
+                .output()
+                .unwrap();
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("set DATABASE_POOLER=transaction"), "{err}");
+        assert!(!err.contains("prepared statement"), "{err}");
+
+        let fresh = url.with_database(&format!("made_by_init_db_{i}"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_init_db"))
+            .args(["--url", fresh.expose()])
+            .env_remove("DATABASE_URL")
+            .env_remove("DATABASE_DIRECT_URL")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("transaction pooler") && err.contains("DATABASE_DIRECT_URL"),
+            "{err}"
+        );
+        assert!(!err.contains("prepared statement"), "{err}");
+        let mut admin = db::connect(&direct).await.unwrap();
+        let made = format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'made_by_init_db_{i}') AS flag"
+        );
+        assert!(
+            !common::flag(&mut admin, &made).await,
+            "init_db created its database first"
+        );
+    }
+    let left = statements_left(&url, 2).await;
+    assert!(left.iter().all(|(_, n)| *n == 0), "{left:?}");
 }

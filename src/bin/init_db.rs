@@ -46,6 +46,8 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let url = db::direct_url_from(args.url.as_deref())?;
     let name = url.database();
+    // Before anything is created: a transaction pooler is refused here, not half-way.
+    db::ensure_session(&url.with_database("postgres")).await?;
 
     let created = db::ensure_database(&url).await?;
     outln!(

@@ -272,7 +272,8 @@ pub async fn checkout(pool: &Pool) -> Result<PooledConnection> {
 /// connection; left on the shared server session, they collide with the next client's
 /// statements of the same name (`prepared statement "s9" already exists`). So the same
 /// transaction ends with `DEALLOCATE ALL`: the server session goes back to the pooler as
-/// clean as it came, and stale statements another client left there go too.
+/// clean as it came. (The set-up transaction also starts with one, in `connect_through`:
+/// statements a wrongly configured client left there cannot collide with ours.)
 pub(super) async fn for_transaction_pooler(conn: &mut AsyncPgConnection) -> Result<()> {
     use diesel_async::SimpleAsyncConnection;
     conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);

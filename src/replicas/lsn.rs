@@ -39,6 +39,29 @@ impl WalPosition {
     }
 }
 
+/// The short page header (`SizeOfXLogShortPHD`) and the long one that starts a segment
+/// (`SizeOfXLogLongPHD`), in bytes, on 64-bit builds of PostgreSQL 9.5 and later.
+const SHORT_HEADER: u64 = 24;
+const LONG_HEADER: u64 = 40;
+
+impl WalPosition {
+    /// The position to wait for, given the primary's insert position after a commit: the
+    /// same, unless it sits just past a page header. No record ends inside a header, so the
+    /// commit ended at or before the page boundary, which is where a replica's replay stops
+    /// (after a segment switch too); waiting for the byte past the header would wait for a
+    /// record an idle primary may never write.
+    pub(crate) fn commit_end(insert: WalPosition, block: u64, segment: u64) -> WalPosition {
+        let at = insert.0;
+        if segment > 0 && at % segment == LONG_HEADER {
+            WalPosition(at - LONG_HEADER)
+        } else if block > 0 && at % block == SHORT_HEADER {
+            WalPosition(at - SHORT_HEADER)
+        } else {
+            insert
+        }
+    }
+}
+
 impl fmt::Display for WalPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
@@ -138,6 +161,18 @@ mod tests {
         assert_eq!(serde_json::from_str::<WalPosition>(&json).unwrap(), lsn);
         assert!(serde_json::from_str::<WalPosition>("\"3-1A2B\"").is_err());
         assert!(serde_json::from_str::<WalPosition>("42").is_err());
+    }
+
+    #[test]
+    fn an_insert_position_past_a_page_header_waits_for_the_boundary() {
+        let (block, segment) = (8192, 16 * 1024 * 1024);
+        let at = |n: u64| WalPosition::commit_end(WalPosition::new(n), block, segment);
+        // After pg_switch_wal: 0/4000028 is the first byte past the segment's long header.
+        assert_eq!(at(0x400_0028), WalPosition::new(0x400_0000));
+        assert_eq!(at(3 * 8192 + 24), WalPosition::new(3 * 8192));
+        assert_eq!(at(3 * 8192 + 25), WalPosition::new(3 * 8192 + 25));
+        assert_eq!(at(3 * 8192), WalPosition::new(3 * 8192));
+        assert_eq!(at(24), WalPosition::new(0));
     }
 
     #[test]
