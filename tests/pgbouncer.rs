@@ -580,3 +580,34 @@ async fn pgbouncer_transaction_mode_refuses_processes_not_set_up_for_it() {
     let left = statements_left(&url, 2).await;
     assert!(left.iter().all(|(_, n)| *n == 0), "{left:?}");
 }
+
+/// The session probe is bounded: behind a pooler whose only server session is taken, or a
+/// frozen server, `migrate` gives up after the connect timeout, saying why, instead of
+/// waiting for the pooler's own query_wait_timeout (2 minutes) or for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_probe_gives_up_after_the_connect_timeout() {
+    let Some((_cluster, _bouncer, url)) = bounced("probe-busy", "transaction", 1).await else {
+        return;
+    };
+    let holder = db::connect_client(&url).await.unwrap();
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["current"])
+        .env("DATABASE_URL", url.expose())
+        .env("DATABASE_CONNECT_TIMEOUT_SECS", "2")
+        .env_remove("DATABASE_DIRECT_URL")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("while checking for a transaction pooler"),
+        "{err}"
+    );
+    // 2 s, with slack for a loaded machine; the pooler alone would wait 120 s.
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+}
