@@ -152,23 +152,6 @@ fn mask_password_params(text: &str) -> String {
     out
 }
 
-/// `url` without the query parameters named in `keys`; the others keep their encoding as
-/// written. (Re-encoding them through `query_pairs_mut` would turn `%20` into `+`, which
-/// neither libpq nor tokio-postgres reads as a space: `options=-c%20x%3D1` broke.)
-pub(crate) fn without_params(url: &url::Url, keys: &[&str]) -> url::Url {
-    let mut out = url.clone();
-    let kept: Vec<&str> = (url.query().unwrap_or("").split('&'))
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or("");
-            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
-            !keys.contains(&key.as_ref())
-        })
-        .collect();
-    out.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
-    out
-}
-
 /// Quotes an SQL identifier (database, table, column name) for the few statements that
 /// cannot take it as a bind parameter, such as `CREATE DATABASE`.
 pub fn quote_ident(name: &str) -> String {
@@ -344,7 +327,7 @@ pub fn tool_connection(url: &DatabaseUrl) -> Result<(String, Vec<(&'static str, 
         env.push(("PGPASSWORD", password));
     }
     let _ = bare.set_password(None);
-    let bare = without_params(&bare, &["password"]);
+    let bare = crate::tls::without_params(&bare, &["password"]);
     Ok((bare.to_string(), env))
 }
 

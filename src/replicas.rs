@@ -19,107 +19,27 @@
 //! caller never sees a replica's error, a `warn` event says why. The rules live in
 //! `health.rs`.
 
+mod config;
 mod health;
 mod lsn;
+mod sql;
 
-use std::ops::{Deref, DerefMut, RangeInclusive};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{PoolError, TimeoutType, Timeouts};
-use diesel::QueryableByName;
-use diesel::pg::Pg;
-use diesel::sql_types::{BigInt, Bool, Nullable};
 use diesel_async::TransactionManager;
-use diesel_async::{AnsiTransactionManager, AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl};
 use tokio::time::timeout_at;
 
-use crate::db::{self, DatabaseUrl, DbConfig, Pool, Pooler};
+use crate::db::{self, DbConfig, Pool, Pooler};
 use crate::{Error, Result};
+pub use config::ReplicaConfig;
 use health::{Bounds, CHECK_EVERY, Claim, Health, Probe, Samples, Verdict};
 pub use lsn::{BadWalPosition, PgLsn, WalPosition};
-
-/// What `DATABASE_REPLICA_MAX_LAG_MS` may be: up to an hour.
-const MAX_LAG_MS: RangeInclusive<u64> = 1..=3_600_000;
-/// What `DATABASE_REPLICA_WAIT_MS` may be: 0 (check once) to a minute.
-const WAIT_MS: RangeInclusive<u64> = 0..=60_000;
-/// What `DATABASE_REPLICA_RETRY_MS` may be: up to an hour.
-const RETRY_MS: RangeInclusive<u64> = 0..=3_600_000;
-/// What `DATABASE_REPLICA_TIMEOUT_MS` may be: up to a minute.
-const TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
-
-/// Replica settings, read from the environment (and `.env`).
-#[derive(Debug, Clone)]
-pub struct ReplicaConfig {
-    /// Replicas to read from (`DATABASE_REPLICA_URLS`, comma-separated; none by default).
-    pub urls: Vec<DatabaseUrl>,
-    /// A replica further behind is skipped (`DATABASE_REPLICA_MAX_LAG_MS`, default 1000).
-    pub max_lag: Duration,
-    /// How long [`Router::read_after`] waits for a replica to catch up before it reads from
-    /// the primary (`DATABASE_REPLICA_WAIT_MS`, default 200).
-    pub wait: Duration,
-    /// How long a replica that failed, lagged or was promoted is left out before it is
-    /// tried again (`DATABASE_REPLICA_RETRY_MS`, default 5000).
-    pub retry_after: Duration,
-    /// The most that choosing a replica may add to a read, connection and checks included
-    /// (`DATABASE_REPLICA_TIMEOUT_MS`, default 1000): a frozen replica costs this once, then
-    /// it is left out.
-    pub timeout: Duration,
-}
-
-impl ReplicaConfig {
-    /// Reads `DATABASE_REPLICA_URLS`, `DATABASE_REPLICA_MAX_LAG_MS`,
-    /// `DATABASE_REPLICA_WAIT_MS`, `DATABASE_REPLICA_RETRY_MS` and
-    /// `DATABASE_REPLICA_TIMEOUT_MS`.
-    pub fn from_env() -> Result<Self> {
-        use crate::settings::number;
-        let _ = dotenvy::dotenv();
-        let mut config = ReplicaConfig::new(Vec::new());
-        if let Ok(list) = std::env::var("DATABASE_REPLICA_URLS") {
-            config.urls = (list.split(',').map(str::trim).filter(|u| !u.is_empty()))
-                .map(DatabaseUrl::parse)
-                .collect::<Result<_>>()?;
-        }
-        let ms = Duration::from_millis;
-        if let Some(n) = number("DATABASE_REPLICA_MAX_LAG_MS", MAX_LAG_MS)? {
-            config.max_lag = ms(n);
-        }
-        if let Some(n) = number("DATABASE_REPLICA_WAIT_MS", WAIT_MS)? {
-            config.wait = ms(n);
-        }
-        if let Some(n) = number("DATABASE_REPLICA_RETRY_MS", RETRY_MS)? {
-            config.retry_after = ms(n);
-        }
-        if let Some(n) = number("DATABASE_REPLICA_TIMEOUT_MS", TIMEOUT_MS)? {
-            config.timeout = ms(n);
-        }
-        Ok(config)
-    }
-
-    /// Refuses bounds outside their ranges, as [`ReplicaConfig::from_env`] does: a config
-    /// built in code passes the same checks in [`Router::new`].
-    fn check(&self) -> Result<()> {
-        use crate::settings::in_range;
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        in_range("DATABASE_REPLICA_MAX_LAG_MS", ms(self.max_lag), MAX_LAG_MS)?;
-        in_range("DATABASE_REPLICA_WAIT_MS", ms(self.wait), WAIT_MS)?;
-        in_range("DATABASE_REPLICA_RETRY_MS", ms(self.retry_after), RETRY_MS)?;
-        in_range("DATABASE_REPLICA_TIMEOUT_MS", ms(self.timeout), TIMEOUT_MS)?;
-        Ok(())
-    }
-
-    /// These replicas, with the default bounds.
-    pub fn new(urls: Vec<DatabaseUrl>) -> Self {
-        ReplicaConfig {
-            urls,
-            max_lag: Duration::from_millis(1000),
-            wait: Duration::from_millis(200),
-            retry_after: Duration::from_secs(5),
-            timeout: Duration::from_secs(1),
-        }
-    }
-}
+use sql::{Lsn, PROBE, Position, ProbeRow, fetch};
 
 /// Which server a connection is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,59 +94,6 @@ pub struct Router {
 /// Locks a mutex whose data stays valid even if a holder panicked.
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// What a replica says of itself, in one round trip. Without `pg_read_all_stats` (or
-/// `pg_monitor`) the role sees the WAL receiver's process but not its status: a running
-/// receiver then counts as streaming, and the replay position still decides.
-const PROBE: &str = "SELECT pg_is_in_recovery() AS recovering, \
-     pg_last_wal_replay_lsn() AS replayed, \
-     EXISTS (SELECT 1 FROM pg_stat_wal_receiver \
-             WHERE status IS NULL OR status = 'streaming') AS streaming";
-
-#[derive(QueryableByName)]
-struct ProbeRow {
-    #[diesel(sql_type = Bool)]
-    recovering: bool,
-    #[diesel(sql_type = Nullable<PgLsn>)]
-    replayed: Option<WalPosition>,
-    #[diesel(sql_type = Bool)]
-    streaming: bool,
-}
-
-#[derive(QueryableByName)]
-struct Lsn {
-    #[diesel(sql_type = Nullable<PgLsn>)]
-    lsn: Option<WalPosition>,
-}
-
-#[derive(QueryableByName)]
-struct Position {
-    #[diesel(sql_type = PgLsn)]
-    lsn: WalPosition,
-    #[diesel(sql_type = Bool)]
-    open: bool,
-    #[diesel(sql_type = BigInt)]
-    block: i64,
-    #[diesel(sql_type = BigInt)]
-    segment: i64,
-}
-
-/// The one row of `sql` (hand-written: Diesel has no DSL for these system functions).
-/// Behind a transaction pooler it runs in a transaction, so its prepare and its execute
-/// reach the same server session.
-async fn fetch<T>(conn: &mut AsyncPgConnection, pooler: Pooler, sql: &'static str) -> Result<T>
-where
-    T: QueryableByName<Pg> + Send + 'static,
-{
-    let query = diesel::sql_query(sql);
-    Ok(match pooler {
-        Pooler::Session => query.get_result(conn).await?,
-        Pooler::Transaction => {
-            conn.transaction(async |c| query.get_result(c).await)
-                .await?
-        }
-    })
 }
 
 const IN_TRANSACTION: &str = "Router::position inside an open transaction: the write has not \
@@ -593,40 +460,5 @@ impl Drop for CheckGuard<'_> {
         if let Some(health) = self.0 {
             locked(health).release(Instant::now());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Bounds set in code pass the same ranges as the environment's: a Duration::MAX
-    /// would overflow `Instant` arithmetic mid-request.
-    #[test]
-    fn bounds_out_of_range_are_refused_by_name() {
-        let url = DatabaseUrl::parse("postgres://app@127.0.0.1:1/db").unwrap();
-        let primary = DbConfig::new(url.clone());
-        type Spoil = fn(&mut ReplicaConfig);
-        let cases: [(&str, Spoil); 4] = [
-            ("DATABASE_REPLICA_RETRY_MS", |c| {
-                c.retry_after = Duration::MAX
-            }),
-            ("DATABASE_REPLICA_MAX_LAG_MS", |c| {
-                c.max_lag = Duration::ZERO
-            }),
-            ("DATABASE_REPLICA_WAIT_MS", |c| {
-                c.wait = Duration::from_secs(3600)
-            }),
-            ("DATABASE_REPLICA_TIMEOUT_MS", |c| {
-                c.timeout = Duration::ZERO
-            }),
-        ];
-        for (name, spoil) in cases {
-            let mut config = ReplicaConfig::new(vec![url.clone()]);
-            spoil(&mut config);
-            let err = Router::new(&primary, config).err().expect(name).to_string();
-            assert!(err.contains(name), "{err}");
-        }
-        Router::new(&primary, ReplicaConfig::new(vec![url])).unwrap();
     }
 }

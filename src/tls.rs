@@ -41,7 +41,7 @@ pub(crate) fn configure(
             _ => {}
         }
     }
-    let rest = crate::db::without_params(url, &["sslmode", "sslrootcert"]);
+    let rest = without_params(url, &["sslmode", "sslrootcert"]);
     let mut config: tokio_postgres::Config = rest.as_str().parse().map_err(|e| format!("{e}"))?;
     let (ssl, check) = match (mode.as_str(), &root) {
         ("disable", _) => (SslMode::Disable, Check::Nothing),
@@ -62,6 +62,23 @@ pub(crate) fn configure(
         config,
         MakeRustlsConnect::new(client_config(check, root.as_deref())?),
     ))
+}
+
+/// `url` without the query parameters named in `keys`; the others keep their encoding as
+/// written. (Re-encoding them through `query_pairs_mut` would turn `%20` into `+`, which
+/// neither libpq nor tokio-postgres reads as a space: `options=-c%20x%3D1` broke.)
+pub(crate) fn without_params(url: &url::Url, keys: &[&str]) -> url::Url {
+    let mut out = url.clone();
+    let kept: Vec<&str> = (url.query().unwrap_or("").split('&'))
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or("");
+            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+            !keys.contains(&key.as_ref())
+        })
+        .collect();
+    out.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
+    out
 }
 
 /// TCP bounds where the URL sets none. libpq leaves them to the kernel: keepalives after
