@@ -71,8 +71,9 @@ pub enum LogFormat {
 impl Logging {
     /// Installs the subscriber for this process, `RUST_LOG` else `default` (`warn` for the
     /// command-line tools, `info` for the service): binaries call it first thing. The
-    /// library itself never does. A `RUST_LOG` that does not parse is refused by name: a
-    /// typo must not silently turn the diagnostics off.
+    /// library itself never does. A `RUST_LOG` that does not parse is refused by name, and
+    /// one that looks like a misspelled level is warned about: a typo must not silently turn
+    /// the diagnostics off.
     pub fn init(&self, default: &str) -> crate::Result<()> {
         use tracing_subscriber::EnvFilter;
         let filter = match std::env::var("RUST_LOG") {
@@ -84,8 +85,9 @@ impl Logging {
                          RUST_LOG=app::instrument=debug"
                     ))
                 };
+                // A warning, not a refusal: a crate may be named like a level (`warp`).
                 if let Some(why) = misspelled_level(&raw) {
-                    return Err(bad(why));
+                    crate::errln!("warning: RUST_LOG {why}");
                 }
                 EnvFilter::builder()
                     .parse(raw.trim())
@@ -115,7 +117,7 @@ impl Logging {
 
 /// A bare word in a RUST_LOG directive is a target name, so `RUST_LOG=wran` parses and
 /// turns every warning off. A bare word that is not a level but sits within two letters of
-/// one, or is not plain ASCII, is taken for the typo it almost surely is.
+/// one, or is not plain ASCII, is most likely a typo: what to say about it.
 fn misspelled_level(raw: &str) -> Option<String> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     for word in raw.split(',').map(str::trim).filter(|d| !d.contains('=')) {

@@ -208,7 +208,7 @@ pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
 /// waits for the other's transaction. The whole probe is bounded by [`connect_timeout`].
 pub async fn is_transaction_pooler(url: &DatabaseUrl) -> Result<bool> {
     let limit = connect_timeout(url)?;
-    match tokio::time::timeout(limit, probe_session(url)).await {
+    match tokio::time::timeout(limit, probe_session(url, limit)).await {
         Ok(answer) => answer,
         Err(_) => Err(Error::Connection {
             url: url.to_string(),
@@ -221,7 +221,10 @@ pub async fn is_transaction_pooler(url: &DatabaseUrl) -> Result<bool> {
     }
 }
 
-async fn probe_session(url: &DatabaseUrl) -> Result<bool> {
+async fn probe_session(url: &DatabaseUrl, limit: Duration) -> Result<bool> {
+    // A read that waits is a read through a pooler whose sessions are all taken: it gets a
+    // third of the bound, so the answer comes before the bound does.
+    let wait = (limit / 3).min(Duration::from_secs(2));
     let failed = |e| driver_error(url, &e);
     // The simple protocol throughout: it works through any pooler, where a prepared
     // statement may not.
@@ -233,25 +236,26 @@ async fn probe_session(url: &DatabaseUrl) -> Result<bool> {
     );
     let set = format!("SET app.session_mark = '{mark}'");
     this.batch_execute(&set).await.map_err(failed)?;
-    let alone = read_mark(&this).await.map_err(failed)?;
+    let alone = read_mark(&this, wait).await.map_err(failed)?;
     other
         .batch_execute("BEGIN; SELECT 1")
         .await
         .map_err(failed)?;
-    let crowded = read_mark(&this).await;
+    let crowded = read_mark(&this, wait).await;
     let _ = other.batch_execute("ROLLBACK").await;
     let crowded = crowded.map_err(failed)?;
     let kept = |seen: &Option<String>| seen.as_deref() == Some(mark.as_str());
     Ok(!(kept(&alone) && kept(&crowded)))
 }
 
-/// `app.session_mark` as `client`'s session holds it; `None` if the read waits over 2 s.
+/// `app.session_mark` as `client`'s session holds it; `None` if the read waits past `wait`.
 async fn read_mark(
     client: &tokio_postgres::Client,
+    wait: Duration,
 ) -> Result<Option<String>, tokio_postgres::Error> {
     use tokio_postgres::SimpleQueryMessage;
     let read = client.simple_query("SELECT current_setting('app.session_mark', true)");
-    let Ok(rows) = tokio::time::timeout(Duration::from_secs(2), read).await else {
+    let Ok(rows) = tokio::time::timeout(wait, read).await else {
         return Ok(None);
     };
     Ok(rows?.into_iter().find_map(|m| match m {
@@ -348,7 +352,7 @@ async fn connect_through(url: &DatabaseUrl, pooler: Pooler) -> Result<AsyncPgCon
         // transaction pooler may send to two server sessions: one transaction keeps them on
         // one.
         // DEALLOCATE ALL first: a client not set up for the pooler may have left named
-        // statements on this server session, and ours would collide with them.
+        // statements on this server session, and the set-up's would collide with them.
         (client.batch_execute("BEGIN; DEALLOCATE ALL").await).map_err(|e| driver_error(url, &e))?;
     }
     // diesel-async sets the session up (time zone, encoding): bounded too.

@@ -82,6 +82,9 @@ pub struct Router {
     /// One connection to the primary for sampling its WAL position, apart from the pool
     /// the application uses: a busy primary must not make its replicas look stale.
     probe: Pool,
+    /// Behind a transaction pooler, where `position()` cannot use the caller's connection:
+    /// a pool of its own, so a caller holding a primary connection cannot starve it.
+    positions: Pool,
     samples: Mutex<Samples>,
     /// One sample of the primary at a time; the other requests use it.
     sampling: tokio::sync::Mutex<()>,
@@ -121,6 +124,7 @@ impl Router {
                 max_size: 1,
                 ..primary.clone()
             })?,
+            positions: db::build_pool(primary)?,
             samples: Mutex::new(Samples::default()),
             sampling: tokio::sync::Mutex::new(()),
             replicas: pools,
@@ -161,17 +165,30 @@ impl Router {
             txid_current_if_assigned() IS NOT NULL AS open, \
             current_setting('wal_block_size')::int8 AS block, \
             pg_size_bytes(current_setting('wal_segment_size')) AS segment";
+        // A frozen primary must not hold the caller: the statement is bounded (and the pool
+        // discards a connection whose statement was given up on).
+        let limit = self.config.timeout;
+        let no_answer =
+            || Error::Pool(format!("the primary gave no WAL position within {limit:?}"));
         let row: Position = match self.pooler {
             // A hand-opened transaction that has written holds an xid: its writes are not
             // committed. (One that has only read is harmless: what committed before it is
             // in the position.)
-            Pooler::Session => diesel::sql_query(SQL).get_result(conn).await?,
+            Pooler::Session => {
+                let read = diesel::sql_query(SQL).get_result(conn);
+                tokio::time::timeout(limit, read)
+                    .await
+                    .map_err(|_| no_answer())??
+            }
             // The caller's connection would need a transaction of its own here, and
             // Diesel's would commit one opened by hand. The insert position is the whole
-            // server's: the router's own connection reads the same.
+            // server's: another connection to the primary reads the same.
             Pooler::Transaction => {
-                let mut own = db::checkout(&self.probe).await?;
-                fetch(&mut own, self.pooler, SQL).await?
+                let mut other = db::checkout(&self.positions).await?;
+                let read = fetch(&mut other, self.pooler, SQL);
+                tokio::time::timeout(limit, read)
+                    .await
+                    .map_err(|_| no_answer())??
             }
         };
         if row.open {
@@ -194,9 +211,15 @@ impl Router {
     /// that has replayed it within the configured wait, else the primary.
     pub async fn read_after(&self, seen: &WalPosition) -> Result<Routed> {
         let started = Instant::now();
-        let wait_until = started + self.config.wait;
-        let deadline = started + self.config.timeout.max(self.config.wait);
-        match self.replica(Some((*seen, wait_until)), deadline).await {
+        let wait = Replay {
+            seen: *seen,
+            until: started + self.config.wait,
+            end: started + self.config.timeout.max(self.config.wait),
+        };
+        match self
+            .replica(Some(wait), started + self.config.timeout)
+            .await
+        {
             Some(routed) => Ok(routed),
             None => self.write().await,
         }
@@ -209,12 +232,15 @@ impl Router {
         }
     }
 
-    /// A usable replica, taken in turn, or `None`; all of it by `deadline`.
-    async fn replica(
-        &self,
-        seen: Option<(WalPosition, Instant)>,
-        deadline: Instant,
-    ) -> Option<Routed> {
+    /// Whether a step that ran out of time with `deadline` ahead of it had a fair chance:
+    /// at least half the bound. Otherwise the time went elsewhere (the primary's sample,
+    /// another replica) and the replica is not to blame.
+    fn fair(&self, deadline: Instant) -> bool {
+        deadline.saturating_duration_since(Instant::now()) >= self.config.timeout / 2
+    }
+
+    /// A usable replica, taken in turn, or `None`; its checks by `deadline`.
+    async fn replica(&self, seen: Option<Replay>, deadline: Instant) -> Option<Routed> {
         let n = self.replicas.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         for i in (0..n).map(|k| (first + k) % n) {
@@ -235,17 +261,20 @@ impl Router {
     async fn try_replica(
         &self,
         i: usize,
-        seen: Option<(WalPosition, Instant)>,
+        seen: Option<Replay>,
         deadline: Instant,
     ) -> Option<db::PooledConnection> {
         let claim = locked(&self.replicas[i].health).claim(Instant::now(), self.bounds());
         let conn = match claim {
             Claim::Skip => return None,
-            Claim::Cached => match self.checkout(i, deadline).await {
-                Ok(conn) => conn,
-                Err(Unavailable::Busy) => return None,
-                Err(why) => return self.unavailable(i, why, true),
-            },
+            Claim::Cached => {
+                let fair = self.fair(deadline);
+                match self.checkout(i, deadline).await {
+                    Ok(conn) => conn,
+                    Err(Unavailable::Busy) => return None,
+                    Err(why) => return self.unavailable(i, why, fair),
+                }
+            }
             Claim::Check => {
                 let guard = CheckGuard(Some(&self.replicas[i].health));
                 let conn = self.check(i, deadline).await;
@@ -255,7 +284,7 @@ impl Router {
         };
         match seen {
             None => Some(conn),
-            Some((seen, wait_until)) => self.replayed(i, conn, seen, wait_until, deadline).await,
+            Some(wait) => self.replayed(i, conn, wait).await,
         }
     }
 
@@ -267,10 +296,10 @@ impl Router {
             locked(&self.replicas[i].health).release(Instant::now());
             return None;
         }
-        let fair = deadline.saturating_duration_since(Instant::now()) >= self.config.timeout / 2;
+        let fair = self.fair(deadline);
         let mut conn = match self.checkout(i, deadline).await {
             Ok(conn) => conn,
-            Err(why) => return self.unavailable(i, why, fair),
+            Err(why) => return self.unchecked(i, why, fair),
         };
         let probe = fetch::<ProbeRow>(&mut conn, self.pooler, PROBE);
         let probe = match timeout_at(deadline.into(), probe).await {
@@ -280,7 +309,7 @@ impl Router {
                 streaming: row.streaming,
             },
             Ok(Err(e)) => return self.bench(i, format!("its check failed: {e}")),
-            Err(_) => return self.unavailable(i, Unavailable::Slow, fair),
+            Err(_) => return self.unchecked(i, Unavailable::Slow, fair),
         };
         let verdict = {
             let samples = locked(&self.samples);
@@ -314,7 +343,16 @@ impl Router {
             create: Some(left),
             recycle: Some(left),
         };
-        match self.replicas[i].pool.timeout_get(&timeouts).await {
+        // deadpool applies `recycle` to each idle connection in turn: the whole checkout
+        // under the deadline too.
+        let got = timeout_at(
+            deadline.into(),
+            self.replicas[i].pool.timeout_get(&timeouts),
+        );
+        let Ok(got) = got.await else {
+            return Err(Unavailable::Slow);
+        };
+        match got {
             Ok(conn) => Ok(conn),
             Err(PoolError::Timeout(TimeoutType::Wait)) => {
                 tracing::debug!(
@@ -332,45 +370,51 @@ impl Router {
     }
 
     /// What a replica step that ran out of time or failed means for replica `i`. A busy
-    /// pool is no fault of the replica's; neither is a deadline the primary's sample
-    /// already spent (`fair` is false when less than half the bound was left).
+    /// pool is no fault of the replica's; neither is a deadline spent elsewhere (`fair` is
+    /// false when less than half the bound was left).
     fn unavailable<T>(&self, i: usize, why: Unavailable, fair: bool) -> Option<T> {
         match why {
             Unavailable::Failed(why) => self.bench(i, why),
             Unavailable::Slow if fair => self.bench(i, self.no_answer()),
-            Unavailable::Busy | Unavailable::Slow => {
-                locked(&self.replicas[i].health).release(Instant::now());
-                None
-            }
+            Unavailable::Busy | Unavailable::Slow => None,
         }
     }
 
-    /// Waits, until `wait_until`, for replica `i` to have replayed `seen`.
+    /// [`Router::unavailable`] for the request that holds replica `i`'s check: the check
+    /// ends here, with or without a verdict.
+    fn unchecked<T>(&self, i: usize, why: Unavailable, fair: bool) -> Option<T> {
+        let outcome = self.unavailable(i, why, fair);
+        locked(&self.replicas[i].health).release(Instant::now());
+        outcome
+    }
+
+    /// Waits, until `wait.until`, for replica `i` to have replayed `wait.seen`; each round
+    /// trip within the timeout, all of it by `wait.end`.
     async fn replayed(
         &self,
         i: usize,
         mut conn: db::PooledConnection,
-        seen: WalPosition,
-        wait_until: Instant,
-        deadline: Instant,
+        wait: Replay,
     ) -> Option<db::PooledConnection> {
         const SQL: &str = "SELECT pg_last_wal_replay_lsn() AS lsn";
         loop {
-            // Each round trip within the timeout: a replica frozen mid-wait costs that, not
-            // the whole wait.
-            let bound = deadline.min(Instant::now() + self.config.timeout);
+            // A replica frozen mid-wait costs one round trip's bound, not the whole wait.
+            let bound = wait.end.min(Instant::now() + self.config.timeout);
+            let fair = self.fair(bound);
             match timeout_at(bound.into(), fetch::<Lsn>(&mut conn, self.pooler, SQL)).await {
-                Ok(Ok(Lsn { lsn })) if lsn.is_some_and(|lsn| lsn >= seen) => return Some(conn),
+                Ok(Ok(Lsn { lsn })) if lsn.is_some_and(|lsn| lsn >= wait.seen) => {
+                    return Some(conn);
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return self.bench(i, format!("its check failed: {e}")),
-                Err(_) => return self.bench(i, self.no_answer()),
+                Err(_) => return self.unavailable(i, Unavailable::Slow, fair),
             }
             let now = Instant::now();
-            if now >= wait_until.min(deadline) {
-                tracing::info!(replica = i, position = %seen, "replica has not replayed the write yet: reading from the primary");
+            if now >= wait.until.min(wait.end) {
+                tracing::info!(replica = i, position = %wait.seen, "replica has not replayed the write yet: reading from the primary");
                 return None;
             }
-            let pause = (now + Duration::from_millis(5)).min(wait_until);
+            let pause = (now + Duration::from_millis(5)).min(wait.until);
             tokio::time::sleep_until(pause.into()).await;
         }
     }
@@ -404,7 +448,9 @@ impl Router {
             create: Some(left),
             recycle: Some(left),
         };
-        let mut conn = self.probe.timeout_get(&timeouts).await?;
+        let mut conn = timeout_at(deadline.into(), self.probe.timeout_get(&timeouts))
+            .await
+            .map_err(|_| no_answer())??;
         let asked = Instant::now();
         const SQL: &str = "SELECT pg_current_wal_flush_lsn() AS lsn";
         let row: Lsn = timeout_at(deadline.into(), fetch(&mut conn, self.pooler, SQL))
@@ -432,6 +478,15 @@ impl Router {
             self.config.timeout.as_millis()
         )
     }
+}
+
+/// What [`Router::read_after`] waits for: `seen` replayed by `until`, the whole call over by
+/// `end`.
+#[derive(Debug, Clone, Copy)]
+struct Replay {
+    seen: WalPosition,
+    until: Instant,
+    end: Instant,
 }
 
 /// Why a replica step gave no connection.

@@ -459,6 +459,7 @@ async fn pgbouncer_transaction_mode_runs_the_replica_router() {
     let mut replicas = ReplicaConfig::new(vec![replica_url.clone()]);
     replicas.wait = std::time::Duration::from_secs(5);
     replicas.max_lag = std::time::Duration::from_secs(30);
+    replicas.timeout = std::time::Duration::from_secs(10);
     let router = Router::new(&config, replicas).unwrap();
     let unit = async |i: usize| -> app::Result<app::replicas::Server> {
         let mut conn = router.write().await?;

@@ -75,6 +75,7 @@ async fn replayed_a_commit(primary: &DatabaseUrl, replica: &DatabaseUrl) {
 fn patient(config: &mut ReplicaConfig) {
     config.wait = Duration::from_secs(30);
     config.max_lag = Duration::from_secs(60);
+    config.timeout = Duration::from_secs(30);
 }
 
 async fn in_recovery(conn: &mut AsyncPgConnection) -> bool {
@@ -211,10 +212,13 @@ async fn reads_reach(router: &Router, want: Server, limit: Duration) -> bool {
     false
 }
 
-/// Bounds that make a bench visible: a benched replica stays out for a minute.
+/// Bounds that make a bench visible: a benched replica stays out for a minute. The
+/// timeout is generous: a loaded machine (CI builds beside the tests) can take seconds to
+/// open a connection, and a bench in the warm-up would last the whole test.
 fn strict(config: &mut ReplicaConfig) {
     config.max_lag = Duration::from_millis(500);
     config.retry_after = Duration::from_secs(60);
+    config.timeout = Duration::from_secs(10);
 }
 
 /// A replica whose WAL receiver is gone (`primary_conninfo = ''`) looks caught up forever
@@ -302,9 +306,11 @@ async fn a_promoted_replica_is_not_read_as_a_replica() {
 /// it is left out, so later reads do not wait at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_replica_does_not_block_reads() {
+    // A short bench: one taken during a slow warm-up soon ends.
     let Some(pair) = pair("frozen", |c| {
         strict(c);
         c.timeout = Duration::from_secs(1);
+        c.retry_after = Duration::from_millis(500);
     })
     .await
     else {
@@ -331,7 +337,8 @@ async fn a_frozen_replica_does_not_block_reads() {
         }
     }
     assert_eq!(on_primary, 20, "reads never moved to the primary");
-    // Left out: the next reads do not try it at all.
+    // Left out: the next reads stay on the primary; when a bench ends, one check costs at
+    // most the timeout again.
     let took = std::time::Instant::now();
     for _ in 0..10 {
         assert_eq!(pair.router.read().await.unwrap().server, Server::Primary);
@@ -474,6 +481,9 @@ async fn a_replica_whose_pool_is_busy_is_not_left_out() {
     };
     let mut config = ReplicaConfig::new(vec![pair.replica_url.clone()]);
     strict(&mut config);
+    // A bench for failing would outlast the test's last read by far; one taken during a
+    // slow warm-up soon ends.
+    config.retry_after = Duration::from_secs(2);
     config.timeout = Duration::from_millis(300);
     let one_each = DbConfig {
         max_size: 1,

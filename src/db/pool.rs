@@ -198,7 +198,7 @@ fn discard_broken(
         (conn.instrumentation().downcast_ref::<QueryTracing>()).map_or(0, QueryTracing::in_flight);
     let why = if in_flight > 0 {
         cancel_in_background(url, conn.cancel_token());
-        "a statement its caller gave up on is still running"
+        "a statement its caller gave up on may still be running"
     } else if conn.is_broken() {
         "the server closed it or a broken transaction left it unusable"
     } else {
@@ -272,12 +272,14 @@ pub async fn checkout(pool: &Pool) -> Result<PooledConnection> {
 /// connection; left on the shared server session, they collide with the next client's
 /// statements of the same name (`prepared statement "s9" already exists`). So the same
 /// transaction ends with `DEALLOCATE ALL`: the server session goes back to the pooler as
-/// clean as it came. (The set-up transaction also starts with one, in `connect_through`:
-/// statements a wrongly configured client left there cannot collide with ours.)
+/// clean as it came. Both set-up transactions also start with one: statements a wrongly
+/// configured client left on those sessions cannot collide with the set-up's. (Later
+/// transactions may meet other sessions; docs/scale-out.md has PgBouncer's own cure.)
 pub(super) async fn for_transaction_pooler(conn: &mut AsyncPgConnection) -> Result<()> {
     use diesel_async::SimpleAsyncConnection;
     conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
     conn.transaction::<_, Error, _>(async |conn| {
+        conn.batch_execute("DEALLOCATE ALL").await?;
         #[derive(QueryableByName)]
         struct Probe {
             #[diesel(sql_type = Text)]

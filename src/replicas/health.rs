@@ -34,8 +34,13 @@ impl Samples {
         answered: Instant,
         keep: Duration,
     ) {
+        // Lower than before: another server answers for the primary now (a failover). What
+        // was learnt of the old one says nothing of it.
+        if self.0.back().is_some_and(|last| lsn < last.lsn) {
+            self.0.clear();
+        }
         match self.0.back_mut() {
-            Some(last) if last.lsn >= lsn => last.last_seen = asked,
+            Some(last) if last.lsn == lsn => last.last_seen = asked,
             _ => self.0.push_back(Sample {
                 lsn,
                 first_seen: answered,
@@ -175,7 +180,7 @@ impl Health {
             self.not_streaming_since = None;
         } else {
             let since = *self.not_streaming_since.get_or_insert(now);
-            let for_how_long = now - since;
+            let for_how_long = now.saturating_duration_since(since);
             if for_how_long >= bounds.max_lag {
                 return self.bench(
                     now,
@@ -199,7 +204,7 @@ impl Health {
         }
         match samples.behind_since(replayed) {
             Some(since) if now.saturating_duration_since(since) > bounds.max_lag => {
-                let behind = now - since;
+                let behind = now.saturating_duration_since(since);
                 self.bench(
                     now,
                     bounds,
@@ -271,8 +276,14 @@ mod tests {
             check(&mut h, &mut s, t0, 100, streaming(100)),
             Verdict::Serve
         );
-        // 54 s without a write or a read, then a write the replica has not replayed yet.
-        let t1 = t0 + Duration::from_secs(54);
+        // 54 s without a write: still fresh.
+        let idle = t0 + Duration::from_secs(54);
+        assert_eq!(
+            check(&mut h, &mut s, idle, 100, streaming(100)),
+            Verdict::Serve
+        );
+        // Then a write the replica has not replayed yet, after another idle spell.
+        let t1 = idle + Duration::from_secs(54);
         assert_eq!(
             check(&mut h, &mut s, t1, 200, streaming(100)),
             Verdict::NotNow
@@ -378,6 +389,17 @@ mod tests {
             s.record(lsn(8 + i), at, at, ms(2000));
         }
         assert!(s.0.len() <= 22, "{} samples kept", s.0.len());
-        assert_eq!(s.fresh_as_of(lsn(6)), None);
+        assert_eq!(s.fresh_as_of(lsn(7)), None, "the idle entry was forgotten");
+    }
+
+    #[test]
+    fn a_primary_position_that_goes_back_starts_the_samples_afresh() {
+        let (mut s, t0) = (Samples::default(), Instant::now());
+        s.record(lsn(500), t0, t0, ms(2000));
+        let t1 = t0 + ms(100);
+        s.record(lsn(80), t1, t1, ms(2000));
+        assert_eq!(s.0.len(), 1);
+        assert_eq!(s.fresh_as_of(lsn(80)), Some(t1));
+        assert_eq!(s.behind_since(lsn(80)), None);
     }
 }
