@@ -33,15 +33,18 @@ enum Check {
 pub(crate) fn configure(
     url: &url::Url,
 ) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
-    let (mut mode, mut root) = ("prefer".to_owned(), None);
+    let (mut mode, mut root, mut user_timeout) = ("prefer".to_owned(), None, None);
     for (key, value) in url.query_pairs().into_owned() {
         match key.as_str() {
             "sslmode" => mode = value,
             "sslrootcert" => root = Some(value),
+            "tcp_user_timeout" => user_timeout = Some(value),
             _ => {}
         }
     }
-    let rest = without_params(url, &["sslmode", "sslrootcert"]);
+    // tokio-postgres reads tcp_user_timeout in seconds; libpq, whose URLs these are, in
+    // milliseconds (so pg_dump, given the same URL, agrees with us).
+    let rest = without_params(url, &["sslmode", "sslrootcert", "tcp_user_timeout"]);
     let mut config: tokio_postgres::Config = rest.as_str().parse().map_err(|e| format!("{e}"))?;
     let (ssl, check) = match (mode.as_str(), &root) {
         ("disable", _) => (SslMode::Disable, Check::Nothing),
@@ -58,6 +61,14 @@ pub(crate) fn configure(
     };
     config.ssl_mode(ssl);
     keepalive_defaults(url, &mut config);
+    if let Some(ms) = user_timeout {
+        let ms: u64 = (ms.trim().parse())
+            .map_err(|_| format!("tcp_user_timeout must be whole milliseconds, got {ms:?}"))?;
+        // 0, as in libpq: the system's default.
+        if ms > 0 {
+            config.tcp_user_timeout(std::time::Duration::from_millis(ms));
+        }
+    }
     Ok((
         config,
         MakeRustlsConnect::new(client_config(check, root.as_deref())?),
@@ -253,5 +264,34 @@ impl ServerCertVerifier for AnyName {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    fn configured(url: &str) -> tokio_postgres::Config {
+        super::configure(&url::Url::parse(url).unwrap()).unwrap().0
+    }
+
+    #[test]
+    fn tcp_bounds_default_to_under_a_minute_and_read_as_libpq_does() {
+        let config = configured("postgres://h/db");
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(30))
+        );
+        // libpq's unit for tcp_user_timeout is the millisecond.
+        let config = configured("postgres://h/db?tcp_user_timeout=5000&keepalives_idle=7");
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&Duration::from_millis(5000))
+        );
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(7));
+        let bad =
+            super::configure(&url::Url::parse("postgres://h/db?tcp_user_timeout=soon").unwrap());
+        assert!(bad.is_err());
     }
 }
