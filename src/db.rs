@@ -11,8 +11,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use crate::{Error, Result};
 
 mod pool;
+mod session;
 
 pub use pool::{DbConfig, Pool, PooledConnection, Pooler, Recycle, build_pool, checkout};
+pub(crate) use session::transaction_pooler;
+pub use session::{ensure_session, is_transaction_pooler};
 
 /// A validated `postgres://` URL. `Display` masks the password; [`DatabaseUrl::expose`]
 /// gives the real string to the driver and nowhere else.
@@ -187,93 +190,6 @@ pub fn direct_url_from(flag: Option<&str>) -> Result<DatabaseUrl> {
         }
     }
     url_from(flag)
-}
-
-/// Refuses `url` when it leads through a transaction pooler, where a session setting or a
-/// session lock lands on a server session that other clients then share: for migrations,
-/// which need a whole session. See [`is_transaction_pooler`].
-pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
-    if is_transaction_pooler(url).await? {
-        return Err(transaction_pooler(url));
-    }
-    Ok(())
-}
-
-/// Whether `url` leads through a transaction pooler (PgBouncer `pool_mode = transaction`).
-/// The probe marks this session and reads the mark back twice: once alone (a round-robin
-/// pooler, `server_round_robin = 1`, hands this client's next transaction to another server
-/// session), and once while a second connection holds the server session just used (a LIFO
-/// pooler, PgBouncer's default, hands that one out first). On a real session the mark is
-/// there both times; through a transaction pooler it is gone at least once, or the read
-/// waits for the other's transaction. The whole probe is bounded by [`connect_timeout`].
-pub async fn is_transaction_pooler(url: &DatabaseUrl) -> Result<bool> {
-    let limit = connect_timeout(url)?;
-    match tokio::time::timeout(limit, probe_session(url, limit)).await {
-        Ok(answer) => answer,
-        Err(_) => Err(Error::Connection {
-            url: url.to_string(),
-            reason: format!(
-                "no answer within {}s while checking for a transaction pooler (a pooler \
-                 with no free server session, or a frozen server)",
-                limit.as_secs()
-            ),
-        }),
-    }
-}
-
-async fn probe_session(url: &DatabaseUrl, limit: Duration) -> Result<bool> {
-    // A read that waits is a read through a pooler whose sessions are all taken: it gets a
-    // third of the bound, so the answer comes before the bound does.
-    let wait = (limit / 3).min(Duration::from_secs(2));
-    let failed = |e| driver_error(url, &e);
-    // The simple protocol throughout: it works through any pooler, where a prepared
-    // statement may not.
-    let (this, other) = (connect_client(url).await?, connect_client(url).await?);
-    let mark = format!(
-        "{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_micros()
-    );
-    let set = format!("SET app.session_mark = '{mark}'");
-    this.batch_execute(&set).await.map_err(failed)?;
-    let alone = read_mark(&this, wait).await.map_err(failed)?;
-    other
-        .batch_execute("BEGIN; SELECT 1")
-        .await
-        .map_err(failed)?;
-    let crowded = read_mark(&this, wait).await;
-    let _ = other.batch_execute("ROLLBACK").await;
-    let crowded = crowded.map_err(failed)?;
-    let kept = |seen: &Option<String>| seen.as_deref() == Some(mark.as_str());
-    Ok(!(kept(&alone) && kept(&crowded)))
-}
-
-/// `app.session_mark` as `client`'s session holds it; `None` if the read waits past `wait`.
-async fn read_mark(
-    client: &tokio_postgres::Client,
-    wait: Duration,
-) -> Result<Option<String>, tokio_postgres::Error> {
-    use tokio_postgres::SimpleQueryMessage;
-    let read = client.simple_query("SELECT current_setting('app.session_mark', true)");
-    let Ok(rows) = tokio::time::timeout(wait, read).await else {
-        return Ok(None);
-    };
-    Ok(rows?.into_iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-        _ => None,
-    }))
-}
-
-/// The refusal of work that needs a whole session (migrations) on `url`, a transaction
-/// pooler.
-pub(crate) fn transaction_pooler(url: &DatabaseUrl) -> Error {
-    Error::Connection {
-        url: url.to_string(),
-        reason: "it leads through a transaction pooler (PgBouncer pool_mode = transaction), \
-                 where the migration lock would not hold and statements cross server \
-                 sessions: set DATABASE_DIRECT_URL to the server itself"
-            .into(),
-    }
 }
 
 /// The default of [`connect_timeout`], in seconds.

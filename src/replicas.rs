@@ -22,9 +22,9 @@
 mod config;
 mod health;
 mod lsn;
+mod routed;
 mod sql;
 
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -39,37 +39,8 @@ use crate::{Error, Result};
 pub use config::ReplicaConfig;
 use health::{Bounds, CHECK_EVERY, Claim, Health, Probe, Samples, Verdict};
 pub use lsn::{BadWalPosition, PgLsn, WalPosition};
+pub use routed::{Routed, Server};
 use sql::{Lsn, PROBE, Position, ProbeRow, fetch};
-
-/// Which server a connection is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Server {
-    /// The primary: it takes writes.
-    Primary,
-    /// The replica at this index of [`ReplicaConfig::urls`].
-    Replica(usize),
-}
-
-/// A pooled connection and the server it is on. Derefs to the connection.
-pub struct Routed {
-    conn: db::PooledConnection,
-    /// Where the connection is.
-    pub server: Server,
-}
-
-impl Deref for Routed {
-    type Target = AsyncPgConnection;
-
-    fn deref(&self) -> &AsyncPgConnection {
-        &self.conn
-    }
-}
-
-impl DerefMut for Routed {
-    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
-        &mut self.conn
-    }
-}
 
 struct Replica {
     pool: Pool,
