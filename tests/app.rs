@@ -105,13 +105,36 @@ async fn users_and_tasks_through_the_commands() {
     assert!(stderr(&out).contains("priority"), "{}", stderr(&out));
 }
 
+/// A child process killed when dropped: a failing test leaves no server loop behind.
+struct Serving(std::process::Child);
+
+impl std::ops::Deref for Serving {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Serving {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `serve --every 1` with this RUST_LOG, once it says it is serving; its stdout's
 /// remaining lines.
 fn serve(
     url: &DatabaseUrl,
     log: &str,
 ) -> (
-    std::process::Child,
+    Serving,
     std::io::Lines<BufReader<std::process::ChildStdout>>,
 ) {
     let mut child = Command::new(APP)
@@ -125,7 +148,7 @@ fn serve(
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(first.starts_with("serving"), "{first}");
-    (child, lines)
+    (Serving(child), lines)
 }
 
 #[tokio::test]
@@ -168,9 +191,14 @@ async fn serve_stops_on_ctrl_c_while_its_check_waits_on_a_frozen_server() {
     while seen.try_recv().is_ok() {}
     // A check gave up on the frozen server; the next one starts at once (its tick is
     // overdue) and waits in turn.
+    let mut lines_seen = Vec::new();
     let gave_up = std::iter::from_fn(|| seen.recv_timeout(std::time::Duration::from_secs(20)).ok())
+        .inspect(|line| lines_seen.push(line.clone()))
         .any(|line| line.contains("health check failed"));
-    assert!(gave_up, "no health check gave up on the frozen server");
+    assert!(
+        gave_up,
+        "no health check gave up on the frozen server: {lines_seen:?}"
+    );
     let int = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -525,8 +525,14 @@ impl Cluster {
     }
 
     /// Freezes the server (SIGSTOP to every process): its sockets stay open and the
-    /// kernel keeps accepting, but nothing answers, as with a hung host.
+    /// kernel keeps accepting, but nothing answers, as with a hung host. The postmaster
+    /// first, so no backend is forked after its children were listed.
     pub fn freeze(&self) {
+        if let Some(postmaster) = self.pids().pop() {
+            let _ = std::process::Command::new("kill")
+                .args(["-STOP", &postmaster])
+                .status();
+        }
         self.signal("STOP");
     }
 
