@@ -139,8 +139,7 @@ impl Router {
         // A frozen primary must not hold the caller: the statement is bounded (and the pool
         // discards a connection whose statement was given up on).
         let limit = self.config.timeout;
-        let no_answer =
-            || Error::Pool(format!("the primary gave no WAL position within {limit:?}"));
+        let no_answer = || self.primary_silent();
         let row: Position = match self.pooler {
             // A hand-opened transaction that has written holds an xid: its writes are not
             // committed. (One that has only read is harmless: what committed before it is
@@ -308,19 +307,7 @@ impl Router {
         i: usize,
         deadline: Instant,
     ) -> std::result::Result<db::PooledConnection, Unavailable> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeouts = Timeouts {
-            wait: Some(left),
-            create: Some(left),
-            recycle: Some(left),
-        };
-        // deadpool applies `recycle` to each idle connection in turn: the whole checkout
-        // under the deadline too.
-        let got = timeout_at(
-            deadline.into(),
-            self.replicas[i].pool.timeout_get(&timeouts),
-        );
-        let Ok(got) = got.await else {
+        let Some(got) = checkout_by(&self.replicas[i].pool, deadline).await else {
             return Err(Unavailable::Slow);
         };
         match got {
@@ -401,27 +388,16 @@ impl Router {
         if recent() {
             return Ok(());
         }
-        let no_answer = || {
-            Error::Pool(format!(
-                "the primary gave no WAL position within {:?}",
-                self.config.timeout
-            ))
-        };
+        let no_answer = || self.primary_silent();
         let _one_at_a_time = timeout_at(deadline.into(), self.sampling.lock())
             .await
             .map_err(|_| no_answer())?;
         if recent() {
             return Ok(());
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeouts = Timeouts {
-            wait: Some(left),
-            create: Some(left),
-            recycle: Some(left),
-        };
-        let mut conn = timeout_at(deadline.into(), self.probe.timeout_get(&timeouts))
+        let mut conn = checkout_by(&self.probe, deadline)
             .await
-            .map_err(|_| no_answer())??;
+            .ok_or_else(no_answer)??;
         let asked = Instant::now();
         const SQL: &str = "SELECT pg_current_wal_flush_lsn() AS lsn";
         let row: Lsn = timeout_at(deadline.into(), fetch(&mut conn, self.pooler, SQL))
@@ -443,12 +419,40 @@ impl Router {
         None
     }
 
+    /// The primary did not say its WAL position within the timeout.
+    fn primary_silent(&self) -> Error {
+        Error::Pool(format!(
+            "the primary gave no WAL position within {:?}",
+            self.config.timeout
+        ))
+    }
+
     fn no_answer(&self) -> String {
         format!(
             "no answer within {} ms (DATABASE_REPLICA_TIMEOUT_MS): frozen or overloaded",
             self.config.timeout.as_millis()
         )
     }
+}
+
+/// A connection from `pool` by `deadline`, or `None` once it has passed. deadpool applies
+/// its recycle timeout to each idle connection in turn, so the whole checkout runs under
+/// the deadline as well.
+async fn checkout_by(
+    pool: &Pool,
+    deadline: Instant,
+) -> Option<
+    std::result::Result<db::PooledConnection, diesel_async::pooled_connection::deadpool::PoolError>,
+> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timeouts = Timeouts {
+        wait: Some(left),
+        create: Some(left),
+        recycle: Some(left),
+    };
+    timeout_at(deadline.into(), pool.timeout_get(&timeouts))
+        .await
+        .ok()
 }
 
 /// What [`Router::read_after`] waits for: `seen` replayed by `until`, the whole call over by
