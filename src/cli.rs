@@ -115,6 +115,114 @@ impl Logging {
     }
 }
 
+/// Ctrl-C and SIGTERM, listened for from [`Stop::listen`] on: long commands race their
+/// work against [`Stop::wait`] to clean up before they exit.
+pub struct Stop {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    fired: Option<u8>,
+}
+
+impl Stop {
+    /// Starts listening: a signal that arrives before [`Stop::wait`] is kept, not lost.
+    pub fn listen() -> crate::Result<Stop> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind| {
+            signal(kind)
+                .map_err(|e| crate::Error::Config(format!("cannot listen for signals: {e}")))
+        };
+        Ok(Stop {
+            interrupt: listen(SignalKind::interrupt())?,
+            terminate: listen(SignalKind::terminate())?,
+            fired: None,
+        })
+    }
+
+    /// Resolves when Ctrl-C (SIGINT) or SIGTERM arrives, and remembers which.
+    pub async fn wait(&mut self) {
+        let number = tokio::select! {
+            _ = self.interrupt.recv() => 2,
+            _ = self.terminate.recv() => 15,
+        };
+        self.fired = Some(number);
+    }
+
+    /// After a signal: the exit status shells give a process it stopped (128 + its number).
+    pub fn exit_code(&self) -> Option<ExitCode> {
+        self.fired.map(|n| ExitCode::from(128 + n))
+    }
+}
+
+/// The migration runner's timeouts as flags (and `MIGRATE_*` variables): the same four in
+/// `migrate`, `init_db` and the service's `--migrate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MigrationTimeouts {
+    /// lock_timeout for each migration run in a transaction; a migration may SET LOCAL its own.
+    #[arg(long, global = true, env = "MIGRATE_LOCK_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub lock_timeout: Duration,
+    /// statement_timeout for each migration run in a transaction (0 for none).
+    #[arg(long, global = true, env = "MIGRATE_STATEMENT_TIMEOUT", default_value = "5min", value_parser = duration)]
+    pub statement_timeout: Duration,
+    /// lock_timeout for a migration outside a transaction (CREATE INDEX CONCURRENTLY; 0 for
+    /// none): such an index build waits for every older transaction, and queues no writers.
+    #[arg(long, global = true, env = "MIGRATE_CONCURRENT_LOCK_TIMEOUT", default_value = "0", value_parser = duration)]
+    pub concurrent_lock_timeout: Duration,
+    /// statement_timeout for a migration outside a transaction (0 for none).
+    #[arg(long, global = true, env = "MIGRATE_CONCURRENT_STATEMENT_TIMEOUT", default_value = "0", value_parser = duration)]
+    pub concurrent_statement_timeout: Duration,
+}
+
+impl MigrationTimeouts {
+    /// Sets these timeouts on a runner's configuration.
+    pub fn apply(&self, config: &mut crate::migrations::Config) {
+        config.lock_timeout = self.lock_timeout;
+        config.statement_timeout = self.statement_timeout;
+        config.concurrent_lock_timeout = self.concurrent_lock_timeout;
+        config.concurrent_statement_timeout = self.concurrent_statement_timeout;
+    }
+}
+
+/// The longest duration [`duration`] accepts: PostgreSQL's timeouts are an `int` of
+/// milliseconds, so this is the most `SET lock_timeout` takes (about 24.8 days).
+pub const MAX_DURATION: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// clap's parser for durations: `500ms`, `5s`, `2min`, `1h`, `1d` (PostgreSQL's units; a bare
+/// number is seconds), up to [`MAX_DURATION`]. Too large a value is refused, never wrapped.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let too_long = || {
+        format!(
+            "{text:?} is too long: at most {}ms (24 days), PostgreSQL's limit for a timeout",
+            MAX_DURATION.as_millis()
+        )
+    };
+    let number: u64 = match number.parse() {
+        Ok(n) => n,
+        Err(_) if !number.is_empty() => return Err(too_long()),
+        Err(_) => return Err(format!("{text:?} is not a duration like 5s")),
+    };
+    let millis: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" | "" => 1_000,
+        "min" | "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (ms, s, min, h, d)"
+            ));
+        }
+    };
+    match number.checked_mul(millis).map(Duration::from_millis) {
+        Some(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(too_long()),
+    }
+}
+
 /// A bare word in a RUST_LOG directive is a target name, so `RUST_LOG=wran` parses and
 /// turns every warning off. A bare word that is not a level but sits within two letters of
 /// one, or is not plain ASCII, is most likely a typo: what to say about it.
@@ -159,7 +267,29 @@ fn distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::misspelled_level;
+    use super::{MAX_DURATION, duration, misspelled_level};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_and_overflow_is_refused() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(duration("2min"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("24d"), Ok(Duration::from_secs(24 * 86_400)));
+        assert_eq!(duration("2147483647ms"), Ok(MAX_DURATION));
+        for absurd in [
+            "6000000000000h",
+            "2147483648ms",
+            "99999999999999999999999s",
+            "25d",
+        ] {
+            let err = duration(absurd).unwrap_err();
+            assert!(err.contains("too long"), "{absurd}: {err}");
+        }
+        for bad in ["", "s", "5 parsecs", "-5s", "1.5s"] {
+            assert!(duration(bad).is_err(), "{bad} passed");
+        }
+    }
 
     #[test]
     fn level_typos_are_caught_and_real_filters_pass() {

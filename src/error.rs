@@ -70,6 +70,10 @@ pub enum Error {
     /// A backup or a restore failed; the message says which step, and what was kept.
     #[error("backup or restore: {0}")]
     Backup(String),
+    /// Ctrl-C or SIGTERM stopped a long command, which cleaned up first; the message says
+    /// what was undone.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// A migration failed; the message names it.
     #[error("migration failed: {0}")]
     Migration(String),

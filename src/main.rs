@@ -25,6 +25,9 @@ struct Cli {
     /// instance; with several, run `migrate upgrade` as a release step instead.
     #[arg(long, global = true)]
     migrate: bool,
+    /// With --migrate: the runner's timeouts, as `migrate` takes them.
+    #[command(flatten)]
+    timeouts: app::cli::MigrationTimeouts,
     #[command(flatten)]
     logging: app::cli::Logging,
     #[command(subcommand)]
@@ -85,7 +88,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = DbConfig::with_env(url)?;
     // Migrations need a whole session: past a transaction pooler when one is configured.
     let direct = db::direct_url_from(cli.url.as_deref())?;
-    at_head(&direct, cli.migrate).await?;
+    let migrate = cli.migrate.then(|| {
+        let mut config = migrations::Config::default();
+        cli.timeouts.apply(&mut config);
+        config
+    });
+    at_head(&direct, migrate).await?;
     // A pooler in front that the connections are not set up for breaks every statement,
     // and leaves statements on the server sessions other processes then trip over.
     if direct != config.url
@@ -107,7 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Refuses to start on a schema behind this binary's migrations, or brings it to head when
 /// asked: code must never run against tables it does not know.
-async fn at_head(url: &db::DatabaseUrl, migrate: bool) -> anyhow::Result<()> {
+async fn at_head(url: &db::DatabaseUrl, migrate: Option<migrations::Config>) -> anyhow::Result<()> {
     let status = Migrator::embedded()?.status(url).await?;
     if let Some(folder) = status.dirty.first() {
         bail!(
@@ -118,16 +126,16 @@ async fn at_head(url: &db::DatabaseUrl, migrate: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let pending: Vec<&str> = status.pending.iter().map(|m| m.folder.as_str()).collect();
-    if !migrate {
+    let Some(config) = migrate else {
         bail!(
             "the database is behind this build: {} pending ({}); run `migrate upgrade`, or \
              start with --migrate",
             pending.len(),
             pending.join(", ")
         );
-    }
+    };
     // The runner reports each migration it applies (an `info` event, shown by default).
-    migrations::run_pending(url).await?;
+    migrations::run_pending_with(url, config).await?;
     Ok(())
 }
 

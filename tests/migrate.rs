@@ -889,3 +889,334 @@ async fn stamp_keeps_what_is_recorded_and_an_edited_migration_still_fails_verify
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn text_after_the_last_statement_fails_the_migration_and_is_not_recorded() {
+    let db = TestDb::new().await;
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_vacuum_typo",
+        "CREATE TABLE typo_first (id bigint);\n-- then a typo, no semicolon:\nVACUM users\n",
+        "DROP TABLE typo_first;",
+    )]);
+    let mut conn = db.conn().await;
+    let before = versions(&mut conn).await;
+    let out = migrate(
+        Some(&db.url),
+        &["upgrade", "--dir", dir.0.to_str().unwrap()],
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("2099-01-01-000000_vacuum_typo/up.sql, line 3") && err.contains("VACUM"),
+        "{err}"
+    );
+    assert_eq!(versions(&mut conn).await, before, "not recorded");
+    assert!(!table_exists(&mut conn, "typo_first").await, "nothing ran");
+}
+
+/// A statement that breaks its own connection outside a transaction: the error reported is
+/// the statement's, not the "connection closed" of the RESET that follows it.
+#[tokio::test]
+async fn the_statements_own_error_survives_the_reset_after_it() {
+    let db = TestDb::new().await;
+    let dir = migrations_with(&[]);
+    let folder = dir.0.join("2099-01-01-000000_self_terminate");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
+    std::fs::write(
+        folder.join("up.sql"),
+        "SELECT 1;\nSELECT pg_terminate_backend(pg_backend_pid());\n",
+    )
+    .unwrap();
+    std::fs::write(folder.join("down.sql"), "SELECT 1;\n").unwrap();
+    let out = migrate(
+        Some(&db.url),
+        &["upgrade", "--dir", dir.0.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("self_terminate/up.sql, statement 2 (line 2)")
+            && err.contains("pg_terminate_backend"),
+        "{err}"
+    );
+}
+
+/// The project's migrations plus a non-transactional one that builds an index concurrently.
+fn with_concurrent_index(name: &str) -> TempDir {
+    let dir = migrations_with(&[]);
+    let folder = dir.0.join("2099-01-01-000000_concurrent_index");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
+    let up = format!("CREATE INDEX CONCURRENTLY {name} ON users (display_name);\n");
+    std::fs::write(folder.join("up.sql"), up).unwrap();
+    let down = format!("DROP INDEX CONCURRENTLY IF EXISTS {name};\n");
+    std::fs::write(folder.join("down.sql"), down).unwrap();
+    dir
+}
+
+/// Opens a transaction that writes-locks `users` (as any writer does): CREATE INDEX
+/// CONCURRENTLY must wait for it to end.
+async fn writer_in_a_transaction(db: &TestDb) -> AsyncPgConnection {
+    use diesel_async::SimpleAsyncConnection;
+    let mut writer = db.conn().await;
+    (writer.batch_execute("BEGIN; LOCK TABLE users IN ROW EXCLUSIVE MODE;"))
+        .await
+        .unwrap();
+    writer
+}
+
+#[tokio::test]
+async fn create_index_concurrently_waits_out_a_transaction_longer_than_the_lock_timeout() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new().await;
+    let dir = with_concurrent_index("users_cic_waits_idx");
+    let mut writer = writer_in_a_transaction(&db).await;
+    let (url, dir_arg) = (db.url.clone(), dir.0.to_str().unwrap().to_owned());
+    // The DDL lock timeout (1 s) is for migrations in a transaction; this one outlives it.
+    let run = tokio::task::spawn_blocking(move || {
+        migrate(
+            Some(&url),
+            &["upgrade", "--dir", &dir_arg, "--lock-timeout", "1s"],
+        )
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    writer.batch_execute("COMMIT").await.unwrap();
+    let out = run.await.unwrap();
+    ok(out);
+    let mut conn = db.conn().await;
+    let valid = "SELECT count(*) AS n FROM pg_index \
+                 WHERE indexrelid = 'users_cic_waits_idx'::regclass AND indisvalid";
+    assert_eq!(number(&mut conn, valid).await, 1);
+}
+
+#[tokio::test]
+async fn a_concurrent_index_that_times_out_says_how_to_drop_what_it_left() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new().await;
+    let dir = with_concurrent_index("users_cic_dies_idx");
+    let dir_arg = dir.0.to_str().unwrap();
+    let mut writer = writer_in_a_transaction(&db).await;
+    let out = migrate(
+        Some(&db.url),
+        &[
+            "upgrade",
+            "--dir",
+            dir_arg,
+            "--concurrent-lock-timeout",
+            "500ms",
+        ],
+    );
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("DROP INDEX CONCURRENTLY IF EXISTS users_cic_dies_idx;"),
+        "{err}"
+    );
+    let previous = all_versions().pop().unwrap();
+    let stamp = format!("migrate stamp {previous}, then migrate upgrade again");
+    assert!(err.contains(&stamp), "{err}");
+
+    // The repair it gives works.
+    let mut conn = db.conn().await;
+    (conn.batch_execute("DROP INDEX CONCURRENTLY IF EXISTS users_cic_dies_idx"))
+        .await
+        .unwrap();
+    ok(migrate(
+        Some(&db.url),
+        &["stamp", &previous, "--dir", dir_arg],
+    ));
+    ok(migrate(Some(&db.url), &["upgrade", "--dir", dir_arg]));
+    ok(migrate(Some(&db.url), &["verify", "--dir", dir_arg]));
+}
+
+#[tokio::test]
+async fn verify_fails_on_a_missing_or_an_orphaned_checksum_row() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let newest = all_versions().pop().unwrap();
+    let delete = format!("DELETE FROM migrate.checksums WHERE version = '{newest}'");
+    conn.batch_execute(&delete).await.unwrap();
+    let out = migrate(Some(&db.url), &["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{newest}: applied, but no checksum")),
+        "{err}"
+    );
+    // stamp records what is applied, as its files are now.
+    ok(migrate(Some(&db.url), &["stamp", &newest]));
+    ok(migrate(Some(&db.url), &["verify"]));
+
+    let forget = format!("DELETE FROM __diesel_schema_migrations WHERE version = '{newest}'");
+    conn.batch_execute(&forget).await.unwrap();
+    let out = migrate(Some(&db.url), &["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let problems: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["problem"] == "orphaned" && p["version"] == newest.as_str()),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn upgrade_refuses_a_dirty_database_even_with_nothing_pending() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let newest = all_versions().pop().unwrap();
+    let dirty = format!("UPDATE migrate.checksums SET state = 'dirty' WHERE version = '{newest}'");
+    conn.batch_execute(&dirty).await.unwrap();
+    let out = migrate(Some(&db.url), &["upgrade"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("failed part-way"), "{}", stderr(&out));
+    assert_eq!(
+        migrate(Some(&db.url), &["current", "--check"])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+/// `migrate test` with a migration that sleeps, started in the background.
+fn slow_migrate_test(db: &TestDb, dir: &TempDir, verb: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args([
+            verb,
+            "--dir",
+            dir.0.to_str().unwrap(),
+            "--url",
+            db.url.expose(),
+        ])
+        .env_remove("DATABASE_URL")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Scratch databases of `db` on the server.
+async fn scratch_databases(conn: &mut AsyncPgConnection, db: &TestDb) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        datname: String,
+    }
+    let rows: Vec<Name> = diesel::sql_query(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
+    )
+    .bind::<diesel::sql_types::Text, _>(format!("{}_scratch_", db.url.database()))
+    .load(conn)
+    .await
+    .unwrap();
+    rows.into_iter().map(|r| r.datname).collect()
+}
+
+/// Waits until the child's scratch database runs the sleeping migration.
+async fn until_sleeping(conn: &mut AsyncPgConnection, db: &TestDb, child: &std::process::Child) {
+    let scratch = format!("{}_scratch_{}", db.url.database(), child.id());
+    let sleeping = format!(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{scratch}' \
+         AND query LIKE '%pg_sleep(600)%'"
+    );
+    for _ in 0..600 {
+        if number(conn, &sleeping).await == 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{scratch} never reached the sleeping migration");
+}
+
+fn send(child: &std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
+    assert!(sent.success());
+}
+
+/// Waits (up to 30 s) for the child to exit; its output.
+fn exited(mut child: std::process::Child) -> Output {
+    for _ in 0..300 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    panic!("did not exit within 30 s of the signal");
+}
+
+#[tokio::test]
+async fn ctrl_c_or_sigterm_during_migrate_test_or_check_drops_the_scratch_database() {
+    let db = TestDb::empty().await;
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_slow",
+        "SELECT pg_sleep(600);",
+        "SELECT 1;",
+    )]);
+    let mut conn = db.conn().await;
+    for (verb, signal, code) in [("test", "-INT", 130), ("check", "-TERM", 143)] {
+        let child = slow_migrate_test(&db, &dir, verb);
+        until_sleeping(&mut conn, &db, &child).await;
+        send(&child, signal);
+        let out = tokio::task::spawn_blocking(move || exited(child))
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{verb}: {}", stderr(&out));
+        assert!(stderr(&out).contains("was dropped"), "{}", stderr(&out));
+        assert_eq!(
+            scratch_databases(&mut conn, &db).await,
+            Vec::<String>::new()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_later_run_drops_the_scratch_database_of_a_killed_run_and_keeps_a_live_ones() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::empty().await;
+    let slow = migrations_with(&[(
+        "2099-01-01-000000_slow",
+        "SELECT pg_sleep(600);",
+        "SELECT 1;",
+    )]);
+    let mut conn = db.conn().await;
+    let child = slow_migrate_test(&db, &slow, "test");
+    until_sleeping(&mut conn, &db, &child).await;
+    let killed = format!("{}_scratch_{}", db.url.database(), child.id());
+    send(&child, "-KILL");
+    tokio::task::spawn_blocking(move || exited(child))
+        .await
+        .unwrap();
+    assert_eq!(scratch_databases(&mut conn, &db).await, [killed]);
+
+    // Another run's database, still claimed by its session (here: the test's own).
+    let live = format!("{}_scratch_4000000", db.url.database());
+    let mut admin = app::db::connect(&db.url.with_database("postgres"))
+        .await
+        .unwrap();
+    let create = format!("CREATE DATABASE \"{live}\"");
+    admin.batch_execute(&create).await.unwrap();
+    let claim = format!("SELECT pg_advisory_lock(x'73637261'::int, hashtext('{live}'))");
+    admin.batch_execute(&claim).await.unwrap();
+
+    let dir = migrations_with(&[]);
+    ok(migrate(
+        Some(&db.url),
+        &["test", "--dir", dir.0.to_str().unwrap()],
+    ));
+    assert_eq!(
+        scratch_databases(&mut conn, &db).await,
+        std::slice::from_ref(&live),
+        "killed one dropped"
+    );
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{live}\""))
+        .await
+        .unwrap();
+}

@@ -578,3 +578,50 @@ async fn url_parameters_keep_their_spaces() {
     let (tool_url, _) = db::tool_connection(&DatabaseUrl::parse(&raw).unwrap()).unwrap();
     assert!(tool_url.contains("application_name=my%20app"), "{tool_url}");
 }
+
+/// Numbers past what a flag can mean are refused by clap with the reason, before any
+/// connection, never by a panic or a wrapped value.
+#[test]
+fn numbers_that_overflow_are_refused_with_a_clear_error() {
+    let cases: [(&str, Vec<&str>, &str); 5] = [
+        (
+            env!("CARGO_BIN_EXE_migrate"),
+            vec!["--wait", "6000000000000h", "current"],
+            "too long",
+        ),
+        (
+            env!("CARGO_BIN_EXE_migrate"),
+            vec!["--statement-timeout", "99999999999999999999999s", "current"],
+            "too long",
+        ),
+        (
+            env!("CARGO_BIN_EXE_migrate"),
+            vec!["--lock-timeout", "25d", "current"],
+            "too long",
+        ),
+        (
+            env!("CARGO_BIN_EXE_init_db"),
+            vec!["--seed", "--users", "1", "--tasks", "18446744073709551615"],
+            "100000000",
+        ),
+        (
+            env!("CARGO_BIN_EXE_init_db"),
+            vec!["--seed", "--users", "18446744073709551615"],
+            "10000000",
+        ),
+    ];
+    for (binary, args, says) in cases {
+        let out = Command::new(binary)
+            .args(&args)
+            .env_remove("DATABASE_URL")
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/never")
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(says) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}

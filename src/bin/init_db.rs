@@ -19,19 +19,30 @@ struct Args {
     /// Insert demo users, teams, tasks and tags (skipped when already present).
     #[arg(long)]
     seed: bool,
-    /// With --seed: also this many generated users, through the bulk path.
-    #[arg(long, value_name = "N", requires = "seed", default_value_t = 0)]
-    users: usize,
-    /// With --seed and --users: this many generated tasks spread over those users.
-    #[arg(long, value_name = "M", requires = "users", default_value_t = 0)]
-    tasks: usize,
+    /// With --seed: also this many generated users (at most 10 million), through the bulk
+    /// path.
+    #[arg(long, value_name = "N", requires = "seed", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(..=MAX_USERS))]
+    users: u64,
+    /// With --seed and --users: this many generated tasks (at most 100 million) spread over
+    /// those users.
+    #[arg(long, value_name = "M", requires = "users", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(..=MAX_TASKS))]
+    tasks: u64,
     /// After migrating, grant this existing role row access (no schema changes) to every
     /// table, now and in later migrations run by the same owner. See docs/security.md.
     #[arg(long, value_name = "ROLE")]
     app_role: Option<String>,
     #[command(flatten)]
+    timeouts: app::cli::MigrationTimeouts,
+    #[command(flatten)]
     logging: app::cli::Logging,
 }
+
+/// The users `--users` generates are built in memory at once (about 100 bytes each).
+const MAX_USERS: u64 = 10_000_000;
+/// Tasks are written 10,000 at a time; past this a seed would run for hours.
+const MAX_TASKS: u64 = 100_000_000;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -55,7 +66,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if created { "created" } else { "exists" }
     );
 
-    let applied = migrations::run_pending(&url).await?;
+    let mut config = migrations::Config::default();
+    args.timeouts.apply(&mut config);
+    let applied = migrations::run_pending_with(&url, config).await?;
     if applied.is_empty() {
         outln!("migrations: up to date");
     } else {
@@ -80,12 +93,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if args.users > 0 {
-        let bar = indicatif::ProgressBar::new((args.users + args.tasks) as u64);
+        let bar = indicatif::ProgressBar::new(args.users + args.tasks);
         bar.set_style(indicatif::ProgressStyle::with_template(
             "seed: {bar:40} {pos}/{len} rows ({per_sec}, eta {eta})",
         )?);
         let mut step = |rows: usize| bar.inc(rows as u64);
-        let outcome = seed::volume(&mut conn, args.users, args.tasks, &mut step).await;
+        // Both fit a usize: clap bounds them far below it.
+        let (users, tasks) = (args.users as usize, args.tasks as usize);
+        let outcome = seed::volume(&mut conn, users, tasks, &mut step).await;
         bar.finish_and_clear();
         match outcome? {
             seed::Seeded::Inserted => {

@@ -21,14 +21,10 @@ struct Cli {
     /// Read migrations from this folder instead of those compiled into the binary.
     #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// lock_timeout for each migration (e.g. 5s); a migration may SET LOCAL its own.
-    #[arg(long, global = true, default_value = "5s", value_parser = duration)]
-    lock_timeout: Duration,
-    /// statement_timeout for each migration (e.g. 5min, 0 for none).
-    #[arg(long, global = true, default_value = "5min", value_parser = duration)]
-    statement_timeout: Duration,
+    #[command(flatten)]
+    timeouts: app::cli::MigrationTimeouts,
     /// How long to wait for another migrate run's lock.
-    #[arg(long, global = true, default_value = "60s", value_parser = duration)]
+    #[arg(long, global = true, default_value = "60s", value_parser = app::cli::duration)]
     wait: Duration,
     #[command(flatten)]
     logging: app::cli::Logging,
@@ -120,30 +116,6 @@ enum Verb {
     },
 }
 
-/// clap's parser for durations: parses `500ms`, `5s`, `2min`, `1h` (PostgreSQL's units) into a duration.
-fn duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 5s"))?;
-    let millis = match unit.trim() {
-        "ms" => 1,
-        "s" | "" => 1_000,
-        "min" | "m" => 60_000,
-        "h" => 3_600_000,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (ms, s, min, h)"
-            ));
-        }
-    };
-    Ok(Duration::from_millis(number * millis))
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -188,8 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // `migrate test`'s fixtures are not compiled in: read them from the checkout.
         None => Migrator::embedded()?.with_fixtures_from(&dir),
     };
-    migrator.config.lock_timeout = cli.lock_timeout;
-    migrator.config.statement_timeout = cli.statement_timeout;
+    cli.timeouts.apply(&mut migrator.config);
     migrator.config.wait = cli.wait;
 
     match &cli.verb {
@@ -347,8 +318,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     dir.display()
                 );
             }
-            let failures =
-                migrations::round_trip(&migrator, &url, &mut |line| outln!("{line}")).await?;
+            let mut stop = app::cli::Stop::listen()?;
+            let progress = &mut |line: &str| outln!("{line}");
+            let tested = migrations::round_trip(&migrator, &url, progress, stop.wait()).await;
+            if let (Some(code), Err(e)) = (stop.exit_code(), &tested) {
+                errln!("migrate test: {e}");
+                return Ok(code);
+            }
+            let failures = tested?;
             for f in &failures {
                 errln!("test: {}: {}", f.folder, f.problem);
             }
@@ -369,7 +346,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::Check => {
             let url = url(&cli)?;
-            let drift = migrations::schema_drift(&migrator, &url, &project_dir()).await?;
+            let mut stop = app::cli::Stop::listen()?;
+            let drift =
+                migrations::schema_drift(&migrator, &url, &project_dir(), stop.wait()).await;
+            if let (Some(code), Err(e)) = (stop.exit_code(), &drift) {
+                errln!("migrate check: {e}");
+                return Ok(code);
+            }
+            let drift = drift?;
             if !drift.is_empty() {
                 errln!("check: src/schema.rs differs from the migrated schema:\n{drift}");
                 errln!(

@@ -30,5 +30,12 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Applies every pending embedded migration with the default settings; returns the folders
 /// applied. What `init_db` and the tests use.
 pub async fn run_pending(url: &DatabaseUrl) -> Result<Vec<String>> {
-    Migrator::embedded()?.upgrade(url, Target::Head).await
+    run_pending_with(url, Config::default()).await
+}
+
+/// [`run_pending`] with these settings (timeouts from `init_db`'s or the service's flags).
+pub async fn run_pending_with(url: &DatabaseUrl, config: Config) -> Result<Vec<String>> {
+    let mut migrator = Migrator::embedded()?;
+    migrator.config = config;
+    migrator.upgrade(url, Target::Head).await
 }

@@ -78,6 +78,13 @@ pub struct Config {
     pub lock_timeout: Duration,
     /// `SET LOCAL statement_timeout` for each migration; zero means none.
     pub statement_timeout: Duration,
+    /// `lock_timeout` for a migration outside a transaction (`CREATE INDEX CONCURRENTLY`);
+    /// zero means none. CIC waits for every transaction older than itself, and its lock
+    /// queues no writers, so the short DDL timeout above would only kill it half-built.
+    pub concurrent_lock_timeout: Duration,
+    /// `statement_timeout` for a migration outside a transaction; zero means none: an index
+    /// build takes as long as its table needs.
+    pub concurrent_statement_timeout: Duration,
     /// Retries of a migration that hit its lock timeout, with doubling backoff.
     pub lock_retries: u32,
     /// How long to wait for another migrator's advisory lock.
@@ -91,6 +98,8 @@ impl Default for Config {
         Config {
             lock_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(300),
+            concurrent_lock_timeout: Duration::ZERO,
+            concurrent_statement_timeout: Duration::ZERO,
             lock_retries: 3,
             wait: Duration::from_secs(60),
             allow_out_of_order: false,
@@ -185,6 +194,19 @@ pub enum Problem {
         /// The newest applied version, which sorts after it.
         newest_applied: String,
     },
+    /// An applied migration has no checksum row (applied by another tool, or the row was
+    /// deleted): nothing says its files are what ran.
+    #[error("{version}: applied, but no checksum was recorded (`migrate stamp` records one)")]
+    Unrecorded {
+        /// The version recorded in the history table.
+        version: String,
+    },
+    /// A checksum row whose version is not applied: the two tables disagree.
+    #[error("{version}: has a checksum, but is not applied (`migrate stamp` clears it)")]
+    Orphaned {
+        /// The version of the checksum row.
+        version: String,
+    },
     /// A non-transactional migration failed part-way: fix the database, then `stamp`.
     #[error("{folder}: failed part-way outside a transaction (dirty)")]
     Dirty {
@@ -202,6 +224,8 @@ pub struct Status {
     pub pending: Vec<Migration>,
     /// Folders of migrations that failed part-way outside a transaction.
     pub dirty: Vec<String>,
+    /// Versions with an `applied` checksum row but no row in diesel's history table.
+    pub orphaned: Vec<String>,
 }
 
 impl Status {
@@ -222,12 +246,18 @@ impl Status {
                     "missing" => Some(Problem::Missing {
                         version: a.version.clone(),
                     }),
+                    "unrecorded" => Some(Problem::Unrecorded {
+                        version: a.version.clone(),
+                    }),
                     _ => None,
                 }
             })
             .collect();
         problems.extend(self.dirty.iter().map(|folder| Problem::Dirty {
             folder: folder.clone(),
+        }));
+        problems.extend(self.orphaned.iter().map(|version| Problem::Orphaned {
+            version: version.clone(),
         }));
         if let Some(newest) = self.newest() {
             problems.extend(
@@ -336,6 +366,11 @@ impl Migrator {
             .filter(|m| !applied.iter().any(|a| a.version == m.version))
             .cloned()
             .collect();
+        // A dirty row has no history row by design (the migration never finished).
+        let orphaned = (sums.iter())
+            .filter(|(v, s)| s.2 != "dirty" && !applied.iter().any(|a| &a.version == *v))
+            .map(|(v, _)| v.clone())
+            .collect();
         let dirty = sums
             .into_values()
             .filter(|s| s.2 == "dirty")
@@ -345,6 +380,7 @@ impl Migrator {
             applied,
             pending,
             dirty,
+            orphaned,
         })
     }
 
@@ -417,10 +453,11 @@ impl Migrator {
     pub async fn upgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
         let this = self.clone();
         blocking(url, move |conn, url| {
-            if this
-                .select_up(&this.status_on(conn)?.pending, &target)?
-                .is_empty()
-            {
+            let status = this.status_on(conn)?;
+            // A dirty mark is refused before "nothing to apply": the schema is not at any
+            // version, whatever the history table says.
+            refuse_dirty(&status)?;
+            if this.select_up(&status.pending, &target)?.is_empty() {
                 return Ok(Vec::new());
             }
             this.locked(conn, url, |conn| {
@@ -489,6 +526,13 @@ impl Migrator {
                         let step = this.step(m, Step::Stamp);
                         conn.run_migration(&step).map_err(harness_error)?;
                     }
+                    // Kept, but applied by another tool: its files, as they are now, are
+                    // what `verify` will compare with from here on.
+                    for a in status.applied.iter().filter(|a| keep(&a.version)) {
+                        if let (Some(m), "unrecorded") = (this.find(&a.version), a.state.as_str()) {
+                            write_sum(conn, m, "applied", None)?;
+                        }
+                    }
                     // A dirty mark above the stamp belongs to nothing applied any more.
                     conn.batch_execute(
                         "DELETE FROM migrate.checksums c WHERE NOT EXISTS \
@@ -542,7 +586,10 @@ impl Migrator {
         } else {
             ("", "")
         };
-        let timeouts = timeouts_sql(&self.config, "SET LOCAL");
+        let timeouts = match m.run_in_transaction {
+            true => timeouts_sql(&self.config, "SET LOCAL"),
+            false => concurrent_timeouts_sql(&self.config),
+        };
         let folder = &m.folder;
         format!(
             "-- {folder}/{file}\n{begin}{timeouts}{}\n{bookkeeping}\n{end}",
@@ -617,12 +664,7 @@ impl Migrator {
         chosen: &[Migration],
         way: Direction,
     ) -> Result<Vec<String>> {
-        if let Some(folder) = self.status_on(conn)?.dirty.first() {
-            return Err(Error::Migration(format!(
-                "{folder} failed part-way outside a transaction: repair the schema by hand, \
-                 then `migrate stamp <version>` to record where it stands"
-            )));
-        }
+        refuse_dirty(&self.status_on(conn)?)?;
         let mut lock_text = None;
         (chosen.iter())
             .map(|m| {
@@ -643,19 +685,16 @@ impl Migrator {
         way: Direction,
     ) -> Result<()> {
         let mut pause = Duration::from_millis(200);
+        // The step chosen, not the harness's idea of "next": they differ when another
+        // migration is pending below it (out of order) or was applied meanwhile.
+        let step = self.step(m.clone(), Step::Run);
         for attempt in 1.. {
             let started = Instant::now();
             let done = match way {
-                Direction::Up => conn.run_next_migration(self.steps(Step::Run)),
-                Direction::Down => conn.revert_last_migration(self.steps(Step::Run)),
+                Direction::Up => conn.run_migration(&step),
+                Direction::Down => conn.revert_migration(&step),
             };
             let failure = match done.map_err(harness_error) {
-                Ok(v) if v.to_string() != m.version => {
-                    let folder = &m.folder;
-                    return Err(Error::Migration(format!(
-                        "expected to run {folder}, the harness ran {v}"
-                    )));
-                }
                 // Outside a transaction the step marked itself dirty; the harness has now
                 // recorded (or forgotten) the version, so it is clean again.
                 Ok(_) => {
@@ -667,7 +706,22 @@ impl Migrator {
                 }
                 Err(e) => e,
             };
-            let retry = m.run_in_transaction && attempt <= self.config.lock_retries;
+            if !m.run_in_transaction {
+                let previous = (self.migrations.iter().rev())
+                    .find(|p| p.version < m.version)
+                    .map_or("base", |p| p.version.as_str());
+                let stamp = match way {
+                    Direction::Up => {
+                        format!("migrate stamp {previous}, then migrate upgrade again")
+                    }
+                    Direction::Down => format!(
+                        "migrate stamp {} if it is still applied, else migrate stamp {previous}",
+                        m.version
+                    ),
+                };
+                return Err(left_dirty(conn, url, m, failure, stamp));
+            }
+            let retry = attempt <= self.config.lock_retries;
             let Error::Migration(msg) = &failure else {
                 return Err(failure);
             };
@@ -861,10 +915,13 @@ impl Guarded {
         // Marked dirty first: a crash or error half-way must never look applied. The runner
         // records the outcome once the harness has.
         mark_dirty(conn, m)?;
-        conn.batch_execute(&timeouts_sql(&self.config, "SET"))?;
+        conn.batch_execute(&concurrent_timeouts_sql(&self.config))?;
         let outcome = run_statements(conn, m, way);
-        conn.batch_execute("RESET lock_timeout; RESET statement_timeout;")?;
-        outcome
+        // The statement's own error is the one to report; a RESET on a connection that
+        // statement broke would only say "connection closed".
+        let reset = conn.batch_execute("RESET lock_timeout; RESET statement_timeout;");
+        outcome?;
+        Ok(reset?)
     }
 }
 
@@ -876,6 +933,76 @@ fn timeouts_sql(config: &Config, set: &str) -> String {
         config.statement_timeout.as_millis(),
     );
     format!("{set} lock_timeout = '{lock}ms';\n{set} statement_timeout = '{statement}ms';\n")
+}
+
+/// `SET` (session-wide, there is no transaction) the timeouts of a migration that runs
+/// outside a transaction.
+fn concurrent_timeouts_sql(config: &Config) -> String {
+    let (lock, statement) = (
+        config.concurrent_lock_timeout.as_millis(),
+        config.concurrent_statement_timeout.as_millis(),
+    );
+    format!("SET lock_timeout = '{lock}ms';\nSET statement_timeout = '{statement}ms';\n")
+}
+
+/// Refuses to go on while a migration is marked dirty, as `current --check` does.
+fn refuse_dirty(status: &Status) -> Result<()> {
+    match status.dirty.first() {
+        None => Ok(()),
+        Some(folder) => Err(Error::Migration(format!(
+            "{folder} failed part-way outside a transaction: repair the schema by hand \
+             (`migrate verify` says what is dirty), then `migrate stamp <version>` to record \
+             where it stands"
+        ))),
+    }
+}
+
+/// The error of a non-transactional migration that failed part-way, with what to do: a
+/// failed `CREATE INDEX CONCURRENTLY` leaves an INVALID index behind, which the migration
+/// cannot create again until it is dropped. Asked on a fresh connection, because the
+/// failure may have broken this one.
+fn left_dirty(
+    conn: &mut Conn,
+    url: &DatabaseUrl,
+    m: &Migration,
+    failure: Error,
+    stamp: String,
+) -> Error {
+    let Error::Migration(why) = failure else {
+        return failure;
+    };
+    let invalid = invalid_indexes().load::<Invalid>(conn).or_else(|_| {
+        let url = url.clone();
+        tokio::runtime::Handle::current().block_on(async move {
+            let mut conn = db::connect(&url).await?;
+            let rows = diesel_async::RunQueryDsl::load(invalid_indexes(), &mut conn).await?;
+            Ok::<_, Error>(rows)
+        })
+    });
+    let mut repair: Vec<String> = (invalid.unwrap_or_default().iter())
+        .map(|i| format!("DROP INDEX CONCURRENTLY IF EXISTS {};", i.name))
+        .collect();
+    repair.push(stamp);
+    Error::Migration(format!(
+        "{why}\n{} is marked dirty; to repair:\n  {}",
+        m.folder,
+        repair.join("\n  ")
+    ))
+}
+
+/// An INVALID index (left by a failed `CREATE INDEX CONCURRENTLY`), schema-qualified and
+/// quoted as `regclass` prints it.
+#[derive(QueryableByName)]
+struct Invalid {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// The query for [`Invalid`] indexes; pg_index has no Diesel schema here.
+fn invalid_indexes() -> diesel::query_builder::SqlQuery {
+    diesel::sql_query(
+        "SELECT indexrelid::regclass::text AS name FROM pg_index WHERE NOT indisvalid ORDER BY 1",
+    )
 }
 
 /// Runs a migration file statement by statement, so a failure names its statement.
@@ -890,7 +1017,11 @@ fn run_statements(conn: &mut Conn, m: &Migration, way: Direction) -> Result<()> 
             )));
         }
     };
-    for stmt in statements(sql) {
+    let all = statements(sql).map_err(|e| match e {
+        Error::Migration(why) => Error::Migration(format!("{folder}/{file}, {why}")),
+        other => other,
+    })?;
+    for stmt in all {
         if let Err(err) = conn.batch_execute(&stmt.sql) {
             let first_line = (stmt.sql.lines())
                 .map(str::trim)

@@ -4,50 +4,163 @@
 use std::path::Path;
 use std::process::Command;
 
-use diesel::sql_types::Text;
+use diesel::prelude::*;
+use diesel::sql_types::{Integer, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::runner::{Migrator, Target};
 use crate::db::{self, DatabaseUrl, quote_ident};
 use crate::{Error, Result};
 
-/// A database that exists for one command and is dropped with it.
+/// A database that exists for one command and is dropped with it. While it exists, a
+/// session on the server's `postgres` database holds an advisory lock named after it: a
+/// later run drops a scratch database whose lock is free (its process is gone, however it
+/// ended), and leaves one in use alone.
 pub struct Scratch {
     /// URL of the scratch database.
     pub url: DatabaseUrl,
-    admin: DatabaseUrl,
+    /// The session holding the claim; also the one that drops the database.
+    admin: AsyncPgConnection,
+}
+
+diesel::define_sql_function! {
+    /// PostgreSQL's internal string hash: a scratch database's name as a lock key.
+    fn hashtext(text: Text) -> Integer;
+}
+
+diesel::define_sql_function! {
+    /// Takes a session advisory lock on a pair of keys if it is free; true when taken.
+    #[sql_name = "pg_try_advisory_lock"]
+    fn try_lock(space: Integer, key: Integer) -> Bool;
+}
+
+diesel::define_sql_function! {
+    /// Releases a session advisory lock on a pair of keys.
+    #[sql_name = "pg_advisory_unlock"]
+    fn unlock(space: Integer, key: Integer) -> Bool;
+}
+
+/// The first key of every scratch claim ("scra"), apart from the runner's own lock.
+const CLAIMS: i32 = 0x7363_7261;
+
+/// `<db>_scratch_<tag>`, cut from the front (on a character boundary) to PostgreSQL's 63
+/// bytes, so the distinguishing end survives.
+fn scratch_name(database: &str, tag: &str) -> String {
+    let full = format!("{database}_scratch_{tag}");
+    let mut cut = full.len().saturating_sub(63);
+    while !full.is_char_boundary(cut) {
+        cut += 1;
+    }
+    full[cut..].to_owned()
 }
 
 impl Scratch {
-    /// Creates `<db>_scratch_<pid>` on the server of `url`.
+    /// Creates `<db>_scratch_<pid>` on the server of `url`, after dropping the scratch
+    /// databases of `url` that runs now gone left behind.
     pub async fn create(url: &DatabaseUrl) -> Result<Scratch> {
-        let name: String = format!("{}_scratch_{}", url.database(), std::process::id())
-            .chars()
-            .rev()
-            .take(63)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        let scratch = Scratch {
-            url: url.with_database(&name),
-            admin: url.with_database("postgres"),
+        let mut admin = db::connect(&url.with_database("postgres")).await?;
+        sweep(&mut admin, url).await?;
+        let pid = std::process::id();
+        // The same pid on another machine may be using the plain name: take the next free.
+        let mut n = 0;
+        let name = loop {
+            let tag = if n == 0 {
+                pid.to_string()
+            } else {
+                format!("{pid}_{n}")
+            };
+            let name = scratch_name(&url.database(), &tag);
+            if claim(&mut admin, &name).await? {
+                break name;
+            }
+            n += 1;
         };
-        scratch.drop_now().await?;
+        let mut scratch = Scratch {
+            url: url.with_database(&name),
+            admin,
+        };
+        // Left by an earlier run with this pid, whose claim is free since we hold it now.
+        drop_database(&mut scratch.admin, &name).await?;
         db::ensure_database(&scratch.url).await?;
         Ok(scratch)
     }
 
-    /// Drops the scratch database.
-    pub async fn drop_now(&self) -> Result<()> {
-        let mut admin = db::connect(&self.admin).await?;
-        let sql = format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(&self.url.database())
-        );
-        diesel::sql_query(sql).execute(&mut admin).await?;
-        Ok(())
+    /// Drops the scratch database (terminating its sessions) and lets go of its claim.
+    pub async fn drop_now(mut self) -> Result<()> {
+        let name = self.url.database();
+        drop_database(&mut self.admin, &name).await?;
+        release(&mut self.admin, &name).await
     }
+
+    /// Runs `work`, then drops the scratch database, also when `stop` resolves first
+    /// (Ctrl-C): the work is abandoned, its sessions terminated, and the result says so.
+    pub async fn run<T>(
+        self,
+        work: impl Future<Output = Result<T>>,
+        stop: impl Future<Output = ()>,
+    ) -> Result<T> {
+        let name = self.url.database();
+        let result = tokio::select! {
+            result = work => result,
+            () = stop => Err(Error::Interrupted(format!("the scratch database {name} was dropped"))),
+        };
+        self.drop_now().await?;
+        result
+    }
+}
+
+/// Takes the claim on `name` for this session; false when another session holds it.
+async fn claim(admin: &mut AsyncPgConnection, name: &str) -> Result<bool> {
+    Ok(diesel::select(try_lock(CLAIMS, hashtext(name)))
+        .get_result(admin)
+        .await?)
+}
+
+/// Drops the scratch databases of `url` whose claim is free: their runs are gone.
+async fn sweep(admin: &mut AsyncPgConnection, url: &DatabaseUrl) -> Result<()> {
+    diesel::table! {
+        /// The catalog of databases, for their names.
+        pg_database (datname) {
+            datname -> Text,
+        }
+    }
+    let names: Vec<String> = pg_database::table
+        .select(pg_database::datname)
+        .filter(pg_database::datname.like("%\\_scratch\\_%"))
+        .load(admin)
+        .await?;
+    let database = url.database();
+    let ours = |name: &str| {
+        let tag = name.rsplit_once("_scratch_").map_or("", |(_, tag)| tag);
+        let digits = tag
+            .split('_')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        digits && tag.split('_').count() <= 2 && scratch_name(&database, tag) == name
+    };
+    for name in names.into_iter().filter(|n| ours(n)) {
+        if claim(admin, &name).await? {
+            tracing::info!(database = %name, "dropping a scratch database left by a run that is gone");
+            drop_database(admin, &name).await?;
+            release(admin, &name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `DROP DATABASE IF EXISTS … WITH (FORCE)`: its sessions are terminated.
+async fn drop_database(admin: &mut AsyncPgConnection, name: &str) -> Result<()> {
+    // DROP DATABASE is DDL: Diesel has no DSL for it.
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
+    diesel::sql_query(sql).execute(admin).await?;
+    Ok(())
+}
+
+/// Lets go of this session's claim on `name`.
+async fn release(admin: &mut AsyncPgConnection, name: &str) -> Result<()> {
+    diesel::select(unlock(CLAIMS, hashtext(name)))
+        .execute(admin)
+        .await?;
+    Ok(())
 }
 
 /// `pg_dump --schema-only` of a database, without the runner's own bookkeeping, so two
@@ -145,15 +258,18 @@ pub struct RoundTripFailure {
 /// Every migration up; each one down and up again, checking the schema after each down equals
 /// the schema before its up, and after the second up equals the first. Then every foreign
 /// key must have an index that starts with its columns.
+/// When `stop` resolves first (Ctrl-C), the work stops and the scratch database is dropped.
 pub async fn round_trip(
     migrator: &Migrator,
     url: &DatabaseUrl,
     progress: &mut dyn FnMut(&str),
+    stop: impl Future<Output = ()>,
 ) -> Result<Vec<RoundTripFailure>> {
     let scratch = Scratch::create(url).await?;
-    let result = round_trip_on(migrator, &scratch.url, progress).await;
-    scratch.drop_now().await?;
-    result
+    let on = scratch.url.clone();
+    scratch
+        .run(round_trip_on(migrator, &on, progress), stop)
+        .await
 }
 
 async fn round_trip_on(
@@ -305,23 +421,24 @@ pub async fn unindexed_foreign_keys(conn: &mut AsyncPgConnection) -> Result<Vec<
 }
 
 /// Applies every migration to a scratch database and compares `diesel print-schema` there
-/// with `src/schema.rs`; returns the differing lines (empty when equal).
+/// with `src/schema.rs`; returns the differing lines (empty when equal). When `stop`
+/// resolves first (Ctrl-C), the work stops and the scratch database is dropped.
 pub async fn schema_drift(
     migrator: &Migrator,
     url: &DatabaseUrl,
     project: &Path,
+    stop: impl Future<Output = ()>,
 ) -> Result<String> {
     let scratch = Scratch::create(url).await?;
-    let result = async {
-        migrator.upgrade(&scratch.url, Target::Head).await?;
-        let printed = print_schema(&scratch.url, project)?;
+    let on = scratch.url.clone();
+    let work = async {
+        migrator.upgrade(&on, Target::Head).await?;
+        let printed = print_schema(&on, project)?;
         let committed = std::fs::read_to_string(project.join("src/schema.rs"))
             .map_err(|e| Error::Migration(format!("src/schema.rs: {e}")))?;
         Ok(diff(&committed, &printed))
-    }
-    .await;
-    scratch.drop_now().await?;
-    result
+    };
+    scratch.run(work, stop).await
 }
 
 /// `diesel print-schema` of the database at `url`, as the project's diesel.toml configures

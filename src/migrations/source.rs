@@ -164,7 +164,10 @@ pub struct Statement {
 
 /// Splits SQL into statements with squawk's PostgreSQL parser, so semicolons inside strings,
 /// dollar-quoted function bodies and comments are not mistaken for ends of statements.
-pub fn statements(sql: &str) -> Vec<Statement> {
+/// Text after the last statement that is not a comment (`VACUM users` without its `;`, which
+/// the parser takes for no statement at all) is refused with its line: dropping it would
+/// record a migration as applied without running all of it.
+pub fn statements(sql: &str) -> Result<Vec<Statement>> {
     use squawk_syntax::ast::AstNode;
     let parsed = squawk_syntax::SourceFile::parse(sql);
     let mut out = Vec::new();
@@ -188,5 +191,83 @@ pub fn statements(sql: &str) -> Vec<Statement> {
         }
         start = end;
     }
-    out
+    if let Some(at) = first_non_comment(&sql[start..]) {
+        let at = start + at;
+        let line = sql[..at].matches('\n').count() + 1;
+        let text = sql[at..].lines().next().unwrap_or("").trim();
+        return Err(Error::Migration(format!(
+            "line {line}: {text:?} is not a complete statement (a typo, or a missing `;`?); \
+             nothing was run"
+        )));
+    }
+    Ok(out)
+}
+
+/// Where the first text that is neither blank nor a comment starts, if any. Comments are
+/// `-- ...` to the end of the line and `/* ... */`, which nest in PostgreSQL.
+fn first_non_comment(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b, _) if b.is_ascii_whitespace() => i += 1,
+            (b'-', Some(b'-')) => {
+                i = text[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+            }
+            (b'/', Some(b'*')) => {
+                let (open, mut depth) = (i, 0usize);
+                while i < bytes.len() {
+                    match (bytes[i], bytes.get(i + 1)) {
+                        (b'/', Some(b'*')) => (depth, i) = (depth + 1, i + 2),
+                        (b'*', Some(b'/')) => (depth, i) = (depth - 1, i + 2),
+                        _ => i += 1,
+                    }
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                // An unclosed comment is text the server would reject: report it.
+                if depth > 0 {
+                    return Some(open);
+                }
+            }
+            _ => return Some(i),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(sql: &str) -> Vec<String> {
+        statements(sql)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.sql)
+            .collect()
+    }
+
+    #[test]
+    fn statements_keep_strings_bodies_and_a_last_statement_without_semicolon() {
+        let sql = "SELECT ';' ;\nCREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\nSELECT 2";
+        assert_eq!(texts(sql).len(), 3);
+        assert_eq!(
+            texts("SELECT 1; -- done\n/* a /* nested */ note */\n"),
+            ["SELECT 1;"]
+        );
+    }
+
+    #[test]
+    fn text_after_the_last_statement_is_refused_with_its_line() {
+        for (sql, line) in [
+            ("CREATE TABLE t (id int);\nVACUM t", 2),
+            ("SELECT 1;\n-- fine\n\n  VACUM users\n", 4),
+            ("SELECT 1;\n/* never closed", 2),
+        ] {
+            let err = statements(sql).unwrap_err().to_string();
+            assert!(err.contains(&format!("line {line}:")), "{sql:?}: {err}");
+        }
+    }
 }
