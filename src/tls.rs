@@ -341,12 +341,14 @@ fn client_identity(
     let bad = |param: &str, path: &Path, e: &dyn std::fmt::Display| {
         format!("{param} {}: {e}", path.display())
     };
+    regular_file("sslcert", &cert)?;
     let chain = (CertificateDer::pem_file_iter(&cert).map_err(|e| bad("sslcert", &cert, &e))?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad("sslcert", &cert, &e))?;
     if chain.is_empty() {
         return Err(bad("sslcert", &cert, &"no PEM certificate in it"));
     }
+    regular_file("sslkey", &key)?;
     key_private_enough(&key)?;
     let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => bad(
@@ -358,6 +360,16 @@ fn client_identity(
         e => bad("sslkey", &key, &e),
     })?;
     Ok(Some((chain, key_der)))
+}
+
+/// Refuses what is not a plain file before reading it: a FIFO or a device (`/dev/zero`)
+/// would block the connect, or fill memory, outside every timeout.
+fn regular_file(param: &str, path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(format!("{param} {}: not a regular file", path.display())),
+        Err(e) => Err(format!("{param} {}: {e}", path.display())),
+    }
 }
 
 /// libpq refuses a private key others may read: at most 0600, or 0640 when root owns it
@@ -388,6 +400,7 @@ fn system_roots() -> Result<RootCertStore, String> {
 
 /// The roots in a PEM file: `sslrootcert`'s, or `~/.postgresql/root.crt`.
 fn roots_from(path: &Path) -> Result<RootCertStore, String> {
+    regular_file("sslrootcert", path)?;
     let mut store = RootCertStore::empty();
     let unreadable = |e: &dyn std::fmt::Display| format!("sslrootcert {}: {e}", path.display());
     for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {

@@ -476,6 +476,11 @@ async fn client_certificates_authenticate() {
             format!("sslcert={cert}&sslkey={}", server.file("server.key")),
             "do not belong together".to_owned(),
         ),
+        // Never read: it would block, or fill memory, outside every timeout.
+        (
+            format!("sslcert=/dev/zero&sslkey={key}"),
+            "sslcert /dev/zero: not a regular file".to_owned(),
+        ),
         // A certificate is no key.
         (
             format!("sslcert={cert}&sslkey={cert}"),
