@@ -203,7 +203,8 @@ pub const CONNECT_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=3_600;
 /// `connect_timeout`, else `DATABASE_CONNECT_TIMEOUT_SECS`, else [`CONNECT_TIMEOUT_SECS`],
 /// each within [`CONNECT_TIMEOUT_RANGE`].
 pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
-    let in_url = url.0.query_pairs().find(|(k, _)| k == "connect_timeout");
+    let params = crate::tls::params(&url.0);
+    let in_url = params.iter().rev().find(|(k, _)| k == "connect_timeout");
     let secs = match in_url {
         Some((_, v)) => {
             let (lo, hi) = (CONNECT_TIMEOUT_RANGE.start(), CONNECT_TIMEOUT_RANGE.end());
@@ -234,10 +235,9 @@ pub fn tool_connection(url: &DatabaseUrl) -> Result<(String, Vec<(&'static str, 
     let secs = connect_timeout(url)?.as_secs().max(2);
     let mut env = vec![("PGCONNECT_TIMEOUT", secs.to_string())];
     let mut bare = url.0.clone();
-    let in_query = bare
-        .query_pairs()
+    let in_query = (crate::tls::params(&bare).into_iter().rev())
         .find(|(k, _)| k == "password")
-        .map(|(_, v)| v.into_owned());
+        .map(|(_, v)| v);
     let in_userinfo = bare.password().map(|p| {
         percent_encoding::percent_decode_str(p)
             .decode_utf8_lossy()

@@ -188,6 +188,43 @@ fn no_password_fragment_is_printed_for_malformed_urls() {
     assert!(stderr(&out).contains("percent-encode"), "{}", stderr(&out));
 }
 
+/// A URL parameter we do not know, or libpq's that we do not support, is refused by name
+/// before any connection, the password masked (it once said only "invalid connection
+/// string"). The server's port is 1: nothing must be tried.
+#[tokio::test]
+async fn unknown_url_parameters_are_named() {
+    let cases = [
+        ("sslmod=require", "unknown URL parameter \"sslmod\""),
+        (
+            "application_name=x&Sslmode=require",
+            "unknown URL parameter \"Sslmode\"",
+        ),
+        (
+            "sslpassword=k",
+            "\"sslpassword\" is libpq's, and not supported here",
+        ),
+        ("port=fifty", "invalid value for option `port`"),
+    ];
+    for (query, expected) in cases {
+        let raw = format!("postgres://app:Kx9qVb7w@127.0.0.1:1/db?{query}");
+        let err = db::connect(&DatabaseUrl::parse(&raw).unwrap())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(expected), "{query}: {expected:?} not in {err}");
+        assert!(err.contains("app:***@"), "{err}");
+        let out = migrate(None, &["current", "--url", &raw]);
+        let all = format!("{}{}", common::stdout(&out), stderr(&out));
+        assert!(!out.status.success(), "{query}: {all}");
+        assert!(all.contains(expected), "{query}: {expected:?} not in {all}");
+        assert!(
+            !all.contains("Kx9qVb7w"),
+            "{query}: password shown in {all}"
+        );
+    }
+}
+
 /// A setting that does not parse stops the service before it connects, naming the variable
 /// and what it holds.
 #[test]
@@ -575,8 +612,26 @@ async fn url_parameters_keep_their_spaces() {
     .unwrap();
     assert_eq!(row.name, "my app");
     assert_eq!(row.timeout, "1234ms");
-    let (tool_url, _) = db::tool_connection(&DatabaseUrl::parse(&raw).unwrap()).unwrap();
+    // The external tools (pg_dump, psql) get them as written too: psql, through libpq,
+    // reads the same settings.
+    let (tool_url, env) = db::tool_connection(&DatabaseUrl::parse(&raw).unwrap()).unwrap();
     assert!(tool_url.contains("application_name=my%20app"), "{tool_url}");
+    let psql = Command::new("psql")
+        .args([
+            &tool_url,
+            "-XAtc",
+            "SHOW application_name; SHOW statement_timeout",
+        ])
+        .envs(env)
+        .output();
+    if let Ok(out) = psql {
+        assert_eq!(common::stdout(&out), "my app\n1234ms\n", "{}", stderr(&out));
+    }
+    // A `+` is a `+`, as libpq reads it, not a form-encoded space: the password a tool
+    // gets in PGPASSWORD included.
+    let raw = format!("{}?password=a+b%2Bc", db.url.expose());
+    let (_, env) = db::tool_connection(&DatabaseUrl::parse(&raw).unwrap()).unwrap();
+    assert!(env.contains(&("PGPASSWORD", "a+b+c".to_owned())), "{env:?}");
 }
 
 /// Numbers past what a flag can mean are refused by clap with the reason, before any

@@ -1,6 +1,7 @@
-//! TLS, as libpq reads the URL (`sslmode`, `sslrootcert`), against a private cluster with
-//! `ssl = on` and certificates made by openssl for the test: a CA, and a server certificate
-//! for `db.test` and 127.0.0.1 only, so `localhost` is a wrong host name.
+//! TLS, as libpq reads the URL (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`), against a
+//! private cluster with `ssl = on` and certificates made by openssl for the test: a CA, a
+//! server certificate for `db.test` and 127.0.0.1 only, so `localhost` is a wrong host
+//! name, and a client certificate for the user `postgres`.
 //! Skipped without PostgreSQL's server binaries unless REQUIRE_PG_BINARIES=1.
 
 mod common;
@@ -21,8 +22,8 @@ struct TlsServer {
 }
 
 impl TlsServer {
-    /// Starts one; `hostssl_only` refuses TCP connections that are not encrypted.
-    fn start(label: &str, hostssl_only: bool) -> Option<TlsServer> {
+    /// Starts one; `tcp` is pg_hba.conf's rule for 127.0.0.1 (its Unix socket trusts all).
+    fn start(label: &str, tcp: &str) -> Option<TlsServer> {
         if !common::pg_binaries_present() {
             return None;
         }
@@ -37,15 +38,16 @@ impl TlsServer {
             let path = dir.join(file);
             std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
         }
+        // ssl_ca_file: the CA that client certificates must chain to.
         let conf = format!(
-            "\nssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n",
+            "\nssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n\
+             ssl_ca_file = '{0}/ca.crt'\n",
             dir.display()
         );
         append(&data.join("postgresql.conf"), &conf);
-        let tcp = if hostssl_only { "hostssl" } else { "host" };
         std::fs::write(
             data.join("pg_hba.conf"),
-            format!("local all all trust\n{tcp} all all 127.0.0.1/32 trust\n"),
+            format!("local all all trust\n{tcp}\n"),
         )
         .unwrap();
         let port = free_port();
@@ -62,6 +64,16 @@ impl TlsServer {
 
     fn ca(&self) -> PathBuf {
         self.cluster.0.join("ca.crt")
+    }
+
+    /// A file of the test's certificates (`ca.crt`, `server.crt`, `client.key`, ...).
+    fn file(&self, name: &str) -> String {
+        self.cluster.0.join(name).display().to_string()
+    }
+
+    /// The directory of the server's Unix socket, percent-encoded for a URL's host.
+    fn socket_host(&self) -> String {
+        self.cluster.0.display().to_string().replace('/', "%2F")
     }
 }
 
@@ -132,8 +144,35 @@ fn make_certificates(dir: &Path) {
         "-days",
         "2",
     ]);
-    let key = dir.join("server.key");
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // The client's: CN is the user name, as `cert` authentication requires.
+    let csr = [
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=postgres",
+    ];
+    run(&[&["req"][..], &key, &csr].concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.crt",
+        "-days",
+        "2",
+    ]);
+    for key in ["server.key", "client.key"] {
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(dir.join(key), mode).unwrap();
+    }
 }
 
 #[derive(diesel::QueryableByName)]
@@ -159,7 +198,7 @@ async fn try_encrypted(url: &DatabaseUrl) -> Result<bool, String> {
 
 #[tokio::test]
 async fn each_sslmode_encrypts_and_verifies_as_libpq_does() {
-    let Some(server) = TlsServer::start("tls", false) else {
+    let Some(server) = TlsServer::start("tls", "host all all 127.0.0.1/32 trust") else {
         return;
     };
     let ca = server.ca().display().to_string();
@@ -217,7 +256,7 @@ async fn each_sslmode_encrypts_and_verifies_as_libpq_does() {
 #[tokio::test]
 async fn sslmode_require_works_for_every_path_and_a_hostssl_server_refuses_plaintext() {
     use app::models::{NewTask, Title, User};
-    let Some(server) = TlsServer::start("hostssl", true) else {
+    let Some(server) = TlsServer::start("hostssl", "hostssl all all 127.0.0.1/32 trust") else {
         return;
     };
     let url = server
@@ -246,4 +285,224 @@ async fn sslmode_require_works_for_every_path_and_a_hostssl_server_refuses_plain
     let out = migrate(Some(&plain), &["current"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no encryption"), "{}", stderr(&out));
+}
+
+/// Runs `migrate current` on `url` with `env` added (HOME, SSL_CERT_FILE): the settings a
+/// test cannot change in its own process without disturbing the others.
+fn migrate_with(url: &DatabaseUrl, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["current", "--url", url.expose()])
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+/// A home directory with `~/.postgresql/<name>` copied from `files`.
+fn home_with(label: &str, files: &[(&str, &str)]) -> common::TempDir {
+    let home = common::TempDir::new(label);
+    let dir = home.0.join(".postgresql");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, from) in files {
+        std::fs::copy(from, dir.join(name)).unwrap();
+    }
+    home
+}
+
+/// `sslrootcert=system` trusts the system's roots, public CAs that sign for anyone: as in
+/// libpq it means verify-full when sslmode is not given, and refuses any weaker mode.
+#[tokio::test]
+async fn sslrootcert_system_means_verify_full() {
+    let Some(server) = TlsServer::start("tls_system", "host all all 127.0.0.1/32 trust") else {
+        return;
+    };
+    for mode in ["disable", "prefer", "require", "verify-ca"] {
+        let query = format!("sslmode={mode}&sslrootcert=system");
+        let err = try_encrypted(&server.url("127.0.0.1", &query))
+            .await
+            .unwrap_err();
+        let expected = format!(
+            "weak sslmode \"{mode}\" may not be used with sslrootcert=system (use \"verify-full\")"
+        );
+        assert!(err.contains(&expected), "{err}");
+    }
+    // The test's CA is no system root: without sslmode, the certificate is checked and
+    // refused (it was once accepted unchecked, as sslmode=prefer).
+    let err = try_encrypted(&server.url("127.0.0.1", "sslrootcert=system"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("no root certificates"),
+        "{err}"
+    );
+    // With the test's CA as the system's (SSL_CERT_FILE), verify-full: the address passes,
+    // a name the certificate does not carry does not.
+    let ca = server.file("ca.crt");
+    let system = [("SSL_CERT_FILE", ca.as_str())];
+    ok(migrate_with(
+        &server.url("127.0.0.1", "sslrootcert=system"),
+        &system,
+    ));
+    let out = migrate_with(&server.url("localhost", "sslrootcert=system"), &system);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not valid for"), "{}", stderr(&out));
+}
+
+/// libpq's compatibility rule: `require` with a root certificate, given as `sslrootcert` or
+/// found in `~/.postgresql/root.crt`, checks the chain as verify-ca does.
+#[tokio::test]
+async fn require_checks_the_chain_when_a_root_certificate_is_at_hand() {
+    let Some(server) = TlsServer::start("tls_require", "host all all 127.0.0.1/32 trust") else {
+        return;
+    };
+    // localhost: not the certificate's name, which verify-ca does not check.
+    let require = server.url("localhost", "sslmode=require");
+    let (ca, foreign) = (server.file("ca.crt"), server.file("server.crt"));
+    let home = home_with("home_ca", &[("root.crt", &ca)]);
+    ok(migrate_with(
+        &require,
+        &[("HOME", home.0.to_str().unwrap())],
+    ));
+    let home = home_with("home_foreign", &[("root.crt", &foreign)]);
+    let out = migrate_with(&require, &[("HOME", home.0.to_str().unwrap())]);
+    assert!(
+        !out.status.success(),
+        "a root that did not sign the server's was ignored"
+    );
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+    // An empty home: nothing to check against, encrypted all the same.
+    let home = common::TempDir::new("home_empty");
+    ok(migrate_with(
+        &require,
+        &[("HOME", home.0.to_str().unwrap())],
+    ));
+
+    let query = format!("sslmode=require&sslrootcert={foreign}");
+    let err = try_encrypted(&server.url("localhost", &query))
+        .await
+        .unwrap_err();
+    assert!(err.contains("certificate"), "{err}");
+    // A `+` in a path is a `+`, as libpq reads it, not a form-encoded space.
+    let plus = server.cluster.0.join("ca+copy.crt");
+    std::fs::copy(&ca, &plus).unwrap();
+    let query = format!("sslmode=verify-full&sslrootcert={}", plus.display());
+    assert_eq!(
+        try_encrypted(&server.url("127.0.0.1", &query)).await,
+        Ok(true)
+    );
+}
+
+/// libpq never uses TLS on a Unix socket (the server answers no to it there): any sslmode
+/// connects, unencrypted, whether the socket is the URL's host or its `host=` parameter.
+#[tokio::test]
+async fn unix_sockets_ignore_sslmode() {
+    let Some(server) = TlsServer::start("tls_socket", "hostssl all all 127.0.0.1/32 trust") else {
+        return;
+    };
+    let socket = server.socket_host();
+    for mode in ["require", "verify-ca", "verify-full", "prefer", "disable"] {
+        let url = server.url(&socket, &format!("sslmode={mode}"));
+        assert_eq!(try_encrypted(&url).await, Ok(false), "{mode}");
+        let raw = format!(
+            "postgres:///postgres?user=postgres&host={socket}&port={}&sslmode={mode}",
+            server.port
+        );
+        let url = DatabaseUrl::parse(&raw).unwrap();
+        assert_eq!(try_encrypted(&url).await, Ok(false), "{mode}, host=");
+    }
+    // The weak-mode rule of sslrootcert=system holds for sockets too, as in libpq.
+    let url = server.url(&socket, "sslmode=require&sslrootcert=system");
+    let err = try_encrypted(&url).await.unwrap_err();
+    assert!(err.contains("weak sslmode"), "{err}");
+}
+
+/// A server that authenticates clients by certificate (`cert` in pg_hba.conf) accepts ours,
+/// given as sslcert and sslkey or found in `~/.postgresql`; one without the other, or a file
+/// that cannot be read, is refused by name before connecting.
+#[tokio::test]
+async fn client_certificates_authenticate() {
+    let Some(server) = TlsServer::start("tls_cert", "hostssl all all 127.0.0.1/32 cert") else {
+        return;
+    };
+    let (cert, key) = (server.file("client.crt"), server.file("client.key"));
+    let query = format!("sslmode=require&sslcert={cert}&sslkey={key}");
+    let url = server.url("127.0.0.1", &query);
+    let mut conn = db::connect(&url).await.unwrap();
+    assert!(encrypted(&mut conn).await);
+    #[derive(diesel::QueryableByName)]
+    struct Dn {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        client_dn: String,
+    }
+    let dn: Dn =
+        diesel::sql_query("SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(dn.client_dn, "/CN=postgres");
+    // The pool too.
+    let pool = db::build_pool(&db::DbConfig::new(url)).unwrap();
+    assert!(encrypted(&mut pool.get().await.unwrap()).await, "pooled");
+
+    // No certificate: the server refuses.
+    let err = try_encrypted(&server.url("127.0.0.1", "sslmode=require"))
+        .await
+        .unwrap_err();
+    assert!(err.contains("certificate"), "{err}");
+    // libpq's defaults, ~/.postgresql/postgresql.crt and .key.
+    let home = home_with(
+        "home_cert",
+        &[("postgresql.crt", &cert), ("postgresql.key", &key)],
+    );
+    let home_dir = home.0.to_str().unwrap();
+    ok(migrate_with(
+        &server.url("127.0.0.1", "sslmode=require"),
+        &[("HOME", home_dir)],
+    ));
+
+    let refused = [
+        (format!("sslcert={cert}"), "add sslkey=".to_owned()),
+        (format!("sslkey={key}"), "add sslcert=".to_owned()),
+        (
+            format!("sslcert=/nonexistent/c.crt&sslkey={key}"),
+            "sslcert /nonexistent/c.crt: ".to_owned(),
+        ),
+        (
+            format!("sslcert={cert}&sslkey=/nonexistent/c.key"),
+            "sslkey /nonexistent/c.key: ".to_owned(),
+        ),
+        (
+            format!("sslcert={cert}&sslkey={}", server.file("server.key")),
+            "do not belong together".to_owned(),
+        ),
+        // Never read: it would block, or fill memory, outside every timeout.
+        (
+            format!("sslcert=/dev/zero&sslkey={key}"),
+            "sslcert /dev/zero: not a regular file".to_owned(),
+        ),
+        // A certificate is no key.
+        (
+            format!("sslcert={cert}&sslkey={cert}"),
+            format!("sslkey {cert}: "),
+        ),
+    ];
+    for (query, expected) in refused {
+        let url = server.url("127.0.0.1", &format!("sslmode=require&{query}"));
+        let err = try_encrypted(&url).await.unwrap_err();
+        assert!(
+            err.contains(&expected),
+            "{query}: {expected:?} not in {err}"
+        );
+    }
+    // A key others may read is refused, as libpq does.
+    let open = server.cluster.0.join("open.key");
+    std::fs::copy(&key, &open).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&open, mode).unwrap();
+    let query = format!("sslmode=require&sslcert={cert}&sslkey={}", open.display());
+    let err = try_encrypted(&server.url("127.0.0.1", &query))
+        .await
+        .unwrap_err();
+    assert!(err.contains("chmod 600"), "{err}");
 }
