@@ -31,7 +31,7 @@ pub async fn dump(url: &DatabaseUrl, file: &Path) -> Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(&partial)
-        .map_err(|e| failed(format!("cannot write {}: {e}", partial.display())))?;
+        .map_err(|e| failed(format!("cannot write {}: {e}", file.display())))?;
     let result = async {
         let (bare, env) = db::tool_connection(url)?;
         let mut pg_dump = Command::new(tool("pg_dump"));
