@@ -3,10 +3,14 @@
 
 mod common;
 
-use app::db::quote_ident;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use app::db::{DatabaseUrl, quote_ident};
 use app::migrations;
-use common::{TempDir, TestDb, count, migrate, ok, stderr, versions};
-use diesel_async::RunQueryDsl;
+use common::{TempDir, TestDb, count, migrate, ok, stderr, stdout, versions};
+use diesel::sql_types::Text;
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
 // Multi-threaded: a dropped connection's goodbye is sent by its driver task while this
 // test blocks on the migrate process, and the restore waits for the database to be free.
@@ -94,7 +98,7 @@ async fn a_failed_restore_leaves_the_database_as_it_was() {
 
     // A session on the database blocks the swap: refused, nothing changed.
     let good = files.0.join("good.dump");
-    app::backup::dump(&db.url, &good).unwrap();
+    app::backup::dump(&db.url, &good).await.unwrap();
     let out = migrate(Some(&db.url), &["restore", good.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
@@ -103,4 +107,382 @@ async fn a_failed_restore_leaves_the_database_as_it_was() {
         stderr(&out)
     );
     assert!(!versions(&mut conn).await.is_empty());
+}
+
+async fn admin(url: &DatabaseUrl) -> AsyncPgConnection {
+    app::db::connect(&url.with_database("postgres"))
+        .await
+        .unwrap()
+}
+
+/// Databases whose names start with `prefix`.
+async fn databases_starting(admin: &mut AsyncPgConnection, prefix: &str) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        datname: String,
+    }
+    let rows: Vec<Name> = diesel::sql_query(
+        "SELECT datname::text AS datname FROM pg_database \
+         WHERE left(datname, length($1)) = $1 ORDER BY 1",
+    )
+    .bind::<Text, _>(prefix)
+    .load(admin)
+    .await
+    .unwrap();
+    rows.into_iter().map(|r| r.datname).collect()
+}
+
+async fn drop_database(admin: &mut AsyncPgConnection, name: &str) {
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
+    diesel::sql_query(sql).execute(admin).await.unwrap();
+}
+
+// Multi-threaded: see the first test.
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_into_a_database_that_is_gone_creates_it() {
+    let db = TestDb::new().await;
+    let name = db.url.database();
+    let mut conn = db.conn().await;
+    common::user(&mut conn, "survivor@example.com").await;
+    drop(conn);
+    let files = TempDir::new("gone_dump");
+    let dump = files.0.join("before.dump");
+    app::backup::dump(&db.url, &dump).await.unwrap();
+
+    let mut admin = admin(&db.url).await;
+    drop_database(&mut admin, &name).await;
+    // A half-loaded copy left by a restore that was killed: cleared by the next one.
+    let stale = format!("{name}_restoring_20000101000000");
+    let sql = format!("CREATE DATABASE {}", quote_ident(&stale));
+    diesel::sql_query(sql).execute(&mut admin).await.unwrap();
+
+    let out = ok(migrate(Some(&db.url), &["restore", dump.to_str().unwrap()]));
+    assert!(
+        out.contains("did not exist") && !out.contains("kept as"),
+        "{out}"
+    );
+    assert!(out.contains("re-apply"), "{out}");
+    let mut conn = db.conn().await;
+    assert_eq!(count(&mut conn, "users").await, 1, "the rows are back");
+    assert!(!versions(&mut conn).await.is_empty(), "and the history");
+    drop(conn);
+    let left = databases_starting(&mut admin, &format!("{name}_")).await;
+    assert!(left.is_empty(), "nothing beside it: {left:?}");
+}
+
+// Multi-threaded: see the first test.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_restore_stops_pg_restore_and_drops_its_copy() {
+    let db = TestDb::new().await;
+    let name = db.url.database();
+    let mut conn = db.conn().await;
+    // An index whose function sleeps while the database is being restored: pg_restore
+    // spends seconds building it, inside its one transaction, whatever the machine.
+    conn.batch_execute(
+        "CREATE FUNCTION slow_key(n int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$ \
+         BEGIN IF current_database() LIKE '%\\_restoring\\_%' THEN PERFORM pg_sleep(0.002); \
+         END IF; RETURN n; END $$; \
+         CREATE TABLE slow AS SELECT g AS n FROM generate_series(1, 20000) g; \
+         CREATE INDEX slow_idx ON slow (slow_key(n));",
+    )
+    .await
+    .unwrap();
+    common::user(&mut conn, "original@example.com").await;
+    let files = TempDir::new("interrupt_dump");
+    let dump = files.0.join("slow.dump");
+    app::backup::dump(&db.url, &dump).await.unwrap();
+    // The live database now differs from the backup: a restore that went through would show.
+    common::user(&mut conn, "after-backup@example.com").await;
+    drop(conn);
+    let mut admin = admin(&db.url).await;
+    let staging_prefix = format!("{name}_restoring_");
+
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+            .args(["restore", dump.to_str().unwrap(), "--url", db.url.expose()])
+            .env_remove("DATABASE_URL")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for pg_restore to be at work on the copy.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let staging = loop {
+            #[derive(diesel::QueryableByName)]
+            struct Name {
+                #[diesel(sql_type = Text)]
+                datname: String,
+            }
+            let loading: Vec<Name> = diesel::sql_query(
+                "SELECT datname::text AS datname FROM pg_stat_activity \
+                 WHERE left(datname, length($1)) = $1 AND application_name = 'pg_restore'",
+            )
+            .bind::<Text, _>(&staging_prefix)
+            .load(&mut admin)
+            .await
+            .unwrap();
+            if let Some(n) = loading.into_iter().next() {
+                break n.datname;
+            }
+            assert!(Instant::now() < deadline, "pg_restore never started");
+            assert!(child.try_wait().unwrap().is_none(), "migrate ended early");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let killed = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "migrate did not stop on SIG{signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "SIG{signal}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+
+        let pg_restore = std::process::Command::new("pgrep")
+            .args(["-f", &format!("pg_restore.*{staging}")])
+            .output()
+            .unwrap();
+        assert!(
+            stdout(&pg_restore).trim().is_empty(),
+            "pg_restore still running after SIG{signal}: {}",
+            stdout(&pg_restore)
+        );
+        let left = databases_starting(&mut admin, &format!("{name}_")).await;
+        assert!(left.is_empty(), "SIG{signal} left {left:?}");
+        let mut conn = db.conn().await;
+        assert_eq!(
+            count(&mut conn, "users").await,
+            2,
+            "the live database untouched"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_crashing_pg_restore_is_reported_and_changes_nothing() {
+    let db = TestDb::new().await;
+    let name = db.url.database();
+    let mut conn = db.conn().await;
+    common::user(&mut conn, "kept@example.com").await;
+    let files = TempDir::new("crash_dump");
+    let good = files.0.join("good.dump");
+    app::backup::dump(&db.url, &good).await.unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+
+    // Cut short: pg_restore says so.
+    let truncated = files.0.join("truncated.dump");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    // A negative length for a table's access method ("heap") in the table of contents:
+    // pg_restore reads no name and dies of SIGSEGV, saying nothing.
+    let mut corrupt = bytes.clone();
+    let at = corrupt
+        .windows(9)
+        .position(|w| w == b"\x00\x04\x00\x00\x00heap")
+        .expect("a table entry in the dump");
+    corrupt[at + 4] = 0xc4;
+    let crashing = files.0.join("corrupt.dump");
+    std::fs::write(&crashing, &corrupt).unwrap();
+
+    for (file, says) in [
+        (&truncated, "end of file"),
+        (&crashing, "was killed by signal 11 (SIGSEGV); is "),
+    ] {
+        let out = migrate(Some(&db.url), &["restore", file.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains(says) && err.contains("is as it was"), "{err}");
+        assert!(!err.contains("failed: ;"), "{err}");
+        assert_eq!(count(&mut conn, "users").await, 1);
+        assert!(!versions(&mut conn).await.is_empty());
+        let mut admin = admin(&db.url).await;
+        let left = databases_starting(&mut admin, &format!("{name}_")).await;
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+/// `migrate` with `args` under umask 000: whatever it creates, it creates with the mode it
+/// asks for, not one narrowed by the caller's umask.
+fn migrate_with_open_umask(url: &DatabaseUrl, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_migrate"))
+        .args(args)
+        .args(["--url", url.expose()])
+        .env_remove("DATABASE_URL")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn backups_are_private_and_never_overwrite_a_file() {
+    let db = TestDb::new().await;
+    let dir = common::copy_of_migrations("private_backup");
+    let extra = dir.0.join("2099-01-01-000000_extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("up.sql"), "CREATE TABLE extra (id bigint);\n").unwrap();
+    std::fs::write(extra.join("down.sql"), "DROP TABLE extra;\n").unwrap();
+    let dir_arg = dir.0.to_str().unwrap();
+    let files = TempDir::new("private_dumps");
+
+    let taken = files.0.join("taken.dump");
+    std::fs::write(&taken, "precious").unwrap();
+    let out = migrate_with_open_umask(
+        &db.url,
+        &[
+            "upgrade",
+            "--dir",
+            dir_arg,
+            "--backup",
+            taken.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("exists already") && err.contains("nothing applied"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&taken).unwrap(), "precious");
+    let mut conn = db.conn().await;
+    assert!(
+        !common::table_exists(&mut conn, "extra").await,
+        "upgrade did not run"
+    );
+
+    let fresh = files.0.join("fresh.dump");
+    let out = migrate_with_open_umask(
+        &db.url,
+        &[
+            "upgrade",
+            "--dir",
+            dir_arg,
+            "--backup",
+            fresh.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    assert!(common::table_exists(&mut conn, "extra").await);
+
+    // A dump that fails leaves nothing behind, not even a partial file.
+    let failed = files.0.join("failed.dump");
+    let gone = db.url.with_database(&common::unique_name("no_such_db"));
+    let err = app::backup::dump(&gone, &failed).await.unwrap_err();
+    assert!(err.to_string().contains("pg_dump failed"), "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(&files.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["fresh.dump", "taken.dump"]);
+}
+
+// Multi-threaded: see the first test.
+#[tokio::test(flavor = "multi_thread")]
+async fn database_settings_grants_and_comment_survive_a_restore() {
+    let db = TestDb::new().await;
+    let name = quote_ident(&db.url.database());
+    let role = common::unique_name("backup_role");
+    let mut admin = admin(&db.url).await;
+    let role_q = quote_ident(&role);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role_q} NOLOGIN; \
+             ALTER DATABASE {name} SET work_mem = '7MB'; \
+             ALTER DATABASE {name} SET search_path = \"$user\", public, \"odd, name\"; \
+             ALTER ROLE {role_q} IN DATABASE {name} SET statement_timeout = '42s'; \
+             REVOKE CONNECT, TEMPORARY ON DATABASE {name} FROM PUBLIC; \
+             GRANT CONNECT ON DATABASE {name} TO {role_q}; \
+             COMMENT ON DATABASE {name} IS 'it''s ours'; \
+             ALTER DATABASE {name} CONNECTION LIMIT 50;"
+        ))
+        .await
+        .unwrap();
+    let files = TempDir::new("settings_dump");
+    let dump = files.0.join("settings.dump");
+    app::backup::dump(&db.url, &dump).await.unwrap();
+
+    let out = ok(migrate(Some(&db.url), &["restore", dump.to_str().unwrap()]));
+    let kept = out
+        .split("kept as ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+
+    #[derive(diesel::QueryableByName, Debug, PartialEq)]
+    struct State {
+        #[diesel(sql_type = Text)]
+        state: String,
+    }
+    // Everything but the name, as text, for one database.
+    let state = async |admin: &mut AsyncPgConnection, db: &str| -> String {
+        let rows: Vec<State> = diesel::sql_query(
+            "SELECT concat_ws(' | ', d.datconnlimit, shobj_description(d.oid, 'pg_database'), \
+               (SELECT string_agg(coalesce(r.rolname, 'PUBLIC') || ' ' || a.privilege_type \
+                  || ' ' || a.is_grantable, ', ' ORDER BY 1) \
+                FROM aclexplode(d.datacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee), \
+               (SELECT string_agg(coalesce(r.rolname, '*') || ' ' || s.setconfig::text, ', ' \
+                  ORDER BY 1) \
+                FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole \
+                WHERE s.setdatabase = d.oid)) AS state \
+             FROM pg_database d WHERE d.datname = $1",
+        )
+        .bind::<Text, _>(db)
+        .load(admin)
+        .await
+        .unwrap();
+        rows.into_iter().next().unwrap().state
+    };
+    let restored = state(&mut admin, &db.url.database()).await;
+    let before = state(&mut admin, kept).await;
+    assert_eq!(restored, before);
+    for part in [
+        "50 | it's ours",
+        &format!("{role} CONNECT false"),
+        "work_mem=7MB",
+        "odd, name",
+        "statement_timeout=42s",
+    ] {
+        assert!(restored.contains(part), "{part} in {restored}");
+    }
+    assert!(!restored.contains("PUBLIC CONNECT"), "{restored}");
+
+    // The server applies them: a session on the restored database gets the settings.
+    let mut conn = db.conn().await;
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        setting: String,
+    }
+    let Setting { setting } = diesel::sql_query("SELECT current_setting('search_path') AS setting")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(setting, "\"$user\", public, \"odd, name\"");
+    drop(conn);
+
+    drop_database(&mut admin, kept).await;
+    drop_database(&mut admin, &db.url.database()).await;
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role_q}; DROP ROLE {role_q}"))
+        .await
+        .unwrap();
 }

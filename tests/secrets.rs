@@ -40,8 +40,10 @@ async fn child_tools_get_the_password_in_their_environment_not_argv() {
     fake_tools(&bin);
     let path = format!("{}:{}", bin.0.display(), std::env::var("PATH").unwrap());
     let drafts = TempDir::new("drafts");
+    // A backup never overwrites a file: a name that does not exist yet.
+    let dump = drafts.0.join("never-written.dump");
     let runs: [Vec<&str>; 3] = [
-        vec!["upgrade", "--backup", "/dev/null"],
+        vec!["upgrade", "--backup", dump.to_str().unwrap()],
         vec!["check"],
         vec![
             "create",

@@ -3,9 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use app::backup::Replaced;
 use app::db::{self, DatabaseUrl};
 use app::migrations::{self, Direction, Migrator, Target};
 use app::{errln, out, outln};
@@ -54,7 +57,8 @@ enum Verb {
         /// Print the SQL instead of running it.
         #[arg(long)]
         sql: bool,
-        /// pg_dump the database to FILE first.
+        /// pg_dump the database to FILE first: a new file, readable by its owner only; an
+        /// existing FILE is refused (and nothing applied).
         #[arg(long, value_name = "FILE")]
         backup: Option<PathBuf>,
         /// Apply a pending migration older than the newest applied one.
@@ -179,7 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(file) = backup {
-                backup_to(&url, file)?;
+                backup_to(&url, file).await?;
             }
             let applied = migrator.upgrade(&url, target).await?;
             if applied.is_empty() {
@@ -336,13 +340,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::Restore { file } => {
             let url = url(&cli)?;
-            let kept = app::backup::restore(&url, file).await?;
-            outln!(
-                "restored {} into {}; the previous database is kept as {kept}: drop it once \
-                 satisfied (DROP DATABASE \"{kept}\")",
-                file.display(),
-                url.database()
-            );
+            let (interrupt, signal) = interrupt()?;
+            let replaced = match app::backup::restore(&url, file, interrupt).await {
+                Ok(replaced) => replaced,
+                // 128 + the signal, as a shell reports a process the signal ended.
+                Err(e) if signal.load(Ordering::SeqCst) != 0 => {
+                    errln!("migrate: {e}");
+                    let code = 128 + signal.load(Ordering::SeqCst);
+                    return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let (file, name) = (file.display(), url.database());
+            match replaced {
+                Replaced::Kept(kept) => outln!(
+                    "restored {file} into {name}, with its database-level settings and grants; \
+                     the previous database is kept as {kept}: drop it once satisfied \
+                     (DROP DATABASE \"{kept}\")"
+                ),
+                Replaced::Created => outln!(
+                    "restored {file} into {name}, which did not exist: created it. A backup \
+                     holds no database-level state: re-apply any ALTER DATABASE/ALTER ROLE … \
+                     IN DATABASE settings, GRANTs on the database and its comment"
+                ),
+            }
         }
         Verb::Check => {
             let url = url(&cli)?;
@@ -543,8 +564,29 @@ fn new_folder(dir: &std::path::Path, slug: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn backup_to(url: &DatabaseUrl, file: &Path) -> anyhow::Result<()> {
-    app::backup::dump(url, file).context("nothing applied")?;
+/// A future that completes on the first SIGINT or SIGTERM, and where it records which.
+/// The listeners exist from this call on: a signal that arrives before the future is
+/// first polled is not lost.
+fn interrupt() -> anyhow::Result<(impl Future<Output = ()>, Arc<AtomicI32>)> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigint = signal(SignalKind::interrupt()).context("listen for Ctrl-C")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+    let got = Arc::new(AtomicI32::new(0));
+    let record = got.clone();
+    let future = async move {
+        let signal = tokio::select! {
+            _ = sigint.recv() => 2,
+            _ = sigterm.recv() => 15,
+        };
+        record.store(signal, Ordering::SeqCst);
+    };
+    Ok((future, got))
+}
+
+async fn backup_to(url: &DatabaseUrl, file: &Path) -> anyhow::Result<()> {
+    app::backup::dump(url, file)
+        .await
+        .context("nothing applied")?;
     outln!(
         "backup: {} (restore: migrate restore {})",
         file.display(),

@@ -228,22 +228,36 @@ fn normalize(dump: &str) -> String {
     out.join("\n")
 }
 
-/// pg_dump and friends: on PATH, else where Debian keeps them.
+/// pg_dump and friends: on PATH, else where Debian keeps them, from the newest
+/// PostgreSQL version that has the tool (a newer pg_dump reads older servers, not the
+/// reverse).
 pub fn tool(name: &str) -> String {
     if Command::new(name).arg("--version").output().is_ok() {
         return name.to_owned();
     }
-    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+    let root = Path::new("/usr/lib/postgresql");
+    let versions: Vec<String> = std::fs::read_dir(root)
         .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin").join(name))
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|v| root.join(v).join("bin").join(name).exists())
                 .collect()
         })
         .unwrap_or_default();
-    dirs.sort();
-    dirs.pop()
-        .filter(|p| p.exists())
-        .map_or(name.to_owned(), |p| p.display().to_string())
+    newest_version(versions.iter().map(String::as_str)).map_or(name.to_owned(), |v| {
+        root.join(v).join("bin").join(name).display().to_string()
+    })
+}
+
+/// The highest of `names` read as dotted version numbers (`9.6` < `10` < `17`); names
+/// that are not numbers are skipped.
+fn newest_version<'a>(names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .filter_map(|n| {
+            let parts: Option<Vec<u32>> = n.split('.').map(|p| p.parse().ok()).collect();
+            Some((parts?, n))
+        })
+        .max()
+        .map(|(_, n)| n)
 }
 
 /// What `migrate test` found wrong with one migration.
@@ -463,4 +477,18 @@ pub fn print_schema(url: &DatabaseUrl, project: &Path) -> Result<String> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_version;
+
+    #[test]
+    fn the_newest_client_tools_are_chosen_by_number_not_text() {
+        let pick = |v: &[&'static str]| newest_version(v.iter().copied());
+        assert_eq!(pick(&["9.6", "17", "15", "10"]), Some("17"));
+        assert_eq!(pick(&["9.6", "common", "8.4", ""]), Some("9.6"));
+        assert_eq!(pick(&["13", "13.1"]), Some("13.1"));
+        assert_eq!(pick(&["notes", "x.1"]), None);
+    }
 }
