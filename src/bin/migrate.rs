@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -340,17 +338,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::Restore { file } => {
             let url = url(&cli)?;
-            let (interrupt, signal) = interrupt()?;
-            let replaced = match app::backup::restore(&url, file, interrupt).await {
-                Ok(replaced) => replaced,
-                // 128 + the signal, as a shell reports a process the signal ended.
-                Err(e) if signal.load(Ordering::SeqCst) != 0 => {
-                    errln!("migrate: {e}");
-                    let code = 128 + signal.load(Ordering::SeqCst);
-                    return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let mut stop = app::cli::Stop::listen()?;
+            let restored = app::backup::restore(&url, file, stop.wait()).await;
+            if let (Some(code), Err(e)) = (stop.exit_code(), &restored) {
+                errln!("migrate restore: {e}");
+                return Ok(code);
+            }
+            let replaced = restored?;
             let (file, name) = (file.display(), url.database());
             match replaced {
                 Replaced::Kept(kept) => outln!(
@@ -562,25 +556,6 @@ fn new_folder(dir: &std::path::Path, slug: &str) -> anyhow::Result<PathBuf> {
             Err(e) => return Err(e).with_context(|| format!("create {}", folder.display())),
         }
     }
-}
-
-/// A future that completes on the first SIGINT or SIGTERM, and where it records which.
-/// The listeners exist from this call on: a signal that arrives before the future is
-/// first polled is not lost.
-fn interrupt() -> anyhow::Result<(impl Future<Output = ()>, Arc<AtomicI32>)> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut sigint = signal(SignalKind::interrupt()).context("listen for Ctrl-C")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
-    let got = Arc::new(AtomicI32::new(0));
-    let record = got.clone();
-    let future = async move {
-        let signal = tokio::select! {
-            _ = sigint.recv() => 2,
-            _ = sigterm.recv() => 15,
-        };
-        record.store(signal, Ordering::SeqCst);
-    };
-    Ok((future, got))
 }
 
 async fn backup_to(url: &DatabaseUrl, file: &Path) -> anyhow::Result<()> {
