@@ -91,7 +91,8 @@ enum Verb {
     },
     /// Record VERSION (or base) as the current state without running SQL.
     Stamp { version: String },
-    /// Fail on applied migrations whose files changed or vanished, out-of-order or dirty ones.
+    /// Fail on applied migrations whose files changed or vanished or that have no checksum,
+    /// checksums without a version, and out-of-order or dirty migrations.
     Verify {
         #[arg(long)]
         json: bool,
