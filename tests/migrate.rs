@@ -996,6 +996,13 @@ async fn a_concurrent_index_that_times_out_says_how_to_drop_what_it_left() {
     let db = TestDb::new().await;
     let dir = with_concurrent_index("users_cic_dies_idx");
     let dir_arg = dir.0.to_str().unwrap();
+    // Someone else's failed build: INVALID too, but not this migration's to drop.
+    let mut conn = db.conn().await;
+    (conn.batch_execute("CREATE TABLE dup (x int); INSERT INTO dup VALUES (1), (1);"))
+        .await
+        .unwrap();
+    let failed = conn.batch_execute("CREATE UNIQUE INDEX CONCURRENTLY dup_u ON dup (x)");
+    assert!(failed.await.is_err());
     let mut writer = writer_in_a_transaction(&db).await;
     let out = migrate(
         Some(&db.url),
@@ -1011,7 +1018,8 @@ async fn a_concurrent_index_that_times_out_says_how_to_drop_what_it_left() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("DROP INDEX CONCURRENTLY IF EXISTS users_cic_dies_idx;"),
+        err.contains("DROP INDEX CONCURRENTLY IF EXISTS users_cic_dies_idx;")
+            && !err.contains("dup_u"),
         "{err}"
     );
     let previous = all_versions().pop().unwrap();
@@ -1019,7 +1027,6 @@ async fn a_concurrent_index_that_times_out_says_how_to_drop_what_it_left() {
     assert!(err.contains(&stamp), "{err}");
 
     // The repair it gives works.
-    let mut conn = db.conn().await;
     (conn.batch_execute("DROP INDEX CONCURRENTLY IF EXISTS users_cic_dies_idx"))
         .await
         .unwrap();
@@ -1177,7 +1184,7 @@ async fn ctrl_c_or_sigterm_during_migrate_test_or_check_drops_the_scratch_databa
 }
 
 #[tokio::test]
-async fn a_later_run_drops_the_scratch_database_of_a_killed_run_and_keeps_a_live_ones() {
+async fn a_later_run_drops_the_scratch_database_of_a_killed_run_and_nothing_else() {
     use diesel_async::SimpleAsyncConnection;
     let db = TestDb::empty().await;
     let slow = migrations_with(&[(
@@ -1193,30 +1200,144 @@ async fn a_later_run_drops_the_scratch_database_of_a_killed_run_and_keeps_a_live
     tokio::task::spawn_blocking(move || exited(child))
         .await
         .unwrap();
-    assert_eq!(scratch_databases(&mut conn, &db).await, [killed]);
+    assert_eq!(
+        scratch_databases(&mut conn, &db).await,
+        std::slice::from_ref(&killed)
+    );
 
-    // Another run's database, still claimed by its session (here: the test's own).
-    let live = format!("{}_scratch_4000000", db.url.database());
+    // Another run's database, marked as the killed one is, still claimed by its session
+    // (here: the test's own); and a database that only looks like a scratch database.
     let mut admin = app::db::connect(&db.url.with_database("postgres"))
         .await
         .unwrap();
-    let create = format!("CREATE DATABASE \"{live}\"");
-    admin.batch_execute(&create).await.unwrap();
-    let claim = format!("SELECT pg_advisory_lock(x'73637261'::int, hashtext('{live}'))");
-    admin.batch_execute(&claim).await.unwrap();
+    let (live, data) = (
+        format!("{}_scratch_4000000", db.url.database()),
+        format!("{}_scratch_2024", db.url.database()),
+    );
+    let setup = format!(
+        "CREATE DATABASE \"{live}\"; CREATE DATABASE \"{data}\"; \
+         SELECT pg_advisory_lock(x'73637261'::int, hashtext('{live}'));"
+    );
+    for sql in setup.split("; ") {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    let copy_mark = format!(
+        "DO $$ BEGIN EXECUTE format('COMMENT ON DATABASE %I IS %L', '{live}', \
+         (SELECT shobj_description(oid, 'pg_database') FROM pg_database \
+          WHERE datname = '{killed}')); END $$"
+    );
+    admin.batch_execute(&copy_mark).await.unwrap();
 
     let dir = migrations_with(&[]);
     ok(migrate(
         Some(&db.url),
         &["test", "--dir", dir.0.to_str().unwrap()],
     ));
+    let mut left = vec![data.clone(), live.clone()];
+    left.sort();
     assert_eq!(
         scratch_databases(&mut conn, &db).await,
-        std::slice::from_ref(&live),
-        "killed one dropped"
+        left,
+        "only the killed one dropped"
     );
-    admin
-        .batch_execute(&format!("DROP DATABASE \"{live}\""))
+    for name in [live, data] {
+        let drop = format!("DROP DATABASE \"{name}\"");
+        admin.batch_execute(&drop).await.unwrap();
+    }
+}
+
+/// A transactional migration whose session dies: the error is the statement's own, not the
+/// lock-timeout probe's (which, on a fresh session, finds the lock free).
+#[tokio::test]
+async fn a_migration_whose_session_dies_reports_its_own_error() {
+    let db = TestDb::new().await;
+    let dir = migrations_with(&[(
+        "2099-01-01-000000_dies",
+        "CREATE TABLE dies_first (id int);\nSELECT pg_terminate_backend(pg_backend_pid());\n",
+        "DROP TABLE dies_first;",
+    )]);
+    let out = migrate(
+        Some(&db.url),
+        &["upgrade", "--dir", dir.0.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("dies/up.sql, statement 2 (line 2)") && !err.contains("probe"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_non_transactional_migration_that_does_not_parse_is_not_marked_dirty() {
+    let db = TestDb::new().await;
+    let dir = with_concurrent_index("users_cic_typo_idx");
+    let up = dir.0.join("2099-01-01-000000_concurrent_index/up.sql");
+    let text = std::fs::read_to_string(&up).unwrap();
+    std::fs::write(&up, text.clone() + "VACUM users\n").unwrap();
+    let dir_arg = dir.0.to_str().unwrap();
+    let out = migrate(Some(&db.url), &["upgrade", "--dir", dir_arg]);
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("dirty"), "{}", stderr(&out));
+    std::fs::write(&up, text).unwrap();
+    ok(migrate(Some(&db.url), &["upgrade", "--dir", dir_arg]));
+    ok(migrate(Some(&db.url), &["verify", "--dir", dir_arg]));
+}
+
+/// Ctrl-C (or kill -9) of `migrate upgrade` while CREATE INDEX CONCURRENTLY waits: the
+/// server notices the client is gone and stops the build, instead of finishing it for
+/// nobody while the history says otherwise.
+#[tokio::test]
+async fn a_killed_upgrade_leaves_no_backend_building_its_index() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new().await;
+    let dir = with_concurrent_index("users_cic_orphan_idx");
+    let mut writer = writer_in_a_transaction(&db).await;
+    let mut conn = db.conn().await;
+    let child = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args([
+            "upgrade",
+            "--dir",
+            dir.0.to_str().unwrap(),
+            "--url",
+            db.url.expose(),
+        ])
+        .env_remove("DATABASE_URL")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let building = "SELECT count(*) AS n FROM pg_stat_activity \
+                    WHERE datname = current_database() AND query LIKE 'CREATE INDEX CONCURRENTLY%'";
+    for _ in 0..300 {
+        if number(&mut conn, building).await == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        number(&mut conn, building).await,
+        1,
+        "the build never started"
+    );
+    send(&child, "-INT");
+    tokio::task::spawn_blocking(move || exited(child))
         .await
         .unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        gone = number(&mut conn, building).await == 0;
+        if gone {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert!(
+        gone,
+        "the server still builds the index 10 s after migrate exited"
+    );
+    let valid = "SELECT count(*) AS n FROM pg_index \
+                 WHERE indexrelid::regclass::text = 'users_cic_orphan_idx' AND indisvalid";
+    assert_eq!(number(&mut conn, valid).await, 0);
 }

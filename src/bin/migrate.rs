@@ -119,14 +119,26 @@ enum Verb {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.logging.init("warn") {
-        Ok(()) => run(cli).await,
-        Err(e) => Err(e.into()),
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            errln!("migrate: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    app::cli::finish("migrate", result).await
+    let code = runtime.block_on(async {
+        let result = match cli.logging.init("warn") {
+            Ok(()) => run(cli).await,
+            Err(e) => Err(e.into()),
+        };
+        app::cli::finish("migrate", result).await
+    });
+    // After Ctrl-C the migration thread may still wait on a frozen server: the process
+    // exits anyway (the server drops that session once it notices).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 fn url(cli: &Cli) -> anyhow::Result<DatabaseUrl> {

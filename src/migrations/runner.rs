@@ -21,7 +21,7 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::MigrationHarness;
 use serde::Serialize;
 
-use super::source::{self, Migration, statements};
+use super::source::{self, Migration, Statement, statements};
 use crate::db::{self, DatabaseUrl};
 use crate::{Error, Result};
 
@@ -568,7 +568,8 @@ impl Migrator {
     }
 
     fn script(&self, m: &Migration, way: Direction) -> String {
-        let v = &m.version;
+        // A literal in printed SQL: a quote in a folder name must not end it.
+        let v = m.version.replace('\'', "''");
         let (file, sql, bookkeeping) = match way {
             Direction::Up => (
                 "up.sql",
@@ -613,6 +614,7 @@ impl Migrator {
             migration,
             config,
             kind,
+            failed: Default::default(),
         }
     }
 
@@ -688,6 +690,18 @@ impl Migrator {
         // The step chosen, not the harness's idea of "next": they differ when another
         // migration is pending below it (out of order) or was applied meanwhile.
         let step = self.step(m.clone(), Step::Run);
+        // A file that cannot be split is refused here, before a non-transactional step
+        // marks itself dirty.
+        parse(m, way)?;
+        // What was INVALID before: a failure's repair names only the indexes it left.
+        let invalid_before: Vec<String> = match m.run_in_transaction {
+            true => Vec::new(),
+            false => invalid_indexes()
+                .load::<Invalid>(conn)?
+                .into_iter()
+                .map(|i| i.name)
+                .collect(),
+        };
         for attempt in 1.. {
             let started = Instant::now();
             let done = match way {
@@ -704,7 +718,10 @@ impl Migrator {
                     applied(m, way, started);
                     return Ok(());
                 }
-                Err(e) => e,
+                Err(e) => {
+                    let own = step.failed.lock().ok().and_then(|mut f| f.take());
+                    own.map_or(e, Error::Migration)
+                }
             };
             if !m.run_in_transaction {
                 let previous = (self.migrations.iter().rev())
@@ -719,13 +736,17 @@ impl Migrator {
                         m.version
                     ),
                 };
-                return Err(left_dirty(conn, url, m, failure, stamp));
+                return Err(left_dirty(conn, url, m, failure, &invalid_before, stamp));
             }
             let retry = attempt <= self.config.lock_retries;
             let Error::Migration(msg) = &failure else {
                 return Err(failure);
             };
-            if !retry || !msg.contains(lock_timeout_text(url, lock_text)?) {
+            // A probe that fails (the server went away with this session) or does not time
+            // out says nothing about this failure: report the failure itself.
+            let timed_out =
+                retry && lock_timeout_text(url, lock_text).is_ok_and(|text| msg.contains(text));
+            if !timed_out {
                 return Err(failure);
             }
             tracing::warn!(migration = %m.folder, attempt, pause_ms = pause.as_millis() as u64,
@@ -803,7 +824,16 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     let run = async {
         db::ensure_session(url).await?;
-        let conn = db::connect(url).await?;
+        let mut conn = db::connect(url).await?;
+        // A migrate killed mid-statement (Ctrl-C, kill -9, a closed terminal) must not leave
+        // its backend building an index or holding locks for nobody: from PostgreSQL 14 the
+        // server checks every second that its client is still there.
+        use diesel_async::SimpleAsyncConnection;
+        conn.batch_execute(
+            "SELECT set_config('client_connection_check_interval', '1s', false) \
+             WHERE current_setting('server_version_num')::int >= 140000",
+        )
+        .await?;
         let url = url.clone();
         tokio::task::spawn_blocking(move || work(&mut Conn::from(conn), &url))
             .await
@@ -847,6 +877,9 @@ struct Guarded {
     migration: Migration,
     config: Config,
     kind: Step,
+    /// The step's own error, kept for the runner: when a statement broke the connection,
+    /// the harness reports the ROLLBACK that failed after it instead.
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Our migrations as a diesel_migrations source.
@@ -903,6 +936,14 @@ fn ours(conn: &mut dyn BoxableConnection<Pg>) -> Result<&mut Conn> {
 
 impl Guarded {
     fn execute(&self, conn: &mut Conn, way: Direction) -> Result<()> {
+        let outcome = self.execute_inner(conn, way);
+        if let (Err(Error::Migration(why)), Ok(mut slot)) = (&outcome, self.failed.lock()) {
+            *slot = Some(why.clone());
+        }
+        outcome
+    }
+
+    fn execute_inner(&self, conn: &mut Conn, way: Direction) -> Result<()> {
         let (m, tx) = (&self.migration, self.migration.run_in_transaction);
         let started = Instant::now();
         if self.kind == Step::Stamp || tx {
@@ -966,6 +1007,7 @@ fn left_dirty(
     url: &DatabaseUrl,
     m: &Migration,
     failure: Error,
+    invalid_before: &[String],
     stamp: String,
 ) -> Error {
     let Error::Migration(why) = failure else {
@@ -980,6 +1022,7 @@ fn left_dirty(
         })
     });
     let mut repair: Vec<String> = (invalid.unwrap_or_default().iter())
+        .filter(|i| !invalid_before.contains(&i.name))
         .map(|i| format!("DROP INDEX CONCURRENTLY IF EXISTS {};", i.name))
         .collect();
     repair.push(stamp);
@@ -1007,6 +1050,25 @@ fn invalid_indexes() -> diesel::query_builder::SqlQuery {
 
 /// Runs a migration file statement by statement, so a failure names its statement.
 fn run_statements(conn: &mut Conn, m: &Migration, way: Direction) -> Result<()> {
+    let (folder, (file, all)) = (&m.folder, parse(m, way)?);
+    for stmt in all {
+        if let Err(err) = conn.batch_execute(&stmt.sql) {
+            let first_line = (stmt.sql.lines())
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("--"))
+                .unwrap_or("");
+            let (n, line) = (stmt.number, stmt.line);
+            return Err(Error::Migration(format!(
+                "{folder}/{file}, statement {n} (line {line}): {first_line}: {err}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The file a step runs and its statements; refused (naming the file) when it cannot be
+/// split, before anything runs or is marked.
+fn parse(m: &Migration, way: Direction) -> Result<(&'static str, Vec<Statement>)> {
     let folder = &m.folder;
     let (file, sql) = match (way, m.down.as_deref()) {
         (Direction::Up, _) => ("up.sql", m.up.as_str()),
@@ -1021,19 +1083,7 @@ fn run_statements(conn: &mut Conn, m: &Migration, way: Direction) -> Result<()> 
         Error::Migration(why) => Error::Migration(format!("{folder}/{file}, {why}")),
         other => other,
     })?;
-    for stmt in all {
-        if let Err(err) = conn.batch_execute(&stmt.sql) {
-            let first_line = (stmt.sql.lines())
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with("--"))
-                .unwrap_or("");
-            let (n, line) = (stmt.number, stmt.line);
-            return Err(Error::Migration(format!(
-                "{folder}/{file}, statement {n} (line {line}): {first_line}: {err}"
-            )));
-        }
-    }
-    Ok(())
+    Ok((file, all))
 }
 
 /// Writes down a migration's checksum (up) or deletes it (down).

@@ -62,6 +62,7 @@ impl Scratch {
         sweep(&mut admin, url).await?;
         let pid = std::process::id();
         // The same pid on another machine may be using the plain name: take the next free.
+        // A database of that name that is not marked as ours is someone's data: skip it.
         let mut n = 0;
         let name = loop {
             let tag = if n == 0 {
@@ -70,18 +71,29 @@ impl Scratch {
                 format!("{pid}_{n}")
             };
             let name = scratch_name(&url.database(), &tag);
-            if claim(&mut admin, &name).await? {
-                break name;
-            }
             n += 1;
+            if !claim(&mut admin, &name).await? {
+                continue;
+            }
+            match marked(&mut admin, &name).await? {
+                // Left by an earlier run with this pid: its claim is free, we hold it now.
+                Some(true) => drop_database(&mut admin, &name).await?,
+                Some(false) => {
+                    release(&mut admin, &name).await?;
+                    continue;
+                }
+                None => {}
+            }
+            break name;
         };
         let mut scratch = Scratch {
             url: url.with_database(&name),
             admin,
         };
-        // Left by an earlier run with this pid, whose claim is free since we hold it now.
-        drop_database(&mut scratch.admin, &name).await?;
         db::ensure_database(&scratch.url).await?;
+        // COMMENT ON is DDL: Diesel has no DSL for it.
+        let mark = format!("COMMENT ON DATABASE {} IS '{MARK}'", quote_ident(&name));
+        diesel::sql_query(mark).execute(&mut scratch.admin).await?;
         Ok(scratch)
     }
 
@@ -101,12 +113,48 @@ impl Scratch {
     ) -> Result<T> {
         let name = self.url.database();
         let result = tokio::select! {
-            result = work => result,
+            biased;
             () = stop => Err(Error::Interrupted(format!("the scratch database {name} was dropped"))),
+            result = work => result,
         };
+        if matches!(result, Err(Error::Interrupted(_))) {
+            // A frozen server must not hold an operator's Ctrl-C for ever.
+            let bound = std::time::Duration::from_secs(10);
+            if tokio::time::timeout(bound, self.drop_now()).await.is_err() {
+                return Err(Error::Interrupted(format!(
+                    "the server did not answer within {bound:?}: the scratch database {name} is \
+                     left, and the next `migrate test` or `check` drops it"
+                )));
+            }
+            return result;
+        }
         self.drop_now().await?;
         result
     }
+}
+
+/// The comment that marks a database as a scratch database of this tool: only marked
+/// databases are ever dropped by name.
+const MARK: &str = "migrate scratch database: dropped when its run ends, or by a later run once \
+                    that run is gone";
+
+/// Whether `name` exists (`None` if not) and carries [`MARK`].
+async fn marked(admin: &mut AsyncPgConnection, name: &str) -> Result<Option<bool>> {
+    #[derive(QueryableByName)]
+    struct Comment {
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        comment: Option<String>,
+    }
+    // shobj_description has no Diesel DSL.
+    let found: Option<Comment> = diesel::sql_query(
+        "SELECT shobj_description(oid, 'pg_database') AS comment \
+         FROM pg_database WHERE datname = $1",
+    )
+    .bind::<Text, _>(name)
+    .get_result(admin)
+    .await
+    .optional()?;
+    Ok(found.map(|c| c.comment.as_deref() == Some(MARK)))
 }
 
 /// Takes the claim on `name` for this session; false when another session holds it.
@@ -138,11 +186,14 @@ async fn sweep(admin: &mut AsyncPgConnection, url: &DatabaseUrl) -> Result<()> {
         digits && tag.split('_').count() <= 2 && scratch_name(&database, tag) == name
     };
     for name in names.into_iter().filter(|n| ours(n)) {
-        if claim(admin, &name).await? {
-            tracing::info!(database = %name, "dropping a scratch database left by a run that is gone");
-            drop_database(admin, &name).await?;
-            release(admin, &name).await?;
+        if !claim(admin, &name).await? {
+            continue;
         }
+        if marked(admin, &name).await? == Some(true) {
+            tracing::warn!(database = %name, "dropping a scratch database left by a run that is gone");
+            drop_database(admin, &name).await?;
+        }
+        release(admin, &name).await?;
     }
     Ok(())
 }

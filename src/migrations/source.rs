@@ -125,6 +125,13 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Migration>> {
     let source = FileBasedMigrations::from_path(dir)
         .map_err(|e| Error::Migration(format!("{}: {e}", dir.display())))?;
     let mut all = read_all(&source)?;
+    // A mistyped --dir in CI must not pass as "up to date".
+    if all.is_empty() {
+        return Err(Error::Migration(format!(
+            "{}: no migrations here (folders named <version>_<name> holding up.sql)",
+            dir.display()
+        )));
+    }
     add_fixtures(&mut all, dir);
     Ok(all)
 }
@@ -194,7 +201,9 @@ pub fn statements(sql: &str) -> Result<Vec<Statement>> {
     if let Some(at) = first_non_comment(&sql[start..]) {
         let at = start + at;
         let line = sql[..at].matches('\n').count() + 1;
-        let text = sql[at..].lines().next().unwrap_or("").trim();
+        // Only ASCII blanks are trimmed: a stray no-break space is what must show.
+        let text = (sql[at..].lines().next().unwrap_or(""))
+            .trim_matches(|c: char| c.is_ascii_whitespace());
         return Err(Error::Migration(format!(
             "line {line}: {text:?} is not a complete statement (a typo, or a missing `;`?); \
              nothing was run"
