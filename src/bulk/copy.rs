@@ -250,19 +250,27 @@ fn group_rows<T>(columns: &mut [Column<'_, T>], n: usize) -> Vec<Group> {
             }
         }
     }
+    let omitted_by = |key: &[u64]| {
+        let mut omitted = none.clone();
+        for (bit, &column) in slots.iter().enumerate() {
+            omitted[column] = key[bit / 64] & (1 << (bit % 64)) != 0;
+        }
+        omitted
+    };
+    // The usual batch: every row defaults the same columns, one group, no hashing.
+    let first = &keys[..words];
+    if keys.chunks_exact(words).all(|key| key == first) {
+        let rows = (0..n).collect();
+        let omitted = omitted_by(first);
+        return vec![Group { omitted, rows }];
+    }
     let mut index: HashMap<&[u64], usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for row in 0..n {
         let key = &keys[row * words..(row + 1) * words];
         let at = *index.entry(key).or_insert_with(|| {
-            let mut omitted = none.clone();
-            for (bit, &column) in slots.iter().enumerate() {
-                omitted[column] = key[bit / 64] & (1 << (bit % 64)) != 0;
-            }
-            groups.push(Group {
-                omitted,
-                rows: Vec::new(),
-            });
+            let (omitted, rows) = (omitted_by(key), Vec::new());
+            groups.push(Group { omitted, rows });
             groups.len() - 1
         });
         groups[at].rows.push(row);
