@@ -97,7 +97,7 @@ pg_private_start() {
   local auth=(-A trust) userinfo=postgres
   if [ -n "${PG_PASSWORD:-}" ]; then
     # A cluster that checks passwords, e.g. to test what a wrong one does.
-    printf '%s\n' "$PG_PASSWORD" >"$dir/pwfile"
+    (umask 077 && printf '%s\n' "$PG_PASSWORD" >"$dir/pwfile")
     [ "$(id -u)" -ne 0 ] || chown "$(pg_cluster_user)" "$dir/pwfile"
     auth=(-A scram-sha-256 --pwfile="$dir/pwfile")
     userinfo="postgres:$PG_PASSWORD"
@@ -289,9 +289,13 @@ pg_with_database() {
   echo "$url/$name$query"
 }
 
-# Masks the password of a URL for printing.
+# Masks the password of a URL for printing: in the user info, and as a `password=`
+# parameter (any case), as db::mask does; also any parameter whose name is percent-encoded
+# (drivers decode names, so `pass%77ord=` is a password too).
 pg_mask() {
-  sed -E 's#(://[^:/@]*):.*@#\1:***@#' <<<"$1"
+  sed -E -e 's#(://[^:/@]*):.*@#\1:***@#' \
+    -e 's#(^|[^[:alnum:]_])([Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]=)[^&[:space:]]*#\1\2***#g' \
+    -e 's#([?&][^&=]*%[^&=]*=)[^&]*#\1***#g' <<<"$1"
 }
 
 # Sets $server: pg_resolve's answer, else a private throwaway cluster, stopped and deleted

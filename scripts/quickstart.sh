@@ -52,10 +52,12 @@ else
   server=$(pg_private_start "$private")
   url=$(pg_with_database "$server" "$crate")
 fi
-printf 'DATABASE_URL=%s\n' "$url" > "$dir/.env"
+# .env holds the password: readable by its owner only, from its first byte.
+(umask 077 && rm -f "$dir/.env" && printf 'DATABASE_URL=%s\n' "$url" >"$dir/.env")
 
 say "creating, migrating and seeding the database"
-(cd "$dir" && scripts/init_db.sh --url "$url" --seed)
+# The URL through the environment, never --url: every local user sees a command line (ps).
+(cd "$dir" && DATABASE_URL=$url DATABASE_DIRECT_URL=$url scripts/init_db.sh --seed)
 
 cat <<NEXT
 

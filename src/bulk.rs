@@ -80,9 +80,9 @@ impl<'a, T> Column<'a, T> {
         Column::of(C::NAME, Plain::<C::SqlType, V>(values, PhantomData))
     }
 
-    /// Column `C`, where `None` takes the column's default. The default comes from the
-    /// catalog, never repeated here: `COALESCE(value, default)` for `unnest`, the default's
-    /// own value for COPY.
+    /// Column `C`, where `None` takes the column's default, evaluated per row as `INSERT`
+    /// does. The default comes from the catalog, never repeated here: `COALESCE(value,
+    /// default)` for `unnest`; COPY leaves the column out for those rows.
     pub fn or_default<C, V>(_: C, values: Vec<Option<V>>) -> Self
     where
         C: diesel::Column<Table = T>,

@@ -62,13 +62,108 @@ pub(crate) fn millis(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
 
-/// A statement's SQL without its bind values: Diesel's debug form appends them after
-/// ` -- binds: `.
+/// A statement's SQL without its bind values, read from Diesel's `Debug` form
+/// (`Query { sql: "..", binds: [..] }`, or a bare `".."` for SQL sent as text). The SQL is
+/// the first field, a quoted string: its end is the first unescaped `"`, which no text in
+/// the SQL or in a value can move, and formatting stops there, so the binds are never
+/// even rendered. (The `Display` form, `<sql> -- binds: [..]`, cannot be split safely: a
+/// value or the SQL may contain ` -- binds: ` itself.) Any other shape is not shown.
 fn sql_of(query: &dyn diesel::connection::DebugQuery) -> String {
-    let text = query.to_string();
-    match text.rfind(" -- binds: ") {
-        Some(at) => text[..at].to_owned(),
-        None => text,
+    use std::fmt::Write;
+    let mut sql = SqlField::default();
+    let _ = write!(sql, "{query:?}");
+    match sql.state {
+        Field::Done => sql.out,
+        _ => "(SQL not shown: unexpected form)".to_owned(),
+    }
+}
+
+/// Where [`SqlField`] is in `Query { sql: "..` as the pieces arrive.
+#[derive(Debug, Default, PartialEq)]
+enum Field {
+    /// Before the opening quote; holds what came so far.
+    #[default]
+    Prefix,
+    /// Inside the string.
+    Text,
+    /// After a backslash.
+    Escape,
+    /// Inside `\u{..}`, the hex digits so far.
+    Unicode(String),
+    /// The closing quote was seen: the SQL is complete.
+    Done,
+    /// Not the form expected.
+    Refused,
+}
+
+/// A `fmt::Write` sink that unescapes the first Debug-quoted string and fails once it ends,
+/// which stops the formatting before any bind value.
+#[derive(Default)]
+struct SqlField {
+    prefix: String,
+    out: String,
+    state: Field,
+}
+
+impl std::fmt::Write for SqlField {
+    fn write_str(&mut self, piece: &str) -> std::fmt::Result {
+        for c in piece.chars() {
+            if matches!(self.state, Field::Done | Field::Refused) {
+                return Err(std::fmt::Error);
+            }
+            self.state = match std::mem::take(&mut self.state) {
+                Field::Prefix if c == '"' => match self.prefix.as_str() {
+                    "" | "Query { sql: " => Field::Text,
+                    _ => Field::Refused,
+                },
+                // Diesel's own prefix is 13 characters: past that, not its form.
+                Field::Prefix if self.prefix.len() > 16 => Field::Refused,
+                Field::Prefix => {
+                    self.prefix.push(c);
+                    Field::Prefix
+                }
+                Field::Text => match c {
+                    '"' => Field::Done,
+                    '\\' => Field::Escape,
+                    c => {
+                        self.out.push(c);
+                        Field::Text
+                    }
+                },
+                Field::Escape => match c {
+                    'u' => Field::Unicode(String::new()),
+                    c => {
+                        let c = match c {
+                            'n' => '\n',
+                            'r' => '\r',
+                            't' => '\t',
+                            '0' => '\0',
+                            c => c,
+                        };
+                        self.out.push(c);
+                        Field::Text
+                    }
+                },
+                Field::Unicode(mut hex) => match c {
+                    '{' => Field::Unicode(hex),
+                    '}' => {
+                        let c = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
+                        self.out.push(c.unwrap_or(char::REPLACEMENT_CHARACTER));
+                        Field::Text
+                    }
+                    c if hex.len() < 6 => {
+                        hex.push(c);
+                        Field::Unicode(hex)
+                    }
+                    _ => Field::Refused,
+                },
+                done => done,
+            };
+        }
+        match self.state {
+            Field::Done | Field::Refused => Err(std::fmt::Error),
+            _ => Ok(()),
+        }
     }
 }
 

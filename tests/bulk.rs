@@ -430,3 +430,235 @@ async fn update_by_key_refuses_a_key_the_rows_do_not_carry() {
         .unwrap_err();
     assert!(err.to_string().contains("key \"title\""), "{err}");
 }
+
+diesel::table! {
+    /// A table of volatile defaults, made by the tests below.
+    copy_defaults (id) {
+        id -> Int8,
+        label -> Text,
+        token -> Uuid,
+        stamped -> Timestamptz,
+        n -> Int8,
+    }
+}
+
+const COPY_DEFAULTS_SQL: &str = "CREATE SEQUENCE copy_defaults_n; \
+    CREATE TABLE copy_defaults ( \
+      id BIGSERIAL PRIMARY KEY, \
+      label TEXT NOT NULL DEFAULT 'unnamed', \
+      token UUID NOT NULL UNIQUE DEFAULT gen_random_uuid(), \
+      stamped TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), \
+      n BIGINT NOT NULL DEFAULT nextval('copy_defaults_n'))";
+
+/// A `uuid` for both write paths (the app's tokio-postgres has no uuid feature).
+#[derive(Debug, Clone, Copy)]
+struct Token(uuid::Uuid);
+
+impl diesel::serialize::ToSql<diesel::sql_types::Uuid, diesel::pg::Pg> for Token {
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+    ) -> diesel::serialize::Result {
+        diesel::serialize::ToSql::<diesel::sql_types::Uuid, diesel::pg::Pg>::to_sql(&self.0, out)
+    }
+}
+
+impl bulk::CopySql for Token {
+    fn to_sql(
+        &self,
+        _: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::UUID
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A row where every `None` takes its column's (volatile) default.
+#[derive(Debug, Clone, Default)]
+struct Stamped {
+    label: Option<String>,
+    token: Option<Token>,
+    stamped: Option<chrono::DateTime<chrono::Utc>>,
+    n: Option<i64>,
+}
+
+impl bulk::BulkRow for Stamped {
+    type Table = copy_defaults::table;
+
+    fn columns(rows: &[Self]) -> Vec<bulk::Column<'_, copy_defaults::table>> {
+        let (mut label, mut token, mut stamped, mut n) = (vec![], vec![], vec![], vec![]);
+        for Stamped {
+            label: l,
+            token: t,
+            stamped: s,
+            n: k,
+        } in rows
+        {
+            label.push(l.as_deref());
+            token.push(*t);
+            stamped.push(*s);
+            n.push(*k);
+        }
+        vec![
+            bulk::Column::or_default(copy_defaults::label, label),
+            bulk::Column::or_default(copy_defaults::token, token),
+            bulk::Column::or_default(copy_defaults::stamped, stamped),
+            bulk::Column::or_default(copy_defaults::n, n),
+        ]
+    }
+}
+
+/// How many distinct values `expr` takes over the table's rows.
+async fn distinct(conn: &mut AsyncPgConnection, expr: &str) -> i64 {
+    let sql = format!("(SELECT count(DISTINCT {expr}) FROM copy_defaults)");
+    diesel_async::RunQueryDsl::get_result(
+        diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&sql)),
+        conn,
+    )
+    .await
+    .unwrap()
+}
+
+/// COPY evaluates a default per row, as INSERT does: 1,000 rows leaving a
+/// `gen_random_uuid()` and a sequence default to the server get 1,000 distinct values of
+/// each, through COPY as through unnest, and `clock_timestamp()` moves (its clock ticks in
+/// microseconds, which two rows may share).
+#[tokio::test]
+async fn copy_evaluates_volatile_defaults_per_row() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, COPY_DEFAULTS_SQL)
+        .await
+        .unwrap();
+    let rows = vec![
+        Stamped {
+            label: Some("copied".into()),
+            ..Stamped::default()
+        };
+        1_000
+    ];
+    assert_eq!(bulk::copy_insert(&db.url, &rows).await.unwrap(), 1_000);
+    for expr in ["token", "n"] {
+        assert_eq!(distinct(&mut conn, expr).await, 1_000, "{expr}");
+    }
+    assert!(distinct(&mut conn, "stamped").await > 1);
+    assert_eq!(bulk::insert(&mut conn, &rows).await.unwrap(), 1_000);
+    for expr in ["token", "n"] {
+        assert_eq!(distinct(&mut conn, expr).await, 2_000, "{expr}");
+    }
+}
+
+/// Rows that default different columns, across batches and with rows defaulting every
+/// column: explicit values are kept, each default is the row's own, and a bad row in any of
+/// the COPY statements leaves nothing of the others.
+#[tokio::test]
+async fn copy_keeps_explicit_values_beside_per_row_defaults() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, COPY_DEFAULTS_SQL)
+        .await
+        .unwrap();
+    let at = chrono::DateTime::from_timestamp(1_000_000_000, 0).unwrap();
+    let row = |i: usize| Stamped {
+        label: (!i.is_multiple_of(7)).then(|| format!("row {i}")),
+        token: i
+            .is_multiple_of(3)
+            .then(|| Token(uuid::Uuid::from_u128(i as u128 + 1))),
+        stamped: i.is_multiple_of(5).then_some(at),
+        n: i.is_multiple_of(2).then_some(-(i as i64)),
+    };
+    let n = 2 * bulk::COPY_BATCH_ROWS + 1_001;
+    let mut rows: Vec<Stamped> = (0..n).map(row).collect();
+    rows.push(Stamped::default());
+    let bad = Stamped {
+        token: rows[3].token,
+        ..Stamped::default()
+    };
+    rows.insert(5, bad);
+    let err = bulk::copy_insert(&db.url, &rows).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict { constraint } if constraint == "copy_defaults_token_key"),
+        "{err:?}"
+    );
+    assert_eq!(count(&mut conn, "copy_defaults").await, 0);
+
+    rows.remove(5);
+    assert_eq!(
+        bulk::copy_insert_iter(&db.url, rows.clone()).await.unwrap(),
+        n + 1
+    );
+    assert_eq!(count(&mut conn, "copy_defaults").await, n as i64 + 1);
+    assert_eq!(distinct(&mut conn, "token").await, n as i64 + 1);
+    let explicit = |sql: &str| format!("(SELECT count(*) FROM copy_defaults WHERE {sql})");
+    let checks = [
+        ("label = 'unnamed'", n.div_ceil(7) + 1),
+        ("label LIKE 'row %'", n - n.div_ceil(7)),
+        (
+            "token::text LIKE '00000000-0000-0000-0000-%'",
+            n.div_ceil(3),
+        ),
+        ("stamped = '2001-09-09 01:46:40+00'", n.div_ceil(5)),
+        ("n <= 0", n.div_ceil(2)),
+    ];
+    for (sql, want) in checks {
+        let got: i64 = diesel_async::RunQueryDsl::get_result(
+            diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&explicit(
+                sql,
+            ))),
+            &mut conn,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, want as i64, "{sql}");
+    }
+    // Explicit tokens are the rows' own: `row i` has token i + 1.
+    let mismatched: i64 = diesel_async::RunQueryDsl::get_result(
+        diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT count(*) FROM copy_defaults WHERE token::text LIKE '00000000-%' \
+             AND label LIKE 'row %' AND ('x' || right(token::text, 12))::bit(48)::bigint - 1 \
+             <> substr(label, 5)::bigint)",
+        )),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    assert_eq!(mismatched, 0);
+    let defaulted = format!(
+        "CASE WHEN stamped <> '{}' THEN stamped END",
+        at.to_rfc3339()
+    );
+    assert!(distinct(&mut conn, &defaulted).await > 1);
+    assert_eq!(
+        distinct(&mut conn, "CASE WHEN n > 0 THEN n END").await,
+        (n / 2 + 1) as i64
+    );
+}
+
+/// A write whose COPY failed loses the copy: `finish` then reports the failure rather than
+/// a commit that the server turned into a rollback.
+#[tokio::test]
+async fn copy_in_refuses_to_finish_after_a_failed_write() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, COPY_DEFAULTS_SQL)
+        .await
+        .unwrap();
+    let token = Some(Token(uuid::Uuid::from_u128(7)));
+    let twice = Stamped {
+        token,
+        ..Stamped::default()
+    };
+    let batch = [twice.clone(), twice, Stamped::default()];
+    let mut copy = bulk::CopyIn::open(&db.url).await.unwrap();
+    assert!(copy.write(&batch).await.is_err());
+    assert!(copy.write(&batch[2..]).await.is_err(), "the copy is lost");
+    assert!(copy.finish().await.is_err());
+    assert_eq!(count(&mut conn, "copy_defaults").await, 0);
+}

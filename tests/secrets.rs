@@ -76,3 +76,38 @@ async fn child_tools_get_the_password_in_their_environment_not_argv() {
         assert!(env.lines().all(|l| l == secret), "{tool} got {env:?}");
     }
 }
+
+/// `pg_mask` in scripts/pg.sh, which every script prints URLs through, hides a password
+/// wherever the URL carries it: user info, a `password=` parameter in any case, a
+/// percent-encoded parameter name; the rest stays readable.
+#[test]
+fn pg_sh_masks_a_password_in_the_user_info_or_the_query() {
+    let secret = "Pm-s3cret";
+    let urls = [
+        format!("postgres://u@db.example/app?password={secret}"),
+        format!("postgres://u@db.example/app?sslmode=require&PASSWORD={secret}&x=1"),
+        format!("postgres://u:{secret}@db.example:5432/app?password={secret}"),
+        format!("postgres://u:{secret}@{secret}@db.example/app"),
+        format!("postgres://u@db.example/app?pass%77ord={secret}"),
+        format!("host=db.example password={secret} dbname=app"),
+    ];
+    for url in urls {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(concat!(
+                ". '",
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/pg.sh'; pg_mask \"$URL\""
+            ))
+            .env("URL", &url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let masked = String::from_utf8(out.stdout).unwrap();
+        assert!(!masked.contains(secret), "{url} shown as {masked}");
+        assert!(
+            masked.contains("db.example") && masked.contains("***"),
+            "{masked}"
+        );
+    }
+}

@@ -102,6 +102,37 @@ async fn a_slow_query_warns_once_and_a_fast_one_not_at_all() {
     );
 }
 
+/// The SQL logged comes from Diesel's structure, not from splitting its text at
+/// ` -- binds: `: a value holding that marker cannot pull the values before it into the
+/// log, and SQL holding it (quotes, backslash, newline and all) is logged whole.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_query_never_logs_a_bind_value_whatever_the_text() {
+    use diesel::sql_types::Text;
+    let db = TestDb::new().await;
+    let mut conn = db::connect(&db.url).await.unwrap();
+    conn.set_instrumentation(QueryTracing::new(Duration::from_millis(50)));
+    let (out, _guard) = capture();
+    let sql = "SELECT pg_sleep(0.1), ' -- binds: \"q\" \\ é\n' AS note, $1::text, $2::text";
+    diesel::sql_query(sql)
+        .bind::<Text, _>("s3cret-bind-marker")
+        .bind::<Text, _>(" -- binds: ")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query("SELECT pg_sleep(0.1), $1::text")
+        .bind::<Text, _>("plain-bind-value")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let text = out.text();
+    let warnings = text.lines().filter(|l| l.contains("slow query")).count();
+    assert_eq!(warnings, 2, "{text}");
+    assert!(text.contains(sql), "the SQL is logged whole:\n{text}");
+    for value in ["s3cret-bind-marker", "plain-bind-value"] {
+        assert!(!text.contains(value), "a bind value was logged:\n{text}");
+    }
+}
+
 /// A password-protected private cluster: the password is in the URL every connection
 /// opens with, and appears nowhere in what the bridge emits, failed statements and
 /// transactions included.

@@ -3,6 +3,7 @@
 //! opens its own tokio-postgres connection (TLS and timeouts as every other) and its own
 //! transaction: it does not join a transaction of yours.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::pin::Pin;
 
@@ -10,10 +11,9 @@ use diesel::pg::Pg;
 use diesel::query_builder::QueryFragment;
 use futures_util::{Stream, StreamExt};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{FromSql, IsNull, Type};
+use tokio_postgres::types::Type;
 
-use super::values::{ColumnDefault, Raw};
-use super::{BulkRow, Column, CopySql, DEFAULTS_SQL, defaulted, set_defaults, table_sql};
+use super::{BulkRow, Column, CopySql, table_sql};
 use crate::db::{DatabaseUrl, quote_ident};
 use crate::{Error, Result};
 
@@ -68,18 +68,43 @@ where
 /// Nothing is visible to others before `finish` commits; an error, or dropping it
 /// unfinished, rolls every batch back. Use it when rows borrow from data you make per batch
 /// (as `NewTask` borrows its title).
+///
+/// A row's `None` in a defaulted column leaves that column out of its COPY, so the server
+/// evaluates the default for each row as `INSERT` does (`gen_random_uuid()`, `nextval`,
+/// `clock_timestamp()` differ per row). PostgreSQL 15's COPY has no per-row `DEFAULT`, so
+/// rows that leave different columns to their defaults go in separate COPY statements of the
+/// same transaction: within a batch, the rows are grouped by those columns (the group the
+/// open COPY takes first, then the others in order of appearance; input order holds within
+/// each group). When all rows default the same columns, as usual, it stays one COPY.
 pub struct CopyIn<T> {
     client: tokio_postgres::Client,
     started: Option<Started>,
     rows: usize,
+    /// A write failed: the transaction is lost, and `finish` must not report a commit.
+    failed: bool,
     table: PhantomData<fn() -> T>,
 }
 
-/// The COPY itself, begun by the first batch, whose layout every later batch must share.
+/// The layout the first batch fixed, which every later batch must share.
 struct Started {
+    table: String,
     names: Vec<&'static str>,
-    defaults: Vec<Option<ColumnDefault>>,
+    /// Each column's type as the server declares it (enums too).
+    types: Vec<Type>,
+    /// The COPY statement in progress, if any.
+    open: Option<Open>,
+}
+
+/// One COPY statement: the columns it leaves out (to their defaults) and its writer.
+struct Open {
+    omitted: Vec<bool>,
     writer: Pin<Box<BinaryCopyInWriter>>,
+}
+
+/// Rows of a batch that leave the same columns to their defaults.
+struct Group {
+    omitted: Vec<bool>,
+    rows: Vec<usize>,
 }
 
 impl<T: diesel::Table + Default + QueryFragment<Pg>> CopyIn<T> {
@@ -93,25 +118,25 @@ impl<T: diesel::Table + Default + QueryFragment<Pg>> CopyIn<T> {
             client,
             started: None,
             rows: 0,
+            failed: false,
             table: PhantomData,
         })
     }
 
     /// Sends one batch. The first batch fixes the columns; a later batch laid out
-    /// differently is refused.
+    /// differently is refused (and the copy goes on). Any other error loses the copy.
     pub async fn write<R: BulkRow<Table = T>>(&mut self, rows: &[R]) -> Result<()> {
+        if self.failed {
+            return Err(lost());
+        }
         if rows.is_empty() {
             return Ok(());
         }
         let mut columns = R::columns(rows);
-        let started = match &mut self.started {
-            Some(started) => started,
-            None => self
-                .started
-                .insert(start(&self.client, &mut columns).await?),
-        };
-        let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
-        if names != started.names {
+        let names: Vec<&'static str> = columns.iter().map(|c| c.name).collect();
+        if let Some(started) = &self.started
+            && names != started.names
+        {
             let message = format!(
                 "copy: a batch has columns {names:?}, the copy began with {:?}",
                 started.names
@@ -120,25 +145,70 @@ impl<T: diesel::Table + Default + QueryFragment<Pg>> CopyIn<T> {
                 message.into(),
             )));
         }
-        for (column, default) in columns.iter_mut().zip(&started.defaults) {
-            if let (Some(slot), Some(default)) = (column.values.default_slot(), default) {
-                *slot = default.clone();
-            }
+        let groups = group_rows(&mut columns, rows.len());
+        let written = self.send(&columns, groups).await;
+        if written.is_err() {
+            self.failed = true;
+        }
+        written?;
+        self.rows += rows.len();
+        Ok(())
+    }
+
+    /// Writes each group through a COPY that leaves out the group's defaulted columns.
+    async fn send(&mut self, columns: &[Column<'_, T>], mut groups: Vec<Group>) -> Result<()> {
+        let started = match &mut self.started {
+            Some(started) => started,
+            None => self
+                .started
+                .insert(start::<T>(&self.client, columns).await?),
+        };
+        // The open COPY's group first: a batch like the last one switches nothing.
+        if let Some(open) = &started.open
+            && let Some(at) = groups.iter().position(|g| g.omitted == open.omitted)
+        {
+            groups[..=at].rotate_right(1);
         }
         let mut row: Vec<&(dyn CopySql + Sync)> = Vec::with_capacity(columns.len());
-        for i in 0..rows.len() {
-            row.clear();
-            row.extend(columns.iter().map(|c| c.values.copy_value(i)));
-            (started.writer.as_mut().write(&row).await).map_err(copy_error)?;
+        for group in groups {
+            if started.open.as_ref().map(|o| &o.omitted) != Some(&group.omitted) {
+                if let Some(mut open) = started.open.take() {
+                    open.writer.as_mut().finish().await.map_err(copy_error)?;
+                }
+                if group.omitted.iter().all(|&o| o) {
+                    // Every column defaulted: nothing for COPY to carry.
+                    let sql = format!(
+                        "INSERT INTO {} SELECT FROM generate_series(1, $1::bigint)",
+                        started.table
+                    );
+                    let n = group.rows.len() as i64;
+                    (self.client.execute(&sql, &[&n]).await).map_err(copy_error)?;
+                    continue;
+                }
+                let open = begin(&self.client, started, group.omitted).await?;
+                started.open = Some(open);
+            }
+            let open = started.open.as_mut().expect("opened above");
+            let kept: Vec<&Column<'_, T>> = (columns.iter().zip(&open.omitted))
+                .filter(|(_, omitted)| !**omitted)
+                .map(|(c, _)| c)
+                .collect();
+            for &i in &group.rows {
+                row.clear();
+                row.extend(kept.iter().map(|c| c.values.copy_value(i)));
+                (open.writer.as_mut().write(&row).await).map_err(copy_error)?;
+            }
         }
-        self.rows += rows.len();
         Ok(())
     }
 
     /// Ends the COPY and commits; returns the rows written.
     pub async fn finish(mut self) -> Result<usize> {
-        if let Some(mut started) = self.started.take() {
-            started.writer.as_mut().finish().await.map_err(copy_error)?;
+        if self.failed {
+            return Err(lost());
+        }
+        if let Some(mut open) = self.started.take().and_then(|s| s.open) {
+            open.writer.as_mut().finish().await.map_err(copy_error)?;
         }
         self.client
             .batch_execute("COMMIT")
@@ -148,74 +218,105 @@ impl<T: diesel::Table + Default + QueryFragment<Pg>> CopyIn<T> {
     }
 }
 
-/// Begins the COPY with the layout of `columns`: their defaults read once (the server's own
-/// encoding, written for `None`) and their types as the server declares them (enums too).
+/// The error for a copy used after a failed write: its transaction is already lost (a
+/// `COMMIT` now would roll back, silently).
+fn lost() -> Error {
+    let message = "copy: an earlier write failed; nothing was written";
+    Error::Database(diesel::result::Error::QueryBuilderError(message.into()))
+}
+
+/// Groups the rows of a batch by the columns they leave to their defaults: groups in order
+/// of first appearance, rows in input order within each.
+fn group_rows<T>(columns: &mut [Column<'_, T>], n: usize) -> Vec<Group> {
+    let slots: Vec<usize> = (columns.iter_mut().enumerate())
+        .filter_map(|(i, c)| c.values.default_slot().map(|_| i))
+        .collect();
+    let none = vec![false; columns.len()];
+    if slots.is_empty() {
+        let rows = (0..n).collect();
+        return vec![Group {
+            omitted: none,
+            rows,
+        }];
+    }
+    // One bit per defaulted column, `words` per row, in one buffer.
+    let words = slots.len().div_ceil(64);
+    let mut keys = vec![0u64; n * words];
+    for (bit, &column) in slots.iter().enumerate() {
+        let values = &columns[column].values;
+        for row in 0..n {
+            if values.is_default(row) {
+                keys[row * words + bit / 64] |= 1 << (bit % 64);
+            }
+        }
+    }
+    let omitted_by = |key: &[u64]| {
+        let mut omitted = none.clone();
+        for (bit, &column) in slots.iter().enumerate() {
+            omitted[column] = key[bit / 64] & (1 << (bit % 64)) != 0;
+        }
+        omitted
+    };
+    // The usual batch: every row defaults the same columns, one group, no hashing.
+    let first = &keys[..words];
+    if keys.chunks_exact(words).all(|key| key == first) {
+        let rows = (0..n).collect();
+        let omitted = omitted_by(first);
+        return vec![Group { omitted, rows }];
+    }
+    let mut index: HashMap<&[u64], usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for row in 0..n {
+        let key = &keys[row * words..(row + 1) * words];
+        let at = *index.entry(key).or_insert_with(|| {
+            let (omitted, rows) = (omitted_by(key), Vec::new());
+            groups.push(Group { omitted, rows });
+            groups.len() - 1
+        });
+        groups[at].rows.push(row);
+    }
+    groups
+}
+
+/// Fixes the layout of `columns`: their types as the server declares them, read once.
 async fn start<T: Default + QueryFragment<Pg>>(
     client: &tokio_postgres::Client,
-    columns: &mut [Column<'_, T>],
+    columns: &[Column<'_, T>],
 ) -> Result<Started> {
     let table = table_sql::<T>();
-    let wanted = defaulted(columns);
-    let mut defaults = Vec::with_capacity(columns.len());
-    if !wanted.is_empty() {
-        let found = (client.query(DEFAULTS_SQL, &[&table, &wanted]).await).map_err(copy_error)?;
-        let found: Vec<(String, Option<String>)> =
-            (found.iter()).map(|r| (r.get(0), r.get(1))).collect();
-        set_defaults(columns, &found);
-    }
-    for column in columns.iter_mut() {
-        let Some(slot) = column.values.default_slot() else {
-            defaults.push(None);
-            continue;
-        };
-        let value = client.query_one(&format!("SELECT {}", slot.sql), &[]).await;
-        slot.raw = value.map_err(copy_error)?.get::<_, Option<Raw>>(0);
-        defaults.push(Some(slot.clone()));
-    }
     let names: Vec<&'static str> = columns.iter().map(|c| c.name).collect();
     let list: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
-    let list = list.join(", ");
-    let probe = format!("SELECT {list} FROM {table} LIMIT 0");
+    let probe = format!("SELECT {} FROM {table} LIMIT 0", list.join(", "));
     let probe = client.prepare(&probe).await.map_err(copy_error)?;
     let types: Vec<Type> = probe.columns().iter().map(|c| c.type_().clone()).collect();
-    let sql = format!("COPY {table} ({list}) FROM STDIN (FORMAT binary)");
-    let sink = client.copy_in(&sql).await.map_err(copy_error)?;
-    let writer = Box::pin(BinaryCopyInWriter::new(sink, &types));
     Ok(Started {
+        table,
         names,
-        defaults,
-        writer,
+        types,
+        open: None,
     })
 }
 
-impl<'a> FromSql<'a> for Raw {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(raw.to_vec()))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-}
-
-impl CopySql for Raw {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.extend_from_slice(&self.0);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    tokio_postgres::types::to_sql_checked!();
+/// Begins a COPY of every column but the `omitted` ones, which take their defaults.
+async fn begin(
+    client: &tokio_postgres::Client,
+    started: &Started,
+    omitted: Vec<bool>,
+) -> Result<Open> {
+    let kept = |i: &usize| !omitted[*i];
+    let indices: Vec<usize> = (0..started.names.len()).filter(kept).collect();
+    let list: Vec<String> = (indices.iter())
+        .map(|&i| quote_ident(started.names[i]))
+        .collect();
+    let types: Vec<Type> = indices.iter().map(|&i| started.types[i].clone()).collect();
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        started.table,
+        list.join(", ")
+    );
+    let sink = client.copy_in(&sql).await.map_err(copy_error)?;
+    let writer = Box::pin(BinaryCopyInWriter::new(sink, &types));
+    Ok(Open { omitted, writer })
 }
 
 /// A tokio-postgres error as ours, constraint violations typed like Diesel's.

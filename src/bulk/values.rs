@@ -24,19 +24,18 @@ pub(super) trait Values: Send + Sync {
     fn default_slot(&mut self) -> Option<&mut ColumnDefault> {
         None
     }
+    /// True when row `i` takes the column's default (COPY leaves the column out for it).
+    fn is_default(&self, _i: usize) -> bool {
+        false
+    }
 }
 
-/// A column default: its SQL, cast to the column's type, and its value as the server
-/// encodes it (for COPY).
+/// A column default's SQL, cast to the column's type, for the `unnest` paths. (COPY leaves
+/// the column out instead, so the server evaluates the default per row.)
 #[derive(Debug, Default, Clone)]
 pub(super) struct ColumnDefault {
     pub sql: String,
-    pub raw: Option<Raw>,
 }
-
-/// A value exactly as the server encoded it (binary format).
-#[derive(Debug, Clone)]
-pub(super) struct Raw(pub Vec<u8>);
 
 /// Values every row has.
 pub(super) struct Plain<ST, V>(pub Vec<V>, pub PhantomData<fn() -> ST>);
@@ -75,11 +74,13 @@ where
         query.bind::<Array<Nullable<ST>>, _>(&self.values[..])
     }
 
+    /// `None` is never sent: COPY leaves the column out for that row.
     fn copy_value(&self, i: usize) -> &(dyn CopySql + Sync) {
-        match &self.values[i] {
-            Some(value) => value,
-            None => &self.default.raw,
-        }
+        &self.values[i]
+    }
+
+    fn is_default(&self, i: usize) -> bool {
+        self.values[i].is_none()
     }
 
     fn select(&self, v: &str) -> String {
@@ -126,11 +127,13 @@ impl Values for TextArrays {
         query.bind::<Array<Nullable<Text>>, _>(&self.literals[..])
     }
 
+    /// `None` is never sent: COPY leaves the column out for that row.
     fn copy_value(&self, i: usize) -> &(dyn CopySql + Sync) {
-        match &self.values[i] {
-            Some(value) => value,
-            None => &self.default.raw,
-        }
+        &self.values[i]
+    }
+
+    fn is_default(&self, i: usize) -> bool {
+        self.values[i].is_none()
     }
 
     fn select(&self, v: &str) -> String {
