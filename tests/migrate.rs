@@ -28,6 +28,16 @@ fn add(dir: &Path, folder: &str, up: &str, down: &str) {
     std::fs::write(path.join("down.sql"), down).unwrap();
 }
 
+/// Adds a `run_in_transaction = false` migration to `dir`.
+fn add_outside_transaction(dir: &Path, folder: &str, up: &str, down: &str) {
+    add(dir, folder, up, down);
+    std::fs::write(
+        dir.join(folder).join("metadata.toml"),
+        "run_in_transaction = false\n",
+    )
+    .unwrap();
+}
+
 /// The embedded migrations, as the runner reads them.
 fn embedded() -> Vec<migrations::Migration> {
     migrations::Migrator::embedded()
@@ -249,19 +259,13 @@ async fn a_failing_migration_changes_nothing_and_names_the_statement() {
 async fn a_failed_migration_outside_a_transaction_is_dirty_not_applied() {
     let db = TestDb::new().await;
     let dir = migrations_with(&[]);
-    let folder = dir.0.join("2099-01-01-000000_concurrent_index");
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
-    std::fs::write(
-        folder.join("up.sql"),
+    add_outside_transaction(
+        &dir.0,
+        "2099-01-01-000000_concurrent_index",
         "CREATE INDEX CONCURRENTLY users_name_idx ON users (display_name);\nSELECT * FROM no_such_table;\n",
-    )
-    .unwrap();
-    std::fs::write(
-        folder.join("down.sql"),
         "DROP INDEX CONCURRENTLY IF EXISTS users_name_idx;\n",
-    )
-    .unwrap();
+    );
+    let folder = dir.0.join("2099-01-01-000000_concurrent_index");
     let dir_arg = dir.0.to_str().unwrap();
 
     let out = migrate(Some(&db.url), &["upgrade", "--dir", dir_arg]);
@@ -914,44 +918,15 @@ async fn text_after_the_last_statement_fails_the_migration_and_is_not_recorded()
     assert!(!table_exists(&mut conn, "typo_first").await, "nothing ran");
 }
 
-/// A statement that breaks its own connection outside a transaction: the error reported is
-/// the statement's, not the "connection closed" of the RESET that follows it.
-#[tokio::test]
-async fn the_statements_own_error_survives_the_reset_after_it() {
-    let db = TestDb::new().await;
-    let dir = migrations_with(&[]);
-    let folder = dir.0.join("2099-01-01-000000_self_terminate");
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
-    std::fs::write(
-        folder.join("up.sql"),
-        "SELECT 1;\nSELECT pg_terminate_backend(pg_backend_pid());\n",
-    )
-    .unwrap();
-    std::fs::write(folder.join("down.sql"), "SELECT 1;\n").unwrap();
-    let out = migrate(
-        Some(&db.url),
-        &["upgrade", "--dir", dir.0.to_str().unwrap()],
-    );
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("self_terminate/up.sql, statement 2 (line 2)")
-            && err.contains("pg_terminate_backend"),
-        "{err}"
-    );
-}
-
 /// The project's migrations plus a non-transactional one that builds an index concurrently.
 fn with_concurrent_index(name: &str) -> TempDir {
     let dir = migrations_with(&[]);
-    let folder = dir.0.join("2099-01-01-000000_concurrent_index");
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
-    let up = format!("CREATE INDEX CONCURRENTLY {name} ON users (display_name);\n");
-    std::fs::write(folder.join("up.sql"), up).unwrap();
-    let down = format!("DROP INDEX CONCURRENTLY IF EXISTS {name};\n");
-    std::fs::write(folder.join("down.sql"), down).unwrap();
+    add_outside_transaction(
+        &dir.0,
+        "2099-01-01-000000_concurrent_index",
+        &format!("CREATE INDEX CONCURRENTLY {name} ON users (display_name);\n"),
+        &format!("DROP INDEX CONCURRENTLY IF EXISTS {name};\n"),
+    );
     dir
 }
 
@@ -1246,26 +1221,35 @@ async fn a_later_run_drops_the_scratch_database_of_a_killed_run_and_nothing_else
     }
 }
 
-/// A transactional migration whose session dies: the error is the statement's own, not the
-/// lock-timeout probe's (which, on a fresh session, finds the lock free).
+/// A statement that breaks its own connection: the error reported is the statement's, not
+/// the failed ROLLBACK (in a transaction) or RESET (outside one) after it, nor the
+/// lock-timeout probe's, which on a fresh session finds the lock free.
 #[tokio::test]
 async fn a_migration_whose_session_dies_reports_its_own_error() {
-    let db = TestDb::new().await;
-    let dir = migrations_with(&[(
-        "2099-01-01-000000_dies",
-        "CREATE TABLE dies_first (id int);\nSELECT pg_terminate_backend(pg_backend_pid());\n",
-        "DROP TABLE dies_first;",
-    )]);
-    let out = migrate(
-        Some(&db.url),
-        &["upgrade", "--dir", dir.0.to_str().unwrap()],
-    );
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("dies/up.sql, statement 2 (line 2)") && !err.contains("probe"),
-        "{err}"
-    );
+    for in_transaction in [true, false] {
+        let db = TestDb::new().await;
+        let dir = migrations_with(&[]);
+        let (folder, up) = (
+            "2099-01-01-000000_dies",
+            "CREATE TABLE dies_first (id int);\nSELECT pg_terminate_backend(pg_backend_pid());\n",
+        );
+        match in_transaction {
+            true => add(&dir.0, folder, up, "DROP TABLE dies_first;"),
+            false => add_outside_transaction(&dir.0, folder, up, "DROP TABLE dies_first;"),
+        }
+        let out = migrate(
+            Some(&db.url),
+            &["upgrade", "--dir", dir.0.to_str().unwrap()],
+        );
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("dies/up.sql, statement 2 (line 2)")
+                && err.contains("pg_terminate_backend")
+                && !err.contains("probe"),
+            "in a transaction: {in_transaction}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
