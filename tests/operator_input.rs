@@ -638,7 +638,7 @@ async fn url_parameters_keep_their_spaces() {
 /// connection, never by a panic or a wrapped value.
 #[test]
 fn numbers_that_overflow_are_refused_with_a_clear_error() {
-    let cases: [(&str, Vec<&str>, &str); 5] = [
+    let cases: [(&str, Vec<&str>, &str); 7] = [
         (
             env!("CARGO_BIN_EXE_migrate"),
             vec!["--wait", "6000000000000h", "current"],
@@ -664,6 +664,22 @@ fn numbers_that_overflow_are_refused_with_a_clear_error() {
             vec!["--seed", "--users", "18446744073709551615"],
             "10000000",
         ),
+        // The runner's timeouts reach init_db and the service's --migrate too.
+        (
+            env!("CARGO_BIN_EXE_init_db"),
+            vec!["--concurrent-statement-timeout", "25d"],
+            "too long",
+        ),
+        (
+            env!("CARGO_BIN_EXE_diesel-app"),
+            vec![
+                "--migrate",
+                "--concurrent-lock-timeout",
+                "9999999999h",
+                "serve",
+            ],
+            "too long",
+        ),
     ];
     for (binary, args, says) in cases {
         let out = Command::new(binary)
@@ -675,8 +691,29 @@ fn numbers_that_overflow_are_refused_with_a_clear_error() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
+            !err.contains("nobody"),
+            "refused before any connection: {err}"
+        );
+        assert!(
             err.contains(says) && !err.contains("panicked"),
             "{args:?}: {err}"
         );
     }
+}
+
+/// `MIGRATE_*` variables are read like the flags, and checked the same way.
+#[test]
+fn migration_timeouts_come_from_the_environment_too() {
+    let out = Command::new(env!("CARGO_BIN_EXE_init_db"))
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/never")
+        .env("MIGRATE_LOCK_TIMEOUT", "25d")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("MIGRATE_LOCK_TIMEOUT") || err.contains("lock-timeout"),
+        "{err}"
+    );
+    assert!(err.contains("too long"), "{err}");
 }
