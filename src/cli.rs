@@ -115,11 +115,14 @@ impl Logging {
     }
 }
 
-/// Ctrl-C and SIGTERM, listened for from [`Stop::listen`] on: long commands race their
-/// work against [`Stop::wait`] to clean up before they exit.
+/// Ctrl-C, SIGTERM and SIGHUP (a closed terminal), listened for from [`Stop::listen`] on:
+/// long commands race their work against [`Stop::wait`] to clean up before they exit.
+/// Once listening, these signals no longer end the process by themselves, also after the
+/// `Stop` is dropped: keep racing [`Stop::wait`] for as long as the command runs.
 pub struct Stop {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
     fired: Option<u8>,
 }
 
@@ -134,15 +137,17 @@ impl Stop {
         Ok(Stop {
             interrupt: listen(SignalKind::interrupt())?,
             terminate: listen(SignalKind::terminate())?,
+            hangup: listen(SignalKind::hangup())?,
             fired: None,
         })
     }
 
-    /// Resolves when Ctrl-C (SIGINT) or SIGTERM arrives, and remembers which.
+    /// Resolves when Ctrl-C (SIGINT), SIGTERM or SIGHUP arrives, and remembers which.
     pub async fn wait(&mut self) {
         let number = tokio::select! {
             _ = self.interrupt.recv() => 2,
             _ = self.terminate.recv() => 15,
+            _ = self.hangup.recv() => 1,
         };
         self.fired = Some(number);
     }

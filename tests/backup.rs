@@ -93,12 +93,21 @@ async fn a_failed_restore_leaves_the_database_as_it_was() {
         err.contains("pg_restore failed") && err.contains("is as it was"),
         "{err}"
     );
+    // Found out before any database is made.
+    assert!(
+        err.contains("a backup made by `migrate upgrade --backup`")
+            && err.contains("nothing created")
+            && !err.contains("dropped"),
+        "{err}"
+    );
     let mut conn = db.conn().await;
     assert!(!versions(&mut conn).await.is_empty(), "still migrated");
 
     // A session on the database blocks the swap: refused, nothing changed.
     let good = files.0.join("good.dump");
-    app::backup::dump(&db.url, &good).await.unwrap();
+    app::backup::dump(&db.url, &good, std::future::pending())
+        .await
+        .unwrap();
     let out = migrate(Some(&db.url), &["restore", good.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
@@ -148,7 +157,9 @@ async fn restore_into_a_database_that_is_gone_creates_it() {
     drop(conn);
     let files = TempDir::new("gone_dump");
     let dump = files.0.join("before.dump");
-    app::backup::dump(&db.url, &dump).await.unwrap();
+    app::backup::dump(&db.url, &dump, std::future::pending())
+        .await
+        .unwrap();
 
     let mut admin = admin(&db.url).await;
     drop_database(&mut admin, &name).await;
@@ -191,7 +202,9 @@ async fn an_interrupted_restore_stops_pg_restore_and_drops_its_copy() {
     common::user(&mut conn, "original@example.com").await;
     let files = TempDir::new("interrupt_dump");
     let dump = files.0.join("slow.dump");
-    app::backup::dump(&db.url, &dump).await.unwrap();
+    app::backup::dump(&db.url, &dump, std::future::pending())
+        .await
+        .unwrap();
     // The live database now differs from the backup: a restore that went through would show.
     common::user(&mut conn, "after-backup@example.com").await;
     drop(conn);
@@ -280,7 +293,9 @@ async fn a_crashing_pg_restore_is_reported_and_changes_nothing() {
     common::user(&mut conn, "kept@example.com").await;
     let files = TempDir::new("crash_dump");
     let good = files.0.join("good.dump");
-    app::backup::dump(&db.url, &good).await.unwrap();
+    app::backup::dump(&db.url, &good, std::future::pending())
+        .await
+        .unwrap();
     let bytes = std::fs::read(&good).unwrap();
 
     // Cut short: pg_restore says so.
@@ -383,7 +398,9 @@ async fn backups_are_private_and_never_overwrite_a_file() {
     // A dump that fails leaves nothing behind, not even a partial file.
     let failed = files.0.join("failed.dump");
     let gone = db.url.with_database(&common::unique_name("no_such_db"));
-    let err = app::backup::dump(&gone, &failed).await.unwrap_err();
+    let err = app::backup::dump(&gone, &failed, std::future::pending())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("pg_dump failed"), "{err}");
     let mut names: Vec<String> = std::fs::read_dir(&files.0)
         .unwrap()
@@ -416,7 +433,9 @@ async fn database_settings_grants_and_comment_survive_a_restore() {
         .unwrap();
     let files = TempDir::new("settings_dump");
     let dump = files.0.join("settings.dump");
-    app::backup::dump(&db.url, &dump).await.unwrap();
+    app::backup::dump(&db.url, &dump, std::future::pending())
+        .await
+        .unwrap();
 
     let out = ok(migrate(Some(&db.url), &["restore", dump.to_str().unwrap()]));
     let kept = out
@@ -483,6 +502,131 @@ async fn database_settings_grants_and_comment_survive_a_restore() {
     drop_database(&mut admin, &db.url.database()).await;
     admin
         .batch_execute(&format!("DROP OWNED BY {role_q}; DROP ROLE {role_q}"))
+        .await
+        .unwrap();
+}
+
+#[derive(diesel::QueryableByName)]
+struct Line {
+    #[diesel(sql_type = Text)]
+    line: String,
+}
+
+/// Encoding, collation, ctype and owner of database `name`, as one line.
+async fn database_line(admin: &mut AsyncPgConnection, name: &str) -> String {
+    let Line { line } = diesel::sql_query(
+        "SELECT concat_ws(' ', pg_encoding_to_char(encoding), datcollate, datctype, \
+           pg_get_userbyid(datdba)) AS line FROM pg_database WHERE datname = $1",
+    )
+    .bind::<Text, _>(name)
+    .get_result(admin)
+    .await
+    .unwrap();
+    line
+}
+
+/// Owners of schema `s` and table `s.t`, and the table's grants, as one line.
+async fn owners_line(conn: &mut AsyncPgConnection) -> String {
+    let Line { line } = diesel::sql_query(
+        "SELECT concat_ws(' ', pg_get_userbyid(n.nspowner), pg_get_userbyid(c.relowner), \
+           c.relacl::text) AS line \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 's' AND c.relname = 't'",
+    )
+    .get_result(conn)
+    .await
+    .unwrap();
+    line
+}
+
+// Multi-threaded: see the first test.
+#[tokio::test(flavor = "multi_thread")]
+async fn owners_encoding_and_collation_survive_a_restore() {
+    let server = common::server_url();
+    let name = common::unique_name("enc");
+    let owner = common::unique_name("app_owner");
+    let url = server.with_database(&name);
+    let mut admin = admin(&server).await;
+    let (name_q, owner_q) = (quote_ident(&name), quote_ident(&owner));
+    admin
+        .batch_execute(&format!("CREATE ROLE {owner_q} NOLOGIN"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {name_q} TEMPLATE template0 ENCODING 'SQL_ASCII' \
+               LC_COLLATE 'C' LC_CTYPE 'C' OWNER {owner_q}"
+        ))
+        .await
+        .unwrap();
+    let mut conn = app::db::connect(&url).await.unwrap();
+    conn.batch_execute(&format!(
+        "CREATE SCHEMA s AUTHORIZATION {owner_q}; CREATE TABLE s.t (a int); \
+         ALTER TABLE s.t OWNER TO {owner_q}; SET ROLE {owner_q}; \
+         GRANT SELECT ON s.t TO PUBLIC; RESET ROLE;"
+    ))
+    .await
+    .unwrap();
+    let before_db = database_line(&mut admin, &name).await;
+    assert_eq!(before_db, format!("SQL_ASCII C C {owner}"));
+    let before_owners = owners_line(&mut conn).await;
+    assert!(before_owners.starts_with(&format!("{owner} {owner}")));
+    drop(conn);
+    let files = TempDir::new("owners_dump");
+    let dump = files.0.join("b.dump");
+    let dump_arg = dump.to_str().unwrap();
+    ok(migrate(Some(&url), &["upgrade", "--backup", dump_arg]));
+
+    let out = ok(migrate(Some(&url), &["restore", dump_arg]));
+    let kept = out
+        .split("kept as ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    assert_eq!(database_line(&mut admin, &name).await, before_db);
+    let mut conn = app::db::connect(&url).await.unwrap();
+    assert_eq!(owners_line(&mut conn).await, before_owners);
+    drop(conn);
+    drop_database(&mut admin, kept).await;
+
+    // The database gone: encoding, locale and owner come from the backup.
+    drop_database(&mut admin, &name).await;
+    ok(migrate(Some(&url), &["restore", dump_arg]));
+    assert_eq!(database_line(&mut admin, &name).await, before_db);
+    let mut conn = app::db::connect(&url).await.unwrap();
+    assert_eq!(owners_line(&mut conn).await, before_owners);
+    drop(conn);
+
+    // An owner role that is gone: refused by name, with the way out; --no-owner takes it.
+    let renamed = common::unique_name("renamed_owner");
+    let renamed_q = quote_ident(&renamed);
+    admin
+        .batch_execute(&format!("ALTER ROLE {owner_q} RENAME TO {renamed_q}"))
+        .await
+        .unwrap();
+    let out = migrate(Some(&url), &["restore", dump_arg]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("role \"{owner}\" does not exist"))
+            && err.contains("--no-owner")
+            && err.contains("is as it was"),
+        "{err}"
+    );
+    let out = ok(migrate(Some(&url), &["restore", dump_arg, "--no-owner"]));
+    let kept = out
+        .split("kept as ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    drop_database(&mut admin, kept).await;
+    drop_database(&mut admin, &name).await;
+    admin
+        .batch_execute(&format!("DROP OWNED BY {renamed_q}; DROP ROLE {renamed_q}"))
         .await
         .unwrap();
 }
