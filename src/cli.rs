@@ -122,7 +122,8 @@ impl Logging {
 pub struct Stop {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
-    hangup: tokio::signal::unix::Signal,
+    /// `None` when SIGHUP was ignored (`nohup`): it stays ignored.
+    hangup: Option<tokio::signal::unix::Signal>,
     fired: Option<u8>,
 }
 
@@ -137,7 +138,10 @@ impl Stop {
         Ok(Stop {
             interrupt: listen(SignalKind::interrupt())?,
             terminate: listen(SignalKind::terminate())?,
-            hangup: listen(SignalKind::hangup())?,
+            hangup: match hangup_ignored() {
+                true => None,
+                false => Some(listen(SignalKind::hangup())?),
+            },
             fired: None,
         })
     }
@@ -147,7 +151,12 @@ impl Stop {
         let number = tokio::select! {
             _ = self.interrupt.recv() => 2,
             _ = self.terminate.recv() => 15,
-            _ = self.hangup.recv() => 1,
+            _ = async {
+                match self.hangup.as_mut() {
+                    Some(hangup) => hangup.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => 1,
         };
         self.fired = Some(number);
     }
@@ -155,6 +164,16 @@ impl Stop {
     /// After a signal: the exit status shells give a process it stopped (128 + its number).
     pub fn exit_code(&self) -> Option<ExitCode> {
         self.fired.map(|n| ExitCode::from(128 + n))
+    }
+}
+
+/// Whether SIGHUP is set to be ignored (`nohup migrate …`): listening would undo that.
+fn hangup_ignored() -> bool {
+    // SAFETY: a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
     }
 }
 

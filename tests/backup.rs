@@ -211,7 +211,7 @@ async fn an_interrupted_restore_stops_pg_restore_and_drops_its_copy() {
     let mut admin = admin(&db.url).await;
     let staging_prefix = format!("{name}_restoring_");
 
-    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+    for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
             .args(["restore", dump.to_str().unwrap(), "--url", db.url.expose()])
             .env_remove("DATABASE_URL")
@@ -219,29 +219,7 @@ async fn an_interrupted_restore_stops_pg_restore_and_drops_its_copy() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait for pg_restore to be at work on the copy.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let staging = loop {
-            #[derive(diesel::QueryableByName)]
-            struct Name {
-                #[diesel(sql_type = Text)]
-                datname: String,
-            }
-            let loading: Vec<Name> = diesel::sql_query(
-                "SELECT datname::text AS datname FROM pg_stat_activity \
-                 WHERE left(datname, length($1)) = $1 AND application_name = 'pg_restore'",
-            )
-            .bind::<Text, _>(&staging_prefix)
-            .load(&mut admin)
-            .await
-            .unwrap();
-            if let Some(n) = loading.into_iter().next() {
-                break n.datname;
-            }
-            assert!(Instant::now() < deadline, "pg_restore never started");
-            assert!(child.try_wait().unwrap().is_none(), "migrate ended early");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let staging = pg_restore_at_work(&mut admin, &staging_prefix, &mut child).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let killed = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
@@ -282,6 +260,67 @@ async fn an_interrupted_restore_stops_pg_restore_and_drops_its_copy() {
             2,
             "the live database untouched"
         );
+    }
+
+    // SIGKILL: no clean-up is possible, but pg_restore dies with migrate instead of
+    // loading on; the half-loaded copy is for the next restore to drop.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["restore", dump.to_str().unwrap(), "--url", db.url.expose()])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = pg_restore_at_work(&mut admin, &staging_prefix, &mut child).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pg_restore = std::process::Command::new("pgrep")
+            .args(["-f", &format!("pg_restore.*{staging}")])
+            .output()
+            .unwrap();
+        if stdout(&pg_restore).trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg_restore still running 5 s after SIGKILL: {}",
+            stdout(&pg_restore)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop_database(&mut admin, &staging).await;
+}
+
+/// Waits for `child` (`migrate restore`) to have pg_restore loading a database whose name
+/// starts with `prefix`; returns that name.
+async fn pg_restore_at_work(
+    admin: &mut AsyncPgConnection,
+    prefix: &str,
+    child: &mut std::process::Child,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        #[derive(diesel::QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = Text)]
+            datname: String,
+        }
+        let loading: Vec<Name> = diesel::sql_query(
+            "SELECT datname::text AS datname FROM pg_stat_activity \
+             WHERE left(datname, length($1)) = $1 AND application_name = 'pg_restore'",
+        )
+        .bind::<Text, _>(prefix)
+        .load(&mut *admin)
+        .await
+        .unwrap();
+        if let Some(n) = loading.into_iter().next() {
+            return n.datname;
+        }
+        assert!(Instant::now() < deadline, "pg_restore never started");
+        assert!(child.try_wait().unwrap().is_none(), "migrate ended early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -629,4 +668,111 @@ async fn owners_encoding_and_collation_survive_a_restore() {
         .batch_execute(&format!("DROP OWNED BY {renamed_q}; DROP ROLE {renamed_q}"))
         .await
         .unwrap();
+}
+
+// Multi-threaded: see the first test.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_backup_stops_pg_dump_leaves_no_file_and_applies_nothing() {
+    let db = TestDb::new().await;
+    let name = db.url.database();
+    let dir = common::copy_of_migrations("interrupted_backup");
+    let extra = dir.0.join("2099-01-01-000000_extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("up.sql"), "CREATE TABLE extra (id bigint);\n").unwrap();
+    std::fs::write(extra.join("down.sql"), "DROP TABLE extra;\n").unwrap();
+    let files = TempDir::new("interrupted_backup_dumps");
+    let dump = files.0.join("b.dump");
+    // The partial file of a backup whose migrate was killed: removed by the next backup.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let stale = files.0.join(format!(".b.dump.partial-{}", gone.id()));
+    std::fs::write(&stale, "half a dump").unwrap();
+
+    // A lock pg_dump has to wait for: the backup takes as long as we like.
+    let mut blocker = db.conn().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["upgrade", "--dir", dir.0.to_str().unwrap()])
+        .args(["--backup", dump.to_str().unwrap(), "--url", db.url.expose()])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut admin = admin(&db.url).await;
+    #[derive(diesel::QueryableByName)]
+    struct Sessions {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let pg_dumps = async |admin: &mut AsyncPgConnection| -> i64 {
+        let Sessions { n } = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'pg_dump'",
+        )
+        .bind::<Text, _>(&name)
+        .get_result(admin)
+        .await
+        .unwrap();
+        n
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg_dumps(&mut admin).await == 0 {
+        assert!(Instant::now() < deadline, "pg_dump never started");
+        assert!(child.try_wait().unwrap().is_none(), "migrate ended early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "migrate did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let pg_dump = std::process::Command::new("pgrep")
+        .args(["-f", &format!("pg_dump.*{name}")])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&pg_dump).trim().is_empty(),
+        "pg_dump still running: {}",
+        stdout(&pg_dump)
+    );
+    let left: Vec<_> = std::fs::read_dir(&files.0).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert!(
+        !common::table_exists(&mut blocker, "extra").await,
+        "nothing applied"
+    );
+    // Its session is gone too (the server notices the closed connection).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pg_dumps(&mut admin).await != 0 {
+        assert!(Instant::now() < deadline, "pg_dump's session remains");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn database_names_longer_than_63_bytes_are_refused() {
+    let long = common::server_url().with_database(&"é".repeat(32));
+    for args in [&["current"][..], &["restore", "/nonexistent.dump"]] {
+        let out = migrate(Some(&long), args);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("64 bytes") && err.contains("at most 63"),
+            "{err}"
+        );
+    }
 }
