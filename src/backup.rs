@@ -342,8 +342,16 @@ fn parse_origin(script: &str) -> Origin {
                 }
                 at += 3;
             }
-        } else if line.starts_with("ALTER DATABASE ") && line.contains(" OWNER TO ") {
-            origin.owner = tokens(line).pop();
+        } else if line.starts_with("ALTER DATABASE ") {
+            // Exactly `ALTER DATABASE name OWNER TO role`: not a SET whose value says so.
+            let t = tokens(line);
+            if t.len() == 6 && t[3] == "OWNER" && t[4] == "TO" {
+                origin.owner = Some(t[5].clone());
+            }
+        } else if line.starts_with("\\connect ") {
+            // The database's own entries are done; what follows is its contents, where a
+            // function body may hold any text.
+            break;
         }
     }
     origin
@@ -872,6 +880,14 @@ mod tests {
         assert_eq!(origin.options, keep);
         assert_eq!(origin.owner.as_deref(), Some("App Owner"));
         assert_eq!(parse_origin("nothing here"), Origin::default());
+        let tricky = "CREATE DATABASE d WITH ENCODING = 'UTF8';\n\
+            ALTER DATABASE d SET search_path TO 'x OWNER TO y';\n\
+            \\connect d\n\
+            CREATE DATABASE e WITH ENCODING = 'LATIN1';\n\
+            ALTER DATABASE e OWNER TO intruder;\n";
+        let origin = parse_origin(tricky);
+        assert_eq!(origin.options, [("ENCODING".to_owned(), "UTF8".to_owned())]);
+        assert_eq!(origin.owner, None);
     }
 
     #[test]
