@@ -10,7 +10,6 @@ use std::process::Stdio;
 
 use diesel::sql_types::{Array, Bool, Integer, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use crate::db::{self, DatabaseUrl, quote_ident};
@@ -20,11 +19,16 @@ use crate::{Error, Result};
 /// `pg_dump --format=custom` of the database at `url` into `file`, a new file readable by
 /// its owner only (0600). An existing `file` is refused, never overwritten; the dump goes
 /// to a hidden file beside it that takes its name only once complete, so a failed or
-/// interrupted dump never leaves a partial backup under `file`.
-pub async fn dump(url: &DatabaseUrl, file: &Path) -> Result<()> {
+/// interrupted dump never leaves a partial backup under `file`. Hidden files of earlier
+/// dumps to the same `file` whose process is gone (killed) are removed first.
+///
+/// When `cancel` completes first (Ctrl-C, SIGTERM), pg_dump is stopped, the hidden file
+/// removed, and an error returned.
+pub async fn dump(url: &DatabaseUrl, file: &Path, cancel: impl Future<Output = ()>) -> Result<()> {
     if file.symlink_metadata().is_ok() {
         return Err(exists_already(file));
     }
+    remove_stale_partials(file);
     let partial = partial_path(file);
     let out = std::fs::OpenOptions::new()
         .write(true)
@@ -39,8 +43,7 @@ pub async fn dump(url: &DatabaseUrl, file: &Path) -> Result<()> {
             .envs(env)
             .args(["--format=custom", "--dbname", &bare])
             .stdout(out.try_clone().map_err(|e| failed(e.to_string()))?);
-        let cancel = std::pin::pin!(std::future::pending());
-        run(pg_dump, "pg_dump", "", cancel).await?;
+        run(pg_dump, "pg_dump", "", std::pin::pin!(cancel)).await?;
         out.sync_all()
             .map_err(|e| failed(format!("cannot write {}: {e}", partial.display())))?;
         publish(&partial, file)
@@ -48,6 +51,37 @@ pub async fn dump(url: &DatabaseUrl, file: &Path) -> Result<()> {
     .await;
     let _ = std::fs::remove_file(&partial);
     result
+}
+
+/// Removes `.<name>.partial-<pid>` files beside `file` whose process no longer exists: left
+/// by a dump whose `migrate` was killed. A live pid (a dump in progress) is left alone.
+fn remove_stale_partials(file: &Path) {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let prefix = format!(".{name}.partial-");
+    let dir = match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name();
+        let Some(pid) = entry_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+            .filter(|pid| *pid > 0)
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::warn!(file = %entry.path().display(), "removed the partial file of a killed backup");
+        }
+    }
 }
 
 /// `.<name>.partial-<pid>` beside `file`.
@@ -95,43 +129,80 @@ pub enum Replaced {
     Created,
 }
 
+/// Who owns the restored objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owners {
+    /// The roles that owned them when the backup was made; each must exist (and the
+    /// restoring role be allowed to give objects to it).
+    AsInBackup,
+    /// The role that restores (`pg_restore --no-owner`).
+    Restorer,
+}
+
 /// Restores `file` (from [`dump`]) as the database of `url`, schema, history and rows
-/// together. It goes into a new database first, in one transaction; only when that has
-/// succeeded is the current database renamed to a kept name and the new one given its
-/// place, with the current one's settings, grants, comment and connection limit. A failure
-/// at any step leaves the current database as it was. Both renames need the databases
-/// free of sessions: stop the application first. When the database does not exist (a
-/// disaster), the restored one simply takes its name.
+/// together. The file is checked first: one that is not a backup creates nothing. It goes
+/// into a new database, created with the backup's encoding, collation, ctype and locale
+/// provider, in one transaction; only when that has succeeded is the current database
+/// renamed to a kept name and the new one given its place, with the current one's
+/// settings, grants, comment, owner and connection limit. A failure at any step leaves the
+/// current database as it was. Both renames need the databases free of sessions: stop the
+/// application first. When the database does not exist (a disaster), the restored one
+/// simply takes its name, and the owner it had in the backup.
 ///
 /// When `cancel` completes before the renames (Ctrl-C, SIGTERM), pg_restore is stopped,
 /// the half-loaded database dropped, and an error returned; nothing else changed.
 pub async fn restore(
     url: &DatabaseUrl,
     file: &Path,
+    owners: Owners,
     cancel: impl Future<Output = ()>,
 ) -> Result<Replaced> {
     if !file.is_file() {
         return Err(failed(format!("{}: no such backup file", file.display())));
     }
     let name = url.database();
+    let mut cancel = std::pin::pin!(cancel);
+    let origin = origin(file, cancel.as_mut()).await.map_err(|e| {
+        failed(format!(
+            "{}; nothing created, {name} is as it was",
+            message(e)
+        ))
+    })?;
     let stem = with_suffix(&name, &format!("_restoring_{}", "0".repeat(14)));
     let stem = &stem[..stem.len() - 14];
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let staging = url.with_database(&format!("{stem}{stamp}"));
     let kept = with_suffix(&name, &format!("_before_restore_{stamp}"));
     let mut admin = db::connect(&url.with_database("postgres")).await?;
+    // CREATE/DROP/ALTER DATABASE take what they take: no slow-query warnings for them.
+    diesel_async::AsyncConnection::set_instrumentation(
+        &mut admin,
+        crate::instrument::QueryTracing::new(std::time::Duration::MAX),
+    );
     lock_restores_of(&mut admin, stem, &name).await?;
     drop_stale(&mut admin, stem).await?;
     let current = current_state(&mut admin, &name).await?;
-    // CREATE DATABASE takes no bind parameters: the name is quoted.
-    let create = format!("CREATE DATABASE {}", quote_ident(&staging.database()));
-    diesel::sql_query(create)
+    // CREATE DATABASE takes no bind parameters: the name is quoted, the options' keys come
+    // from a fixed list and their values are quoted as literals.
+    let mut create = format!(
+        "CREATE DATABASE {} TEMPLATE template0",
+        quote_ident(&staging.database())
+    );
+    for (key, value) in &origin.options {
+        create.push_str(&format!(" {key} = {}", quote_literal(value)));
+    }
+    diesel::sql_query(&create)
         .execute(&mut admin)
         .await
-        .map_err(|e| failed(format!("{}: {e}; {name} is as it was", staging.database())))?;
+        .map_err(|e| {
+            failed(format!(
+                "{}: {e} (creating it with the backup's encoding and locale: {create}); \
+                 {name} is as it was",
+                staging.database()
+            ))
+        })?;
 
-    let mut cancel = std::pin::pin!(cancel);
-    let loaded = load(&staging, file, cancel.as_mut()).await;
+    let loaded = load(&staging, file, owners, cancel.as_mut()).await;
     // Still before any change to `name`: an interruption here loses nothing either.
     let prepared = match (loaded, &current) {
         (Ok(()), Some(state)) => tokio::select! {
@@ -140,6 +211,19 @@ pub async fn restore(
                 wait_for_no_sessions(&mut admin, &name).await
             } => done,
             () = cancel.as_mut() => Err(interrupted()),
+        },
+        (Ok(()), None) => match (&origin.owner, owners) {
+            (Some(owner), Owners::AsInBackup) => {
+                let sql = format!(
+                    "ALTER DATABASE {} OWNER TO {}",
+                    quote_ident(&staging.database()),
+                    quote_ident(owner)
+                );
+                (diesel::sql_query(&sql).execute(&mut admin).await)
+                    .map(|_| ())
+                    .map_err(|e| failed(format!("{sql}: {e}{}", owner_hint())))
+            }
+            _ => Ok(()),
         },
         (loaded, _) => loaded,
     };
@@ -154,16 +238,13 @@ pub async fn restore(
             quote_ident(&staging.database())
         );
         let _ = diesel::sql_query(drop).execute(&mut admin).await;
-        let why = match e {
-            Error::Backup(message) => message,
-            other => other.to_string(),
-        };
         let as_it_was = match current {
             Some(_) => "is as it was",
             None => "still does not exist",
         };
         return Err(failed(format!(
-            "{why}; {} dropped, {name} {as_it_was}",
+            "{}; {} dropped, {name} {as_it_was}",
+            message(e),
             staging.database()
         )));
     }
@@ -173,29 +254,177 @@ pub async fn restore(
     })
 }
 
+/// An error's text without the `backup:` prefix of [`Error::Backup`].
+fn message(e: Error) -> String {
+    match e {
+        Error::Backup(message) => message,
+        other => other.to_string(),
+    }
+}
+
+fn owner_hint() -> &'static str {
+    "; create the missing role (or grant the restoring role membership in it), or restore \
+     with --no-owner to give every object to the role that restores"
+}
+
+/// `value` as an SQL string literal (standard_conforming_strings, on since 9.1).
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// What a backup says about the database it came from.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Origin {
+    /// `CREATE DATABASE` options worth keeping (encoding, locale), `(KEY, value)`.
+    options: Vec<(String, String)>,
+    owner: Option<String>,
+}
+
+/// Reads `file`'s database entry (pg_dump records it even without `--create`): checks
+/// that the file is a backup pg_restore can read, and gives the database's encoding,
+/// locale and owner.
+async fn origin(
+    file: &Path,
+    cancel: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Origin> {
+    let mut pg_restore = Command::new(tool("pg_restore"));
+    pg_restore
+        .args(["--create", "--schema-only", "--file", "-"])
+        .arg(file)
+        .stdout(Stdio::piped());
+    let hint = not_a_backup_hint(file);
+    let text = match run(pg_restore, "pg_restore", &hint, cancel).await {
+        Err(Error::Backup(m)) if !m.contains(&hint) && m != "interrupted" => {
+            return Err(failed(format!("{m}{hint}")));
+        }
+        other => other?,
+    };
+    let text = String::from_utf8_lossy(&text);
+    let origin = parse_origin(&text);
+    if origin.options.is_empty() {
+        tracing::warn!(file = %file.display(), "the backup names no encoding or locale: the restored database gets the server's defaults");
+    }
+    Ok(origin)
+}
+
+fn not_a_backup_hint(file: &Path) -> String {
+    format!(
+        "; is {} a backup made by `migrate upgrade --backup` (pg_dump's custom format), and \
+         complete (not truncated)?",
+        file.display()
+    )
+}
+
+/// The options of the `CREATE DATABASE … WITH …;` line and the owner of the `ALTER
+/// DATABASE … OWNER TO …;` line in pg_restore's script.
+fn parse_origin(script: &str) -> Origin {
+    const KEEP: [&str; 8] = [
+        "ENCODING",
+        "LOCALE_PROVIDER",
+        "LOCALE",
+        "LC_COLLATE",
+        "LC_CTYPE",
+        "ICU_LOCALE",
+        "ICU_RULES",
+        "BUILTIN_LOCALE",
+    ];
+    let mut origin = Origin::default();
+    for line in script.lines() {
+        if let Some(rest) = line.strip_prefix("CREATE DATABASE ") {
+            let tokens = tokens(rest);
+            // name WITH key = value …
+            let with = tokens.iter().skip(1).position(|t| t == "WITH");
+            let mut at = with.map_or(tokens.len(), |w| w + 2);
+            while at + 2 < tokens.len() && tokens[at + 1] == "=" {
+                let key = tokens[at].to_ascii_uppercase();
+                if KEEP.contains(&key.as_str()) {
+                    origin.options.push((key, tokens[at + 2].clone()));
+                }
+                at += 3;
+            }
+        } else if line.starts_with("ALTER DATABASE ") {
+            // Exactly `ALTER DATABASE name OWNER TO role`: not a SET whose value says so.
+            let t = tokens(line);
+            if t.len() == 6 && t[3] == "OWNER" && t[4] == "TO" {
+                origin.owner = Some(t[5].clone());
+            }
+        } else if line.starts_with("\\connect ") {
+            // The database's own entries are done; what follows is its contents, where a
+            // function body may hold any text.
+            break;
+        }
+    }
+    origin
+}
+
+/// SQL words, `=`, and literals and quoted names (unquoted), up to `;`.
+fn tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ';' => break,
+            '=' => out.push("=".to_owned()),
+            '\'' | '"' => {
+                let mut token = String::new();
+                while let Some(d) = chars.next() {
+                    if d == c {
+                        if chars.peek() == Some(&c) {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                    token.push(d);
+                }
+                out.push(token);
+            }
+            c if c.is_whitespace() => {}
+            c => {
+                let mut token = String::from(c);
+                while let Some(&d) = chars.peek() {
+                    if d.is_whitespace() || matches!(d, ';' | '=' | '\'' | '"') {
+                        break;
+                    }
+                    token.push(d);
+                    chars.next();
+                }
+                out.push(token);
+            }
+        }
+    }
+    out
+}
+
 /// pg_restore of `file` into `staging`, stopped (and waited for) if `cancel` completes.
 async fn load(
     staging: &DatabaseUrl,
     file: &Path,
+    owners: Owners,
     cancel: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<()> {
     let (bare, env) = db::tool_connection(staging)?;
     let mut pg_restore = Command::new(tool("pg_restore"));
     pg_restore
         .envs(env)
-        .args(["--no-owner", "--single-transaction", "--exit-on-error"])
+        .args(["--single-transaction", "--exit-on-error"])
         .args(["--dbname", &bare])
         .arg(file)
-        .stdout(Stdio::null())
-        // Its own process group: a Ctrl-C in the terminal reaches only us, and we stop it
-        // and clean up, rather than racing its death against our handler.
-        .process_group(0);
-    let hint = format!(
-        "; is {} a backup made by `migrate upgrade --backup` (pg_dump's custom format), and \
-         complete (not truncated)?",
-        file.display()
-    );
-    run(pg_restore, "pg_restore", &hint, cancel).await
+        .stdout(Stdio::null());
+    if owners == Owners::Restorer {
+        pg_restore.arg("--no-owner");
+    }
+    match run(pg_restore, "pg_restore", &not_a_backup_hint(file), cancel).await {
+        Err(Error::Backup(m))
+            if owners == Owners::AsInBackup
+                && (m.contains("role \"") && m.contains("does not exist")
+                    || m.contains("must be member of role")
+                    || m.contains("must be able to SET ROLE")) =>
+        {
+            Err(failed(format!("{m}{}", owner_hint())))
+        }
+        other => other.map(|_| ()),
+    }
 }
 
 /// Only one restore of a database at a time; held until `admin` closes (also when the
@@ -509,7 +738,8 @@ async fn wait_for_no_sessions(admin: &mut AsyncPgConnection, name: &str) -> Resu
         }
         if std::time::Instant::now() >= deadline {
             return Err(failed(format!(
-                "{n} sessions are connected to {name}: stop the application first"
+                "{n} {} connected to {name}: stop the application first",
+                if n == 1 { "session is" } else { "sessions are" }
             )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -526,15 +756,37 @@ fn with_suffix(name: &str, suffix: &str) -> String {
     format!("{}{suffix}", &name[..cut])
 }
 
-/// Runs `command` (`what`) to its end, its stderr collected; if `cancel` completes first,
-/// kills it and waits for it to be gone. `hint` follows a crash or failure without a word.
+/// Runs `command` (`what`) to its end, its stderr collected, and returns its stdout when
+/// that is piped; if `cancel` completes first, kills it and waits for it to be gone.
+/// `hint` follows a crash or failure without a word. The child dies with us: a `migrate`
+/// killed outright (SIGKILL) takes it along instead of leaving it at work.
 async fn run(
     mut command: Command,
     what: &str,
     hint: &str,
     cancel: std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, kill).
+    // PR_SET_PDEATHSIG fires when the spawning thread ends: a tokio worker, which lives
+    // as long as the runtime, and we wait for the child before that ends.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let parent = libc::getpid();
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before the prctl: nobody will stop us.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
     let mut child = command
+        // Its own process group: a Ctrl-C in the terminal reaches only us, and we stop it
+        // and clean up, rather than racing its death against our handler.
+        .process_group(0)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -544,18 +796,16 @@ async fn run(
                 "cannot run {what} ({e}): install PostgreSQL's client tools"
             ))
         })?;
-    let mut stderr = child.stderr.take();
+    let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
     let finished = tokio::select! {
         finished = async {
-            let mut text = Vec::new();
-            if let Some(stderr) = stderr.as_mut() {
-                let _ = stderr.read_to_end(&mut text).await;
-            }
-            (child.wait().await, text)
+            // Both at once: a child blocked on a full pipe would never end.
+            let (out, err) = tokio::join!(read_all(stdout.as_mut()), read_all(stderr.as_mut()));
+            (child.wait().await, out, err)
         } => Some(finished),
         () = cancel => None,
     };
-    let Some((status, stderr)) = finished else {
+    let Some((status, stdout, stderr)) = finished else {
         let _ = child.kill().await;
         return Err(interrupted());
     };
@@ -563,7 +813,7 @@ async fn run(
     let stderr = String::from_utf8_lossy(&stderr);
     let stderr = stderr.trim();
     if status.success() {
-        return Ok(());
+        return Ok(stdout);
     }
     let said = match stderr.is_empty() {
         true => hint.to_owned(),
@@ -581,8 +831,18 @@ async fn run(
     }))
 }
 
+/// Everything `pipe` gives until it closes (nothing for no pipe).
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    let mut text = Vec::new();
+    if let Some(mut pipe) = pipe {
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut text).await;
+    }
+    text
+}
+
 fn signal_name(signal: i32) -> &'static str {
     match signal {
+        1 => "SIGHUP",
         2 => "SIGINT",
         6 => "SIGABRT",
         7 => "SIGBUS",
@@ -600,6 +860,35 @@ fn failed(message: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backups_database_entry_gives_encoding_locale_and_owner() {
+        let script = "SET x = 1;\n\
+            CREATE DATABASE \"WITH \"\"odd\"\"\" WITH TEMPLATE = template0 ENCODING = 'SQL_ASCII' \
+            LOCALE_PROVIDER = libc LOCALE = 'it''s' TABLESPACE = ts;\n\
+            ALTER DATABASE \"WITH \"\"odd\"\"\" OWNER TO \"App Owner\";\n";
+        let origin = parse_origin(script);
+        let keep = [
+            ("ENCODING", "SQL_ASCII"),
+            ("LOCALE_PROVIDER", "libc"),
+            ("LOCALE", "it's"),
+        ];
+        let keep: Vec<(String, String)> = keep
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(origin.options, keep);
+        assert_eq!(origin.owner.as_deref(), Some("App Owner"));
+        assert_eq!(parse_origin("nothing here"), Origin::default());
+        let tricky = "CREATE DATABASE d WITH ENCODING = 'UTF8';\n\
+            ALTER DATABASE d SET search_path TO 'x OWNER TO y';\n\
+            \\connect d\n\
+            CREATE DATABASE e WITH ENCODING = 'LATIN1';\n\
+            ALTER DATABASE e OWNER TO intruder;\n";
+        let origin = parse_origin(tricky);
+        assert_eq!(origin.options, [("ENCODING".to_owned(), "UTF8".to_owned())]);
+        assert_eq!(origin.owner, None);
+    }
 
     #[test]
     fn list_settings_split_into_elements() {

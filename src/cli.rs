@@ -115,11 +115,15 @@ impl Logging {
     }
 }
 
-/// Ctrl-C and SIGTERM, listened for from [`Stop::listen`] on: long commands race their
-/// work against [`Stop::wait`] to clean up before they exit.
+/// Ctrl-C, SIGTERM and SIGHUP (a closed terminal), listened for from [`Stop::listen`] on:
+/// long commands race their work against [`Stop::wait`] to clean up before they exit.
+/// Once listening, these signals no longer end the process by themselves, also after the
+/// `Stop` is dropped: keep racing [`Stop::wait`] for as long as the command runs.
 pub struct Stop {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    /// `None` when SIGHUP was ignored (`nohup`): it stays ignored.
+    hangup: Option<tokio::signal::unix::Signal>,
     fired: Option<u8>,
 }
 
@@ -134,15 +138,25 @@ impl Stop {
         Ok(Stop {
             interrupt: listen(SignalKind::interrupt())?,
             terminate: listen(SignalKind::terminate())?,
+            hangup: match hangup_ignored() {
+                true => None,
+                false => Some(listen(SignalKind::hangup())?),
+            },
             fired: None,
         })
     }
 
-    /// Resolves when Ctrl-C (SIGINT) or SIGTERM arrives, and remembers which.
+    /// Resolves when Ctrl-C (SIGINT), SIGTERM or SIGHUP arrives, and remembers which.
     pub async fn wait(&mut self) {
         let number = tokio::select! {
             _ = self.interrupt.recv() => 2,
             _ = self.terminate.recv() => 15,
+            _ = async {
+                match self.hangup.as_mut() {
+                    Some(hangup) => hangup.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => 1,
         };
         self.fired = Some(number);
     }
@@ -150,6 +164,16 @@ impl Stop {
     /// After a signal: the exit status shells give a process it stopped (128 + its number).
     pub fn exit_code(&self) -> Option<ExitCode> {
         self.fired.map(|n| ExitCode::from(128 + n))
+    }
+}
+
+/// Whether SIGHUP is set to be ignored (`nohup migrate …`): listening would undo that.
+fn hangup_ignored() -> bool {
+    // SAFETY: a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
     }
 }
 

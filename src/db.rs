@@ -31,6 +31,9 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
     .remove(b'_')
     .remove(b'~');
 
+/// PostgreSQL's limit on a name (NAMEDATALEN - 1), in bytes.
+pub const MAX_NAME_BYTES: usize = 63;
+
 impl DatabaseUrl {
     /// Parses and checks a URL: scheme postgres/postgresql, user info where it belongs, and
     /// a database name. Errors show the input masked by [`mask`], never raw.
@@ -59,6 +62,14 @@ impl DatabaseUrl {
         let url = DatabaseUrl(parsed);
         if url.database().is_empty() {
             return Err(bad("no database name in the path (postgres://host/DBNAME)"));
+        }
+        // The server would silently cut a longer name and work on another database.
+        let len = url.database().len();
+        if len > MAX_NAME_BYTES {
+            return Err(bad(&format!(
+                "the database name is {len} bytes long; PostgreSQL allows at most \
+                 {MAX_NAME_BYTES} (and would cut it short, naming another database)"
+            )));
         }
         Ok(url)
     }

@@ -93,19 +93,35 @@ async fn a_failed_restore_leaves_the_database_as_it_was() {
         err.contains("pg_restore failed") && err.contains("is as it was"),
         "{err}"
     );
+    // Found out before any database is made.
+    assert!(
+        err.contains("a backup made by `migrate upgrade --backup`")
+            && err.contains("nothing created")
+            && !err.contains("dropped"),
+        "{err}"
+    );
     let mut conn = db.conn().await;
     assert!(!versions(&mut conn).await.is_empty(), "still migrated");
 
     // A session on the database blocks the swap: refused, nothing changed.
     let good = files.0.join("good.dump");
-    app::backup::dump(&db.url, &good).await.unwrap();
-    let out = migrate(Some(&db.url), &["restore", good.to_str().unwrap()]);
+    app::backup::dump(&db.url, &good, std::future::pending())
+        .await
+        .unwrap();
+    // A 1 ms slow-query threshold: the restore's own CREATE/DROP DATABASE are not reported.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["restore", good.to_str().unwrap(), "--url", db.url.expose()])
+        .env_remove("DATABASE_URL")
+        .env("DATABASE_SLOW_QUERY_MS", "1")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("stop the application"),
-        "{}",
-        stderr(&out)
+        err.contains("1 session is connected") && err.contains("stop the application"),
+        "{err}"
     );
+    assert!(!err.contains("slow query"), "{err}");
     assert!(!versions(&mut conn).await.is_empty());
 }
 
@@ -148,7 +164,9 @@ async fn restore_into_a_database_that_is_gone_creates_it() {
     drop(conn);
     let files = TempDir::new("gone_dump");
     let dump = files.0.join("before.dump");
-    app::backup::dump(&db.url, &dump).await.unwrap();
+    app::backup::dump(&db.url, &dump, std::future::pending())
+        .await
+        .unwrap();
 
     let mut admin = admin(&db.url).await;
     drop_database(&mut admin, &name).await;
@@ -191,14 +209,16 @@ async fn an_interrupted_restore_stops_pg_restore_and_drops_its_copy() {
     common::user(&mut conn, "original@example.com").await;
     let files = TempDir::new("interrupt_dump");
     let dump = files.0.join("slow.dump");
-    app::backup::dump(&db.url, &dump).await.unwrap();
+    app::backup::dump(&db.url, &dump, std::future::pending())
+        .await
+        .unwrap();
     // The live database now differs from the backup: a restore that went through would show.
     common::user(&mut conn, "after-backup@example.com").await;
     drop(conn);
     let mut admin = admin(&db.url).await;
     let staging_prefix = format!("{name}_restoring_");
 
-    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+    for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
             .args(["restore", dump.to_str().unwrap(), "--url", db.url.expose()])
             .env_remove("DATABASE_URL")
@@ -206,29 +226,7 @@ async fn an_interrupted_restore_stops_pg_restore_and_drops_its_copy() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait for pg_restore to be at work on the copy.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let staging = loop {
-            #[derive(diesel::QueryableByName)]
-            struct Name {
-                #[diesel(sql_type = Text)]
-                datname: String,
-            }
-            let loading: Vec<Name> = diesel::sql_query(
-                "SELECT datname::text AS datname FROM pg_stat_activity \
-                 WHERE left(datname, length($1)) = $1 AND application_name = 'pg_restore'",
-            )
-            .bind::<Text, _>(&staging_prefix)
-            .load(&mut admin)
-            .await
-            .unwrap();
-            if let Some(n) = loading.into_iter().next() {
-                break n.datname;
-            }
-            assert!(Instant::now() < deadline, "pg_restore never started");
-            assert!(child.try_wait().unwrap().is_none(), "migrate ended early");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let staging = pg_restore_at_work(&mut admin, &staging_prefix, &mut child).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let killed = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
@@ -270,6 +268,67 @@ async fn an_interrupted_restore_stops_pg_restore_and_drops_its_copy() {
             "the live database untouched"
         );
     }
+
+    // SIGKILL: no clean-up is possible, but pg_restore dies with migrate instead of
+    // loading on; the half-loaded copy is for the next restore to drop.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["restore", dump.to_str().unwrap(), "--url", db.url.expose()])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = pg_restore_at_work(&mut admin, &staging_prefix, &mut child).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pg_restore = std::process::Command::new("pgrep")
+            .args(["-f", &format!("pg_restore.*{staging}")])
+            .output()
+            .unwrap();
+        if stdout(&pg_restore).trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg_restore still running 5 s after SIGKILL: {}",
+            stdout(&pg_restore)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop_database(&mut admin, &staging).await;
+}
+
+/// Waits for `child` (`migrate restore`) to have pg_restore loading a database whose name
+/// starts with `prefix`; returns that name.
+async fn pg_restore_at_work(
+    admin: &mut AsyncPgConnection,
+    prefix: &str,
+    child: &mut std::process::Child,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        #[derive(diesel::QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = Text)]
+            datname: String,
+        }
+        let loading: Vec<Name> = diesel::sql_query(
+            "SELECT datname::text AS datname FROM pg_stat_activity \
+             WHERE left(datname, length($1)) = $1 AND application_name = 'pg_restore'",
+        )
+        .bind::<Text, _>(prefix)
+        .load(&mut *admin)
+        .await
+        .unwrap();
+        if let Some(n) = loading.into_iter().next() {
+            return n.datname;
+        }
+        assert!(Instant::now() < deadline, "pg_restore never started");
+        assert!(child.try_wait().unwrap().is_none(), "migrate ended early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -280,7 +339,9 @@ async fn a_crashing_pg_restore_is_reported_and_changes_nothing() {
     common::user(&mut conn, "kept@example.com").await;
     let files = TempDir::new("crash_dump");
     let good = files.0.join("good.dump");
-    app::backup::dump(&db.url, &good).await.unwrap();
+    app::backup::dump(&db.url, &good, std::future::pending())
+        .await
+        .unwrap();
     let bytes = std::fs::read(&good).unwrap();
 
     // Cut short: pg_restore says so.
@@ -383,7 +444,9 @@ async fn backups_are_private_and_never_overwrite_a_file() {
     // A dump that fails leaves nothing behind, not even a partial file.
     let failed = files.0.join("failed.dump");
     let gone = db.url.with_database(&common::unique_name("no_such_db"));
-    let err = app::backup::dump(&gone, &failed).await.unwrap_err();
+    let err = app::backup::dump(&gone, &failed, std::future::pending())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("pg_dump failed"), "{err}");
     let mut names: Vec<String> = std::fs::read_dir(&files.0)
         .unwrap()
@@ -416,7 +479,9 @@ async fn database_settings_grants_and_comment_survive_a_restore() {
         .unwrap();
     let files = TempDir::new("settings_dump");
     let dump = files.0.join("settings.dump");
-    app::backup::dump(&db.url, &dump).await.unwrap();
+    app::backup::dump(&db.url, &dump, std::future::pending())
+        .await
+        .unwrap();
 
     let out = ok(migrate(Some(&db.url), &["restore", dump.to_str().unwrap()]));
     let kept = out
@@ -485,4 +550,236 @@ async fn database_settings_grants_and_comment_survive_a_restore() {
         .batch_execute(&format!("DROP OWNED BY {role_q}; DROP ROLE {role_q}"))
         .await
         .unwrap();
+}
+
+#[derive(diesel::QueryableByName)]
+struct Line {
+    #[diesel(sql_type = Text)]
+    line: String,
+}
+
+/// Encoding, collation, ctype and owner of database `name`, as one line.
+async fn database_line(admin: &mut AsyncPgConnection, name: &str) -> String {
+    let Line { line } = diesel::sql_query(
+        "SELECT concat_ws(' ', pg_encoding_to_char(encoding), datcollate, datctype, \
+           pg_get_userbyid(datdba)) AS line FROM pg_database WHERE datname = $1",
+    )
+    .bind::<Text, _>(name)
+    .get_result(admin)
+    .await
+    .unwrap();
+    line
+}
+
+/// Owners of schema `s` and table `s.t`, and the table's grants, as one line.
+async fn owners_line(conn: &mut AsyncPgConnection) -> String {
+    let Line { line } = diesel::sql_query(
+        "SELECT concat_ws(' ', pg_get_userbyid(n.nspowner), pg_get_userbyid(c.relowner), \
+           c.relacl::text) AS line \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 's' AND c.relname = 't'",
+    )
+    .get_result(conn)
+    .await
+    .unwrap();
+    line
+}
+
+// Multi-threaded: see the first test.
+#[tokio::test(flavor = "multi_thread")]
+async fn owners_encoding_and_collation_survive_a_restore() {
+    let server = common::server_url();
+    let name = common::unique_name("enc");
+    let owner = common::unique_name("app_owner");
+    let url = server.with_database(&name);
+    let mut admin = admin(&server).await;
+    let (name_q, owner_q) = (quote_ident(&name), quote_ident(&owner));
+    admin
+        .batch_execute(&format!("CREATE ROLE {owner_q} NOLOGIN"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {name_q} TEMPLATE template0 ENCODING 'SQL_ASCII' \
+               LC_COLLATE 'C' LC_CTYPE 'C' OWNER {owner_q}"
+        ))
+        .await
+        .unwrap();
+    let mut conn = app::db::connect(&url).await.unwrap();
+    conn.batch_execute(&format!(
+        "CREATE SCHEMA s AUTHORIZATION {owner_q}; CREATE TABLE s.t (a int); \
+         ALTER TABLE s.t OWNER TO {owner_q}; SET ROLE {owner_q}; \
+         GRANT SELECT ON s.t TO PUBLIC; RESET ROLE;"
+    ))
+    .await
+    .unwrap();
+    let before_db = database_line(&mut admin, &name).await;
+    assert_eq!(before_db, format!("SQL_ASCII C C {owner}"));
+    let before_owners = owners_line(&mut conn).await;
+    assert!(before_owners.starts_with(&format!("{owner} {owner}")));
+    drop(conn);
+    let files = TempDir::new("owners_dump");
+    let dump = files.0.join("b.dump");
+    let dump_arg = dump.to_str().unwrap();
+    ok(migrate(Some(&url), &["upgrade", "--backup", dump_arg]));
+
+    let out = ok(migrate(Some(&url), &["restore", dump_arg]));
+    let kept = out
+        .split("kept as ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    assert_eq!(database_line(&mut admin, &name).await, before_db);
+    let mut conn = app::db::connect(&url).await.unwrap();
+    assert_eq!(owners_line(&mut conn).await, before_owners);
+    drop(conn);
+    drop_database(&mut admin, kept).await;
+
+    // The database gone: encoding, locale and owner come from the backup.
+    drop_database(&mut admin, &name).await;
+    ok(migrate(Some(&url), &["restore", dump_arg]));
+    assert_eq!(database_line(&mut admin, &name).await, before_db);
+    let mut conn = app::db::connect(&url).await.unwrap();
+    assert_eq!(owners_line(&mut conn).await, before_owners);
+    drop(conn);
+
+    // An owner role that is gone: refused by name, with the way out; --no-owner takes it.
+    let renamed = common::unique_name("renamed_owner");
+    let renamed_q = quote_ident(&renamed);
+    admin
+        .batch_execute(&format!("ALTER ROLE {owner_q} RENAME TO {renamed_q}"))
+        .await
+        .unwrap();
+    let out = migrate(Some(&url), &["restore", dump_arg]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("role \"{owner}\" does not exist"))
+            && err.contains("--no-owner")
+            && err.contains("is as it was"),
+        "{err}"
+    );
+    let out = ok(migrate(Some(&url), &["restore", dump_arg, "--no-owner"]));
+    let kept = out
+        .split("kept as ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    drop_database(&mut admin, kept).await;
+    drop_database(&mut admin, &name).await;
+    admin
+        .batch_execute(&format!("DROP OWNED BY {renamed_q}; DROP ROLE {renamed_q}"))
+        .await
+        .unwrap();
+}
+
+// Multi-threaded: see the first test.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_backup_stops_pg_dump_leaves_no_file_and_applies_nothing() {
+    let db = TestDb::new().await;
+    let name = db.url.database();
+    let dir = common::copy_of_migrations("interrupted_backup");
+    let extra = dir.0.join("2099-01-01-000000_extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("up.sql"), "CREATE TABLE extra (id bigint);\n").unwrap();
+    std::fs::write(extra.join("down.sql"), "DROP TABLE extra;\n").unwrap();
+    let files = TempDir::new("interrupted_backup_dumps");
+    let dump = files.0.join("b.dump");
+    // The partial file of a backup whose migrate was killed: removed by the next backup.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let stale = files.0.join(format!(".b.dump.partial-{}", gone.id()));
+    std::fs::write(&stale, "half a dump").unwrap();
+
+    // A lock pg_dump has to wait for: the backup takes as long as we like.
+    let mut blocker = db.conn().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["upgrade", "--dir", dir.0.to_str().unwrap()])
+        .args(["--backup", dump.to_str().unwrap(), "--url", db.url.expose()])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut admin = admin(&db.url).await;
+    #[derive(diesel::QueryableByName)]
+    struct Sessions {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let pg_dumps = async |admin: &mut AsyncPgConnection| -> i64 {
+        let Sessions { n } = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'pg_dump'",
+        )
+        .bind::<Text, _>(&name)
+        .get_result(admin)
+        .await
+        .unwrap();
+        n
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg_dumps(&mut admin).await == 0 {
+        assert!(Instant::now() < deadline, "pg_dump never started");
+        assert!(child.try_wait().unwrap().is_none(), "migrate ended early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "migrate did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let pg_dump = std::process::Command::new("pgrep")
+        .args(["-f", &format!("pg_dump.*{name}")])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&pg_dump).trim().is_empty(),
+        "pg_dump still running: {}",
+        stdout(&pg_dump)
+    );
+    let left: Vec<_> = std::fs::read_dir(&files.0).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert!(
+        !common::table_exists(&mut blocker, "extra").await,
+        "nothing applied"
+    );
+    // Its session is gone too (the server notices the closed connection).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pg_dumps(&mut admin).await != 0 {
+        assert!(Instant::now() < deadline, "pg_dump's session remains");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn database_names_longer_than_63_bytes_are_refused() {
+    let long = common::server_url().with_database(&"é".repeat(32));
+    for args in [&["current"][..], &["restore", "/nonexistent.dump"]] {
+        let out = migrate(Some(&long), args);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("64 bytes") && err.contains("at most 63"),
+            "{err}"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use app::backup::Replaced;
+use app::backup::{Owners, Replaced};
 use app::db::{self, DatabaseUrl};
 use app::migrations::{self, Direction, Migrator, Target};
 use app::{errln, out, outln};
@@ -116,6 +116,10 @@ enum Verb {
     Restore {
         /// The backup file (pg_dump's custom format).
         file: PathBuf,
+        /// Give every restored object to the role that restores, instead of the roles that
+        /// owned them in the backup (which must exist otherwise).
+        #[arg(long)]
+        no_owner: bool,
     },
 }
 
@@ -193,10 +197,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 out!("{}", migrator.preview(&url, Direction::Up, target).await?);
                 return Ok(ExitCode::SUCCESS);
             }
-            if let Some(file) = backup {
-                backup_to(&url, file).await?;
-            }
-            let applied = migrator.upgrade(&url, target).await?;
+            let applied = match backup {
+                Some(file) => {
+                    // Listening turns the signals' default (exit) off: the upgrade that
+                    // follows races them too.
+                    let mut stop = app::cli::Stop::listen()?;
+                    let dumped = app::backup::dump(&url, file, stop.wait()).await;
+                    if let (Some(code), Err(e)) = (stop.exit_code(), &dumped) {
+                        errln!("migrate upgrade: {e}; no backup written, nothing applied");
+                        return Ok(code);
+                    }
+                    dumped.context("nothing applied")?;
+                    outln!(
+                        "backup: {} (restore: migrate restore {})",
+                        file.display(),
+                        file.display()
+                    );
+                    tokio::select! {
+                        applied = migrator.upgrade(&url, target) => applied?,
+                        () = stop.wait() => {
+                            errln!("migrate upgrade: interrupted");
+                            return Ok(stop.exit_code().unwrap_or(ExitCode::FAILURE));
+                        }
+                    }
+                }
+                None => migrator.upgrade(&url, target).await?,
+            };
             if applied.is_empty() {
                 outln!("nothing to apply: up to date");
             }
@@ -349,10 +375,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             outln!("test: every migration reverts cleanly and every foreign key is indexed");
         }
-        Verb::Restore { file } => {
+        Verb::Restore { file, no_owner } => {
             let url = url(&cli)?;
             let mut stop = app::cli::Stop::listen()?;
-            let restored = app::backup::restore(&url, file, stop.wait()).await;
+            let owners = match no_owner {
+                true => Owners::Restorer,
+                false => Owners::AsInBackup,
+            };
+            let restored = app::backup::restore(&url, file, owners, stop.wait()).await;
             if let (Some(code), Err(e)) = (stop.exit_code(), &restored) {
                 errln!("migrate restore: {e}");
                 return Ok(code);
@@ -366,9 +396,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                      (DROP DATABASE \"{kept}\")"
                 ),
                 Replaced::Created => outln!(
-                    "restored {file} into {name}, which did not exist: created it. A backup \
-                     holds no database-level state: re-apply any ALTER DATABASE/ALTER ROLE … \
-                     IN DATABASE settings, GRANTs on the database and its comment"
+                    "restored {file} into {name}, which did not exist: created it, with the \
+                     backup's encoding, locale and owner. A backup holds no other \
+                     database-level state: re-apply any ALTER DATABASE/ALTER ROLE … IN \
+                     DATABASE settings, GRANTs on the database and its comment"
                 ),
             }
         }
@@ -569,16 +600,4 @@ fn new_folder(dir: &std::path::Path, slug: &str) -> anyhow::Result<PathBuf> {
             Err(e) => return Err(e).with_context(|| format!("create {}", folder.display())),
         }
     }
-}
-
-async fn backup_to(url: &DatabaseUrl, file: &Path) -> anyhow::Result<()> {
-    app::backup::dump(url, file)
-        .await
-        .context("nothing applied")?;
-    outln!(
-        "backup: {} (restore: migrate restore {})",
-        file.display(),
-        file.display()
-    );
-    Ok(())
 }
