@@ -202,7 +202,31 @@ pub async fn restore(
             ))
         })?;
 
-    let loaded = load(&staging, file, owners, cancel.as_mut()).await;
+    // Marked at once: a later restore drops only marked copies, never a database that only
+    // looks like one by its name.
+    let mark = format!(
+        "COMMENT ON DATABASE {} IS {}",
+        quote_ident(&staging.database()),
+        quote_literal(STAGING_MARK)
+    );
+    diesel::sql_query(mark).execute(&mut admin).await?;
+
+    let loaded = match load(&staging, file, owners, cancel.as_mut()).await {
+        // Loaded: the copy is the database now, without the mark (carry_over gives it the
+        // current database's comment, if any).
+        Ok(()) => {
+            let unmark = format!(
+                "COMMENT ON DATABASE {} IS NULL",
+                quote_ident(&staging.database())
+            );
+            diesel::sql_query(unmark)
+                .execute(&mut admin)
+                .await
+                .map(|_| ())
+                .map_err(Error::from)
+        }
+        Err(e) => Err(e),
+    };
     // Still before any change to `name`: an interruption here loses nothing either.
     let prepared = match (loaded, &current) {
         (Ok(()), Some(state)) => tokio::select! {
@@ -449,8 +473,13 @@ async fn lock_restores_of(admin: &mut AsyncPgConnection, stem: &str, name: &str)
     }
 }
 
-/// Drops `<stem><14 digits>` databases: left by a restore that was killed before it could
-/// clean up (we hold the lock, so none is in progress).
+/// The comment on a restore's staging database while it loads: only databases that carry
+/// it are ever dropped as leftovers.
+pub const STAGING_MARK: &str = "migrate restore staging database: dropped by the next restore \
+                                of its database if the restore that made it is gone";
+
+/// Drops `<stem><14 digits>` databases marked [`STAGING_MARK`]: left by a restore that was
+/// killed before it could clean up (we hold the lock, so none is in progress).
 async fn drop_stale(admin: &mut AsyncPgConnection, stem: &str) -> Result<()> {
     #[derive(diesel::QueryableByName)]
     struct Name {
@@ -458,9 +487,11 @@ async fn drop_stale(admin: &mut AsyncPgConnection, stem: &str) -> Result<()> {
         datname: String,
     }
     let found: Vec<Name> = diesel::sql_query(
-        "SELECT datname::text AS datname FROM pg_database WHERE left(datname, length($1)) = $1",
+        "SELECT datname::text AS datname FROM pg_database WHERE left(datname, length($1)) = $1 \
+         AND shobj_description(oid, 'pg_database') = $2",
     )
     .bind::<Text, _>(stem)
+    .bind::<Text, _>(STAGING_MARK)
     .load(admin)
     .await?;
     for Name { datname } in found {

@@ -170,10 +170,22 @@ async fn restore_into_a_database_that_is_gone_creates_it() {
 
     let mut admin = admin(&db.url).await;
     drop_database(&mut admin, &name).await;
-    // A half-loaded copy left by a restore that was killed: cleared by the next one.
-    let stale = format!("{name}_restoring_20000101000000");
-    let sql = format!("CREATE DATABASE {}", quote_ident(&stale));
-    diesel::sql_query(sql).execute(&mut admin).await.unwrap();
+    // A half-loaded copy left by a restore that was killed: cleared by the next one. A
+    // database that only looks like one by its name is someone's data: kept.
+    let (stale, lookalike) = (
+        format!("{name}_restoring_20000101000000"),
+        format!("{name}_restoring_20000101000001"),
+    );
+    for db in [&stale, &lookalike] {
+        let sql = format!("CREATE DATABASE {}", quote_ident(db));
+        diesel::sql_query(sql).execute(&mut admin).await.unwrap();
+    }
+    let mark = format!(
+        "COMMENT ON DATABASE {} IS '{}'",
+        quote_ident(&stale),
+        app::backup::STAGING_MARK
+    );
+    diesel::sql_query(mark).execute(&mut admin).await.unwrap();
 
     let out = ok(migrate(Some(&db.url), &["restore", dump.to_str().unwrap()]));
     assert!(
@@ -186,7 +198,26 @@ async fn restore_into_a_database_that_is_gone_creates_it() {
     assert!(!versions(&mut conn).await.is_empty(), "and the history");
     drop(conn);
     let left = databases_starting(&mut admin, &format!("{name}_")).await;
-    assert!(left.is_empty(), "nothing beside it: {left:?}");
+    assert_eq!(
+        left,
+        std::slice::from_ref(&lookalike),
+        "nothing beside it but the look-alike"
+    );
+    #[derive(diesel::QueryableByName)]
+    struct Comment {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        comment: Option<String>,
+    }
+    let restored: Comment = diesel::sql_query(
+        "SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database \
+         WHERE datname = $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(&name)
+    .get_result(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(restored.comment, None, "the staging mark is gone");
+    drop_database(&mut admin, &lookalike).await;
 }
 
 // Multi-threaded: see the first test.

@@ -1324,4 +1324,15 @@ async fn a_killed_upgrade_leaves_no_backend_building_its_index() {
     let valid = "SELECT count(*) AS n FROM pg_index \
                  WHERE indexrelid::regclass::text = 'users_cic_orphan_idx' AND indisvalid";
     assert_eq!(number(&mut conn, valid).await, 0);
+    // The killed run printed no repair; the next one names what it left.
+    let out = migrate(
+        Some(&db.url),
+        &["upgrade", "--dir", dir.0.to_str().unwrap()],
+    );
+    let err = stderr(&out);
+    assert!(
+        !out.status.success()
+            && err.contains("DROP INDEX CONCURRENTLY IF EXISTS users_cic_orphan_idx;"),
+        "{err}"
+    );
 }

@@ -397,9 +397,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
                 Replaced::Created => outln!(
                     "restored {file} into {name}, which did not exist: created it, with the \
-                     backup's encoding, locale and owner. A backup holds no other \
+                     backup's encoding and locale, owned by {}. A backup holds no other \
                      database-level state: re-apply any ALTER DATABASE/ALTER ROLE … IN \
-                     DATABASE settings, GRANTs on the database and its comment"
+                     DATABASE settings, GRANTs on the database and its comment",
+                    match owners {
+                        Owners::AsInBackup => "the backup's owner",
+                        Owners::Restorer => "the restoring role (--no-owner)",
+                    }
                 ),
             }
         }

@@ -456,7 +456,7 @@ impl Migrator {
             let status = this.status_on(conn)?;
             // A dirty mark is refused before "nothing to apply": the schema is not at any
             // version, whatever the history table says.
-            refuse_dirty(&status)?;
+            refuse_dirty(conn, &status)?;
             if this.select_up(&status.pending, &target)?.is_empty() {
                 return Ok(Vec::new());
             }
@@ -666,7 +666,8 @@ impl Migrator {
         chosen: &[Migration],
         way: Direction,
     ) -> Result<Vec<String>> {
-        refuse_dirty(&self.status_on(conn)?)?;
+        let status = self.status_on(conn)?;
+        refuse_dirty(conn, &status)?;
         let mut lock_text = None;
         (chosen.iter())
             .map(|m| {
@@ -987,15 +988,26 @@ fn concurrent_timeouts_sql(config: &Config) -> String {
 }
 
 /// Refuses to go on while a migration is marked dirty, as `current --check` does.
-fn refuse_dirty(status: &Status) -> Result<()> {
-    match status.dirty.first() {
-        None => Ok(()),
-        Some(folder) => Err(Error::Migration(format!(
-            "{folder} failed part-way outside a transaction: repair the schema by hand \
-             (`migrate verify` says what is dirty), then `migrate stamp <version>` to record \
-             where it stands"
-        ))),
-    }
+/// The INVALID indexes are named: a run killed during `CREATE INDEX CONCURRENTLY` never
+/// printed its repair.
+fn refuse_dirty(conn: &mut Conn, status: &Status) -> Result<()> {
+    let Some(folder) = status.dirty.first() else {
+        return Ok(());
+    };
+    let invalid: Vec<String> = (invalid_indexes().load::<Invalid>(conn)?.into_iter())
+        .map(|i| {
+            format!(
+                "\n  DROP INDEX CONCURRENTLY IF EXISTS {}; -- INVALID",
+                i.name
+            )
+        })
+        .collect();
+    Err(Error::Migration(format!(
+        "{folder} failed part-way outside a transaction: repair the schema by hand \
+         (`migrate verify` says what is dirty), then `migrate stamp <version>` to record \
+         where it stands{}",
+        invalid.concat()
+    )))
 }
 
 /// The error of a non-transactional migration that failed part-way, with what to do: a
@@ -1025,7 +1037,10 @@ fn left_dirty(
         .filter(|i| !invalid_before.contains(&i.name))
         .map(|i| format!("DROP INDEX CONCURRENTLY IF EXISTS {};", i.name))
         .collect();
-    repair.push(stamp);
+    repair.push(format!(
+        "statements before the one that failed ran and stay: undo them, or make them \
+         idempotent (IF NOT EXISTS), then {stamp}"
+    ));
     Error::Migration(format!(
         "{why}\n{} is marked dirty; to repair:\n  {}",
         m.folder,

@@ -112,11 +112,25 @@ impl Scratch {
         stop: impl Future<Output = ()>,
     ) -> Result<T> {
         let name = self.url.database();
-        let result = tokio::select! {
+        let interrupted = || Error::Interrupted(format!("the scratch database {name} was dropped"));
+        let mut stop = std::pin::pin!(stop);
+        let mut result = tokio::select! {
             biased;
-            () = stop => Err(Error::Interrupted(format!("the scratch database {name} was dropped"))),
+            () = stop.as_mut() => Err(interrupted()),
             result = work => result,
         };
+        // Ctrl-C reaches the whole process group: a pg_dump child can die of it, and fail
+        // the work, before the signal is seen here. A failure that comes with a signal is
+        // the interruption.
+        if result
+            .as_ref()
+            .is_err_and(|e| !matches!(e, Error::Interrupted(_)))
+        {
+            let grace = std::time::Duration::from_millis(200);
+            if tokio::time::timeout(grace, stop.as_mut()).await.is_ok() {
+                result = Err(interrupted());
+            }
+        }
         if matches!(result, Err(Error::Interrupted(_))) {
             // A frozen server must not hold an operator's Ctrl-C for ever.
             let bound = std::time::Duration::from_secs(10);
