@@ -250,13 +250,23 @@ async fn an_interrupted_restore_stops_pg_restore_and_drops_its_copy() {
     let staging_prefix = format!("{name}_restoring_");
 
     for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"));
+        command
             .args(["restore", dump.to_str().unwrap(), "--url", db.url.expose()])
             .env_remove("DATABASE_URL")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(std::process::Stdio::piped());
+        // Under `nohup` (a CI runner may start the suite so) SIGHUP is ignored, and
+        // migrate rightly keeps it so: give the child the default a terminal gives.
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
         let staging = pg_restore_at_work(&mut admin, &staging_prefix, &mut child).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let killed = std::process::Command::new("kill")
