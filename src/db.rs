@@ -10,6 +10,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::{Error, Result};
 
+pub mod fns;
 mod pool;
 mod session;
 

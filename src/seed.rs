@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::bulk;
+use crate::db::fns::{hashtext, pg_advisory_xact_lock};
 use crate::models::UserRow;
 use crate::models::{
     Bug, Channel, Comment, CommentOn, Email, NewBug, NewTask, NewTeam, NewUser,
@@ -30,7 +31,7 @@ pub enum Seeded {
 pub async fn demo(conn: &mut AsyncPgConnection) -> Result<Seeded> {
     conn.transaction::<_, Error, _>(async |conn| {
         // Serialise concurrent seeders; the lock ends with the transaction.
-        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('demo seed'))")
+        diesel::select(pg_advisory_xact_lock(hashtext("demo seed")))
             .execute(conn)
             .await?;
         let present: bool = diesel::select(diesel::dsl::exists(
@@ -187,7 +188,7 @@ pub async fn volume(
     progress: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Seeded> {
     conn.transaction::<_, Error, _>(async |conn| {
-        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('volume seed'))")
+        diesel::select(pg_advisory_xact_lock(hashtext("volume seed")))
             .execute(conn)
             .await?;
         let present: bool = diesel::select(diesel::dsl::exists(

@@ -3,6 +3,7 @@
 
 mod common;
 
+use app::db::fns::lower;
 use app::explain::{indexes_used, plan};
 use app::models::*;
 use app::schema::{tasks, users};

@@ -15,13 +15,14 @@ use diesel::connection::{BoxableConnection, SimpleConnection};
 use diesel::migration::{self, MigrationMetadata, MigrationName, MigrationSource};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::MigrationHarness;
 use serde::Serialize;
 
 use super::source::{self, Migration, Statement, statements};
+use crate::db::fns::{pg_advisory_lock, pg_advisory_unlock, pg_try_advisory_lock, to_regclass};
 use crate::db::{self, DatabaseUrl};
 use crate::{Error, Result};
 
@@ -782,26 +783,6 @@ fn lock_timeout_text<'a>(url: &DatabaseUrl, cached: &'a mut Option<String>) -> R
         *cached = Some(text);
     }
     Ok(cached.as_deref().unwrap_or_default())
-}
-
-diesel::define_sql_function! {
-    /// Takes a session advisory lock if free; true when taken.
-    fn pg_try_advisory_lock(key: BigInt) -> Bool;
-}
-
-diesel::define_sql_function! {
-    /// Waits for a session advisory lock (void in SQL; only ever awaited for its error here).
-    fn pg_advisory_lock(key: BigInt) -> Bool;
-}
-
-diesel::define_sql_function! {
-    /// Releases a session advisory lock.
-    fn pg_advisory_unlock(key: BigInt) -> Bool;
-}
-
-diesel::define_sql_function! {
-    /// The table's OID if a table by that name exists, else NULL.
-    fn to_regclass(name: Text) -> Nullable<Oid>;
 }
 
 fn exists(conn: &mut Conn, table: &str) -> Result<bool> {

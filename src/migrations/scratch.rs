@@ -5,10 +5,11 @@ use std::path::Path;
 use std::process::Command;
 
 use diesel::prelude::*;
-use diesel::sql_types::{Integer, Text};
+use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::runner::{Migrator, Target};
+use crate::db::fns::{hashtext, pg_advisory_unlock_pair, pg_try_advisory_lock_pair};
 use crate::db::{self, DatabaseUrl, quote_ident};
 use crate::{Error, Result};
 
@@ -21,23 +22,6 @@ pub struct Scratch {
     pub url: DatabaseUrl,
     /// The session holding the claim; also the one that drops the database.
     admin: AsyncPgConnection,
-}
-
-diesel::define_sql_function! {
-    /// PostgreSQL's internal string hash: a scratch database's name as a lock key.
-    fn hashtext(text: Text) -> Integer;
-}
-
-diesel::define_sql_function! {
-    /// Takes a session advisory lock on a pair of keys if it is free; true when taken.
-    #[sql_name = "pg_try_advisory_lock"]
-    fn try_lock(space: Integer, key: Integer) -> Bool;
-}
-
-diesel::define_sql_function! {
-    /// Releases a session advisory lock on a pair of keys.
-    #[sql_name = "pg_advisory_unlock"]
-    fn unlock(space: Integer, key: Integer) -> Bool;
 }
 
 /// The first key of every scratch claim ("scra"), apart from the runner's own lock.
@@ -173,9 +157,11 @@ async fn marked(admin: &mut AsyncPgConnection, name: &str) -> Result<Option<bool
 
 /// Takes the claim on `name` for this session; false when another session holds it.
 async fn claim(admin: &mut AsyncPgConnection, name: &str) -> Result<bool> {
-    Ok(diesel::select(try_lock(CLAIMS, hashtext(name)))
-        .get_result(admin)
-        .await?)
+    Ok(
+        diesel::select(pg_try_advisory_lock_pair(CLAIMS, hashtext(name)))
+            .get_result(admin)
+            .await?,
+    )
 }
 
 /// Drops the scratch databases of `url` whose claim is free: their runs are gone.
@@ -222,7 +208,7 @@ async fn drop_database(admin: &mut AsyncPgConnection, name: &str) -> Result<()> 
 
 /// Lets go of this session's claim on `name`.
 async fn release(admin: &mut AsyncPgConnection, name: &str) -> Result<()> {
-    diesel::select(unlock(CLAIMS, hashtext(name)))
+    diesel::select(pg_advisory_unlock_pair(CLAIMS, hashtext(name)))
         .execute(admin)
         .await?;
     Ok(())

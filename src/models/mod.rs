@@ -17,4 +17,4 @@ pub use task::{
     NewTask, Priority, Task, TaskChanges, TaskStatus, TaskStatusUpdate, Title, TreeTask,
 };
 pub use team::{Membership, NewTeam, Role, Team, TeamChanges, TeamMember};
-pub use user::{Email, NewUser, Preferences, Theme, User, UserChanges, UserRow, lower};
+pub use user::{Email, NewUser, Preferences, Theme, User, UserChanges, UserRow};

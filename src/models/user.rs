@@ -14,13 +14,9 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::db::fns::lower;
 use crate::schema::users;
 use crate::{Error, Result};
-
-diesel::define_sql_function! {
-    /// SQL `lower(text)`, to match the case-insensitive unique index on email.
-    fn lower(x: Text) -> Text;
-}
 
 /// An email address, checked before any SQL. The same rule is the `users_email_format`
 /// CHECK, so rows written by other clients obey it too.
