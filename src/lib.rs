@@ -8,23 +8,27 @@
 // Every public item, fields and variants included, says what it is.
 #![warn(missing_docs)]
 
-pub mod backup;
-pub mod bulk;
-pub mod cli;
+// The data layer.
 pub mod db;
 pub mod error;
-pub mod explain;
-pub mod instrument;
-pub mod loaders;
-pub mod migrations;
 pub mod models;
-pub mod replicas;
-pub mod reports;
-pub mod roles;
 /// Tables as `diesel print-schema` prints them; regenerate, never edit.
 pub mod schema;
+pub mod settings;
+
+// Tools over it.
+pub mod backup;
+pub mod bulk;
+pub mod explain;
+pub mod loaders;
+pub mod migrations;
+pub mod reports;
+pub mod roles;
 pub mod seed;
-mod settings;
-mod tls;
+
+pub mod cli;
+
+// TEMPORARY (issue 25 in progress): old paths while the moves merge.
+pub use db::{instrument, replicas};
 
 pub use error::{Error, Result};

@@ -1,39 +1,133 @@
-//! Settings read from the environment (`DATABASE_POOL_SIZE`, `DATABASE_SLOW_QUERY_MS`, ...):
-//! unset or empty means the default; anything else must parse and lie in the setting's
-//! range, or the error names the variable, what it holds and what it may hold.
+//! Every environment variable the library reads, read and checked here and nowhere else.
+//! `.env` is loaded once, before the first of them (and by each binary as it starts, so
+//! its own flags see it too). Unset or empty means the default; anything else must parse
+//! and lie in range, or the error names the variable, what it holds and what it may hold.
+//!
+//! | Variable | Default | Allowed | Read by |
+//! |---|---|---|---|
+//! | `DATABASE_URL` | none: required | a `postgres://` URL | [`DbConfig::from_env`], [`db::url_from`] |
+//! | `DATABASE_DIRECT_URL` | `DATABASE_URL` | a `postgres://` URL past any pooler | [`db::direct_url_from`] (migrations) |
+//! | `DATABASE_POOL_SIZE` | 10 | [`POOL_SIZE`] | [`DbConfig::from_env`] |
+//! | `DATABASE_POOL_TIMEOUT_SECS` | 5 | [`POOL_TIMEOUT_SECS`] | [`DbConfig::from_env`] |
+//! | `DATABASE_POOL_RECYCLE` | `fast` | `fast`, `verified` | [`DbConfig::from_env`] |
+//! | `DATABASE_POOLER` | `session` | `session` (or `none`), `transaction` | [`DbConfig::from_env`] |
+//! | `DATABASE_CONNECT_TIMEOUT_SECS` | 10 | [`CONNECT_TIMEOUT_SECS`] | [`db::connect_timeout`], unless the URL has `connect_timeout` |
+//! | `DATABASE_SLOW_QUERY_MS` | 500 | [`SLOW_QUERY_MS`] | [`QueryTracing::from_env`] |
+//! | `DATABASE_REPLICA_URLS` | none | comma-separated `postgres://` URLs | [`ReplicaConfig::from_env`] |
+//! | `DATABASE_REPLICA_MAX_LAG_MS` | 1000 | [`REPLICA_MAX_LAG_MS`] | [`ReplicaConfig::from_env`] |
+//! | `DATABASE_REPLICA_WAIT_MS` | 200 | [`REPLICA_WAIT_MS`] | [`ReplicaConfig::from_env`] |
+//! | `DATABASE_REPLICA_RETRY_MS` | 5000 | [`REPLICA_RETRY_MS`] | [`ReplicaConfig::from_env`] |
+//! | `DATABASE_REPLICA_TIMEOUT_MS` | 1000 | [`REPLICA_TIMEOUT_MS`] | [`ReplicaConfig::from_env`] |
+//! | `HOME` | none | a directory | TLS: `~/.postgresql/root.crt`, `postgresql.crt`, `postgresql.key`, as libpq |
+//!
+//! The binaries' own flags (`MIGRATE_*`, `RUST_LOG`, `APP_*`) are read by their argument
+//! parsers and listed in their `--help`.
+//!
+//! [`DbConfig::from_env`]: crate::db::DbConfig::from_env
+//! [`db::url_from`]: crate::db::url_from
+//! [`db::direct_url_from`]: crate::db::direct_url_from
+//! [`db::connect_timeout`]: crate::db::connect_timeout
+//! [`QueryTracing::from_env`]: crate::db::instrument::QueryTracing::from_env
+//! [`ReplicaConfig::from_env`]: crate::db::replicas::ReplicaConfig::from_env
 
+use std::ffi::OsString;
 use std::ops::RangeInclusive;
+use std::sync::Once;
 
 use crate::{Error, Result};
 
-/// The whole number in `key`, `None` when unset or empty. Values outside `range` are
-/// refused: a bound of 0 or of centuries is a typo, and durations past the range would
-/// overflow `Instant` arithmetic.
-pub(crate) fn number(key: &str, range: RangeInclusive<u64>) -> Result<Option<u64>> {
-    let Some(raw) = raw(key) else {
-        return Ok(None);
-    };
-    let value: u64 = raw
-        .parse()
-        .map_err(|_| Error::Config(format!("{key} must be a whole number, got {raw:?}")))?;
-    in_range(key, value, range).map(Some)
+/// A whole-number setting: its variable and the values it may take.
+#[derive(Debug)]
+pub struct Number {
+    /// The environment variable.
+    pub key: &'static str,
+    /// The values it may take; a value in code (e.g. a `DbConfig` field) passes the same.
+    pub range: RangeInclusive<u64>,
 }
 
-/// `value` of `key` when it lies in `range`; else an error naming both.
-pub(crate) fn in_range(key: &str, value: u64, range: RangeInclusive<u64>) -> Result<u64> {
-    if range.contains(&value) {
-        return Ok(value);
+/// Each connection is a server process, and `max_connections` tops out in the thousands.
+pub const POOL_SIZE: Number = Number {
+    key: "DATABASE_POOL_SIZE",
+    range: 1..=10_000,
+};
+
+/// 0 would fail every checkout that has to wait.
+pub const POOL_TIMEOUT_SECS: Number = Number {
+    key: "DATABASE_POOL_TIMEOUT_SECS",
+    range: 1..=3_600,
+};
+
+/// libpq reads 0 as "wait for ever"; a hung server must never hang us, so 0 is refused.
+pub const CONNECT_TIMEOUT_SECS: Number = Number {
+    key: "DATABASE_CONNECT_TIMEOUT_SECS",
+    range: 1..=3_600,
+};
+
+/// 0 reports every statement; a day is past any useful threshold.
+pub const SLOW_QUERY_MS: Number = Number {
+    key: "DATABASE_SLOW_QUERY_MS",
+    range: 0..=86_400_000,
+};
+
+/// Up to an hour behind.
+pub const REPLICA_MAX_LAG_MS: Number = Number {
+    key: "DATABASE_REPLICA_MAX_LAG_MS",
+    range: 1..=3_600_000,
+};
+
+/// 0 (check once) to a minute.
+pub const REPLICA_WAIT_MS: Number = Number {
+    key: "DATABASE_REPLICA_WAIT_MS",
+    range: 0..=60_000,
+};
+
+/// Up to an hour left out.
+pub const REPLICA_RETRY_MS: Number = Number {
+    key: "DATABASE_REPLICA_RETRY_MS",
+    range: 0..=3_600_000,
+};
+
+/// Up to a minute per read.
+pub const REPLICA_TIMEOUT_MS: Number = Number {
+    key: "DATABASE_REPLICA_TIMEOUT_MS",
+    range: 1..=60_000,
+};
+
+/// `DATABASE_POOLER`'s choices.
+pub(crate) const POOLER: &str = "DATABASE_POOLER";
+/// `DATABASE_POOL_RECYCLE`'s choices.
+pub(crate) const POOL_RECYCLE: &str = "DATABASE_POOL_RECYCLE";
+
+impl Number {
+    /// The variable's value, `None` when unset or empty.
+    pub(crate) fn read(&self) -> Result<Option<u64>> {
+        let Some(raw) = raw(self.key)? else {
+            return Ok(None);
+        };
+        let value: u64 = raw.parse().map_err(|_| {
+            Error::Config(format!("{} must be a whole number, got {raw:?}", self.key))
+        })?;
+        self.check(value).map(Some)
     }
-    Err(Error::Config(format!(
-        "{key} must be between {} and {}, got {value}",
-        range.start(),
-        range.end()
-    )))
+
+    /// `value` when it lies in range; else an error naming the variable. Bounds of 0 or of
+    /// centuries are typos, and durations past the range would overflow `Instant` arithmetic.
+    pub(crate) fn check(&self, value: u64) -> Result<u64> {
+        if self.range.contains(&value) {
+            return Ok(value);
+        }
+        Err(Error::Config(format!(
+            "{} must be between {} and {}, got {value}",
+            self.key,
+            self.range.start(),
+            self.range.end()
+        )))
+    }
 }
 
 /// The value of `key` among `choices`, `None` when unset or empty; else an error listing them.
 pub(crate) fn choice<T: Copy>(key: &str, choices: &[(&str, T)]) -> Result<Option<T>> {
-    let Some(raw) = raw(key) else {
+    let Some(raw) = raw(key)? else {
         return Ok(None);
     };
     match choices.iter().find(|(name, _)| *name == raw) {
@@ -48,9 +142,96 @@ pub(crate) fn choice<T: Copy>(key: &str, choices: &[(&str, T)]) -> Result<Option
     }
 }
 
+/// `DATABASE_URL`, unparsed; `None` when unset.
+pub(crate) fn database_url() -> Result<Option<String>> {
+    url("DATABASE_URL")
+}
+
+/// `DATABASE_DIRECT_URL`, unparsed; `None` when unset.
+pub(crate) fn direct_url() -> Result<Option<String>> {
+    url("DATABASE_DIRECT_URL")
+}
+
+/// `DATABASE_REPLICA_URLS`, split at commas; empty when unset.
+pub(crate) fn replica_urls() -> Result<Vec<String>> {
+    let list = raw("DATABASE_REPLICA_URLS")?.unwrap_or_default();
+    let urls = list.split(',').map(str::trim).filter(|u| !u.is_empty());
+    Ok(urls.map(str::to_owned).collect())
+}
+
+/// `HOME`, where libpq looks for `~/.postgresql/`; any bytes, as a path may hold.
+pub(crate) fn home() -> Option<OsString> {
+    load_dotenv();
+    std::env::var_os("HOME")
+}
+
+/// Loads `.env` from the working directory (or a parent), once per process; variables
+/// already set win. Binaries call it first, so their flags' `env` see the file too.
+pub fn load_dotenv() {
+    static LOADED: Once = Once::new();
+    LOADED.call_once(|| {
+        let _ = dotenvy::dotenv();
+    });
+}
+
+/// A URL variable as it is: an empty one is an error at parse time, not a missing one.
+fn url(key: &str) -> Result<Option<String>> {
+    load_dotenv();
+    match std::env::var(key) {
+        Ok(raw) => Ok(Some(raw)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        // Not shown: it may hold a password, and cannot be printed faithfully anyway.
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::BadUrl {
+            url: format!("${key}"),
+            reason: "it is not valid UTF-8".into(),
+        }),
+    }
+}
+
 /// `key`'s value, trimmed; `None` when unset or empty.
-fn raw(key: &str) -> Option<String> {
-    let value = std::env::var(key).ok()?;
-    let value = value.trim();
-    (!value.is_empty()).then(|| value.to_owned())
+fn raw(key: &str) -> Result<Option<String>> {
+    load_dotenv();
+    match std::env::var(key) {
+        Ok(value) => Ok(Some(value.trim().to_owned()).filter(|v| !v.is_empty())),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(Error::Config(format!("{key} is not valid UTF-8")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_outside_its_range_is_refused_by_name() {
+        assert_eq!(POOL_SIZE.check(1).unwrap(), 1);
+        assert_eq!(POOL_SIZE.check(10_000).unwrap(), 10_000);
+        for bad in [0, 10_001, u64::MAX] {
+            let err = POOL_SIZE.check(bad).unwrap_err().to_string();
+            assert!(err.contains("DATABASE_POOL_SIZE"), "{err}");
+            assert!(err.contains("between 1 and 10000"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ranges_start_where_zero_means_something() {
+        // 0 is allowed only where it has a meaning (report all, check once, retry at once).
+        let zero_allowed = [&SLOW_QUERY_MS, &REPLICA_WAIT_MS, &REPLICA_RETRY_MS];
+        for setting in [
+            &POOL_SIZE,
+            &POOL_TIMEOUT_SECS,
+            &CONNECT_TIMEOUT_SECS,
+            &SLOW_QUERY_MS,
+            &REPLICA_MAX_LAG_MS,
+            &REPLICA_WAIT_MS,
+            &REPLICA_RETRY_MS,
+            &REPLICA_TIMEOUT_MS,
+        ] {
+            let zero_ok = zero_allowed.iter().any(|s| s.key == setting.key);
+            assert_eq!(setting.check(0).is_ok(), zero_ok, "{}", setting.key);
+            assert!(setting.check(u64::MAX).is_err(), "{}", setting.key);
+        }
+    }
 }

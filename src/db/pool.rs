@@ -3,7 +3,6 @@
 //! throws away (closed by the server, left in a broken transaction, failing its check) is a
 //! `warn` event, which deadpool alone would drop without a word.
 
-use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{HookError, Metrics};
@@ -15,8 +14,9 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::{DatabaseUrl, connect_through, url_from};
-use crate::instrument::QueryTracing;
+use super::connect::connect_through;
+use super::instrument::{self, QueryTracing};
+use super::{DatabaseUrl, url_from};
 use crate::settings;
 use crate::{Error, Result};
 
@@ -25,13 +25,6 @@ pub type Pool = DeadPool<AsyncPgConnection>;
 
 /// A connection checked out of a [`Pool`]; derefs to the connection.
 pub type PooledConnection = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
-
-/// What `DATABASE_POOL_SIZE` may be: each connection is a server process, and PostgreSQL's
-/// own `max_connections` tops out in the thousands.
-pub const POOL_SIZE: RangeInclusive<u64> = 1..=10_000;
-
-/// What `DATABASE_POOL_TIMEOUT_SECS` may be: 0 would fail every checkout that has to wait.
-pub const POOL_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3_600;
 
 /// Pool settings, read from the environment (and `.env`).
 #[derive(Debug, Clone)]
@@ -85,10 +78,10 @@ impl DbConfig {
     /// them: for a URL given on the command line.
     pub fn with_env(url: DatabaseUrl) -> Result<Self> {
         let mut config = Self::new(url);
-        if let Some(size) = settings::number("DATABASE_POOL_SIZE", POOL_SIZE)? {
+        if let Some(size) = settings::POOL_SIZE.read()? {
             config.max_size = size as usize;
         }
-        if let Some(secs) = settings::number("DATABASE_POOL_TIMEOUT_SECS", POOL_TIMEOUT_SECS)? {
+        if let Some(secs) = settings::POOL_TIMEOUT_SECS.read()? {
             config.wait_timeout = Duration::from_secs(secs);
         }
         let pooler = [
@@ -96,16 +89,16 @@ impl DbConfig {
             ("none", Pooler::Session),
             ("transaction", Pooler::Transaction),
         ];
-        if let Some(choice) = settings::choice("DATABASE_POOLER", &pooler)? {
+        if let Some(choice) = settings::choice(settings::POOLER, &pooler)? {
             config.pooler = choice;
         }
         let recycle = [("fast", Recycle::Fast), ("verified", Recycle::Verified)];
-        if let Some(choice) = settings::choice("DATABASE_POOL_RECYCLE", &recycle)? {
+        if let Some(choice) = settings::choice(settings::POOL_RECYCLE, &recycle)? {
             config.recycle = choice;
         }
         // Each connection reads these as it opens; read now too, so a bad value stops the
         // service as it starts, not at its first checkout.
-        crate::instrument::QueryTracing::from_env()?;
+        QueryTracing::from_env()?;
         super::connect_timeout(&config.url)?;
         Ok(config)
     }
@@ -126,13 +119,13 @@ impl DbConfig {
 /// each one opens through [`connect`](super::connect), so the pool has the same bounded wait.
 pub fn build_pool(config: &DbConfig) -> Result<Pool> {
     // A config built in code passes the same bounds as one read from the environment.
-    settings::in_range("DATABASE_POOL_SIZE", config.max_size as u64, POOL_SIZE)?;
+    settings::POOL_SIZE.check(config.max_size as u64)?;
     let wait = config.wait_timeout;
-    if wait.is_zero() || wait.as_secs() > *POOL_TIMEOUT_SECS.end() {
+    if wait.is_zero() || wait.as_secs() > *settings::POOL_TIMEOUT_SECS.range.end() {
         return Err(Error::Config(format!(
             "DATABASE_POOL_TIMEOUT_SECS (DbConfig::wait_timeout) must be above 0 and at most \
              {} s, got {wait:?}",
-            POOL_TIMEOUT_SECS.end()
+            settings::POOL_TIMEOUT_SECS.range.end()
         )));
     }
     let mut setup = ManagerConfig::default();
@@ -219,7 +212,7 @@ fn cancel_in_background(url: &DatabaseUrl, token: tokio_postgres::CancelToken) {
     let url = url.clone();
     tokio::spawn(async move {
         let (Ok(limit), Ok((_, tls))) =
-            (super::connect_timeout(&url), crate::tls::configure(&url.0))
+            (super::connect_timeout(&url), super::tls::configure(&url.0))
         else {
             return;
         };
@@ -239,7 +232,7 @@ fn cancel_in_background(url: &DatabaseUrl, token: tokio_postgres::CancelToken) {
 pub async fn checkout(pool: &Pool) -> Result<PooledConnection> {
     let started = Instant::now();
     let got = pool.get().await;
-    let waited_ms = crate::instrument::millis(started.elapsed());
+    let waited_ms = instrument::millis(started.elapsed());
     match got {
         Ok(conn) => {
             tracing::debug!(waited_ms, "pool: checked out a connection");

@@ -4,21 +4,21 @@
 //! Unix sockets never use TLS, as in libpq. Through rustls, via tokio-postgres-rustls: pure
 //! Rust like the rest of the stack, so nothing to install (no OpenSSL headers).
 
-use std::path::{Path, PathBuf};
+mod certs;
+mod verify;
+
+use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, InconsistentKeys, RootCertStore,
-    SignatureScheme,
-};
+use rustls::{ClientConfig, InconsistentKeys, RootCertStore};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use certs::{ClientCert, Identity, client_identity, in_home, roots_from, system_roots};
+use verify::{AnyCertificate, AnyName};
 
 /// What to check of the server's certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,9 +229,6 @@ fn keepalive_defaults(params: &[(String, String)], config: &mut tokio_postgres::
     }
 }
 
-/// A client certificate chain and its private key.
-type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
-
 /// rustls's configuration: `check` (the roots and what to verify; none: any certificate)
 /// and the client certificate to present, if any.
 fn client_config(
@@ -286,227 +283,6 @@ fn client_config(
         );
     }
     Ok(builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::new(certified)))))
-}
-
-/// The one client certificate, offered to every server that asks.
-#[derive(Debug)]
-struct ClientCert(Arc<CertifiedKey>);
-
-impl ResolvesClientCert for ClientCert {
-    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
-/// `~/.postgresql/<name>`, libpq's default place for certificates and keys.
-fn in_home(name: &str) -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|home| Path::new(&home).join(".postgresql").join(name))
-}
-
-/// The client certificate and key: `sslcert` and `sslkey`, each defaulting as in libpq to
-/// `~/.postgresql/postgresql.crt` and `.key` when that file exists. One without the other
-/// is refused: the server would see no certificate and fail with a less useful message.
-fn client_identity(
-    cert: Option<&String>,
-    key: Option<&String>,
-) -> Result<Option<Identity>, String> {
-    let or_default = |given: Option<&String>, name: &str| match given {
-        Some(path) => Some(PathBuf::from(path)),
-        None => in_home(name).filter(|path| path.exists()),
-    };
-    let (cert, key) = (
-        or_default(cert, "postgresql.crt"),
-        or_default(key, "postgresql.key"),
-    );
-    let (cert, key) = match (cert, key) {
-        (None, None) => return Ok(None),
-        (Some(cert), Some(key)) => (cert, key),
-        (Some(cert), None) => {
-            return Err(format!(
-                "sslcert {} is given without its private key: add sslkey=<file> to the URL",
-                cert.display()
-            ));
-        }
-        (None, Some(key)) => {
-            return Err(format!(
-                "sslkey {} is given without its certificate: add sslcert=<file> to the URL",
-                key.display()
-            ));
-        }
-    };
-    let bad = |param: &str, path: &Path, e: &dyn std::fmt::Display| {
-        format!("{param} {}: {e}", path.display())
-    };
-    regular_file("sslcert", &cert)?;
-    let chain = (CertificateDer::pem_file_iter(&cert).map_err(|e| bad("sslcert", &cert, &e))?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad("sslcert", &cert, &e))?;
-    if chain.is_empty() {
-        return Err(bad("sslcert", &cert, &"no PEM certificate in it"));
-    }
-    regular_file("sslkey", &key)?;
-    key_private_enough(&key)?;
-    let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => bad(
-            "sslkey",
-            &key,
-            &"no unencrypted PEM private key in it (an encrypted key needs sslpassword, \
-              which is not supported: decrypt it with `openssl pkey`)",
-        ),
-        e => bad("sslkey", &key, &e),
-    })?;
-    Ok(Some((chain, key_der)))
-}
-
-/// Refuses what is not a plain file before reading it: a FIFO or a device (`/dev/zero`)
-/// would block the connect, or fill memory, outside every timeout.
-fn regular_file(param: &str, path: &Path) -> Result<(), String> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() => Ok(()),
-        Ok(_) => Err(format!("{param} {}: not a regular file", path.display())),
-        Err(e) => Err(format!("{param} {}: {e}", path.display())),
-    }
-}
-
-/// libpq refuses a private key others may read: at most 0600, or 0640 when root owns it
-/// (a group such as ssl-cert reading a system key).
-fn key_private_enough(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("sslkey {}: {e}", path.display()))?;
-    let forbidden = if meta.uid() == 0 { 0o037 } else { 0o077 };
-    if meta.mode() & forbidden != 0 {
-        return Err(format!(
-            "sslkey {}: others may read it (mode {:o}): chmod 600 it",
-            path.display(),
-            meta.mode() & 0o777
-        ));
-    }
-    Ok(())
-}
-
-/// The operating system's roots, for `sslrootcert=system`.
-fn system_roots() -> Result<RootCertStore, String> {
-    let mut store = RootCertStore::empty();
-    store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    match store.is_empty() {
-        true => Err("sslrootcert=system: this system has no root certificates".into()),
-        false => Ok(store),
-    }
-}
-
-/// The roots in a PEM file: `sslrootcert`'s, or `~/.postgresql/root.crt`.
-fn roots_from(path: &Path) -> Result<RootCertStore, String> {
-    regular_file("sslrootcert", path)?;
-    let mut store = RootCertStore::empty();
-    let unreadable = |e: &dyn std::fmt::Display| format!("sslrootcert {}: {e}", path.display());
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
-        store
-            .add(cert.map_err(|e| unreadable(&e))?)
-            .map_err(|e| unreadable(&e))?;
-    }
-    if store.is_empty() {
-        return Err(unreadable(&"no PEM certificate in it"));
-    }
-    Ok(store)
-}
-
-/// `prefer` and `require`: any certificate, as libpq accepts; the handshake's signatures are
-/// still checked against it.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: webpki's checks, except that any host name will do.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // webpki checks the chain first and the name last: a name error means the chain held.
-        match (self.0).verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -41,9 +41,7 @@ impl QueryTracing {
 
     /// The threshold from `DATABASE_SLOW_QUERY_MS`, else [`SLOW_QUERY_MS`].
     pub fn from_env() -> crate::Result<Self> {
-        // 0 reports every statement; a day is past any useful threshold.
-        let ms = crate::settings::number("DATABASE_SLOW_QUERY_MS", 0..=86_400_000)?
-            .unwrap_or(SLOW_QUERY_MS);
+        let ms = (crate::settings::SLOW_QUERY_MS.read()?).unwrap_or(SLOW_QUERY_MS);
         Ok(QueryTracing::new(Duration::from_millis(ms)))
     }
 }

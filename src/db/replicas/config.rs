@@ -1,20 +1,11 @@
 //! [`ReplicaConfig`]: the replicas and the router's bounds, from the environment or code,
 //! each range-checked by name.
 
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::Result;
 use crate::db::DatabaseUrl;
-
-/// What `DATABASE_REPLICA_MAX_LAG_MS` may be: up to an hour.
-const MAX_LAG_MS: RangeInclusive<u64> = 1..=3_600_000;
-/// What `DATABASE_REPLICA_WAIT_MS` may be: 0 (check once) to a minute.
-const WAIT_MS: RangeInclusive<u64> = 0..=60_000;
-/// What `DATABASE_REPLICA_RETRY_MS` may be: up to an hour.
-const RETRY_MS: RangeInclusive<u64> = 0..=3_600_000;
-/// What `DATABASE_REPLICA_TIMEOUT_MS` may be: up to a minute.
-const TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+use crate::settings;
 
 /// Replica settings, read from the environment (and `.env`).
 #[derive(Debug, Clone)]
@@ -40,25 +31,20 @@ impl ReplicaConfig {
     /// `DATABASE_REPLICA_WAIT_MS`, `DATABASE_REPLICA_RETRY_MS` and
     /// `DATABASE_REPLICA_TIMEOUT_MS`.
     pub fn from_env() -> Result<Self> {
-        use crate::settings::number;
-        let _ = dotenvy::dotenv();
-        let mut config = ReplicaConfig::new(Vec::new());
-        if let Ok(list) = std::env::var("DATABASE_REPLICA_URLS") {
-            config.urls = (list.split(',').map(str::trim).filter(|u| !u.is_empty()))
-                .map(DatabaseUrl::parse)
-                .collect::<Result<_>>()?;
-        }
+        let urls = settings::replica_urls()?;
+        let urls = urls.iter().map(|u| DatabaseUrl::parse(u));
+        let mut config = ReplicaConfig::new(urls.collect::<Result<_>>()?);
         let ms = Duration::from_millis;
-        if let Some(n) = number("DATABASE_REPLICA_MAX_LAG_MS", MAX_LAG_MS)? {
+        if let Some(n) = settings::REPLICA_MAX_LAG_MS.read()? {
             config.max_lag = ms(n);
         }
-        if let Some(n) = number("DATABASE_REPLICA_WAIT_MS", WAIT_MS)? {
+        if let Some(n) = settings::REPLICA_WAIT_MS.read()? {
             config.wait = ms(n);
         }
-        if let Some(n) = number("DATABASE_REPLICA_RETRY_MS", RETRY_MS)? {
+        if let Some(n) = settings::REPLICA_RETRY_MS.read()? {
             config.retry_after = ms(n);
         }
-        if let Some(n) = number("DATABASE_REPLICA_TIMEOUT_MS", TIMEOUT_MS)? {
+        if let Some(n) = settings::REPLICA_TIMEOUT_MS.read()? {
             config.timeout = ms(n);
         }
         Ok(config)
@@ -67,12 +53,11 @@ impl ReplicaConfig {
     /// Refuses bounds outside their ranges, as [`ReplicaConfig::from_env`] does: a config
     /// built in code passes the same checks in [`Router::new`](super::Router::new).
     pub(super) fn check(&self) -> Result<()> {
-        use crate::settings::in_range;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        in_range("DATABASE_REPLICA_MAX_LAG_MS", ms(self.max_lag), MAX_LAG_MS)?;
-        in_range("DATABASE_REPLICA_WAIT_MS", ms(self.wait), WAIT_MS)?;
-        in_range("DATABASE_REPLICA_RETRY_MS", ms(self.retry_after), RETRY_MS)?;
-        in_range("DATABASE_REPLICA_TIMEOUT_MS", ms(self.timeout), TIMEOUT_MS)?;
+        settings::REPLICA_MAX_LAG_MS.check(ms(self.max_lag))?;
+        settings::REPLICA_WAIT_MS.check(ms(self.wait))?;
+        settings::REPLICA_RETRY_MS.check(ms(self.retry_after))?;
+        settings::REPLICA_TIMEOUT_MS.check(ms(self.timeout))?;
         Ok(())
     }
 
@@ -92,7 +77,7 @@ impl ReplicaConfig {
 mod tests {
     use super::*;
     use crate::db::DbConfig;
-    use crate::replicas::Router;
+    use crate::db::replicas::Router;
 
     /// Bounds set in code pass the same ranges as the environment's: a Duration::MAX
     /// would overflow `Instant` arithmetic mid-request.

@@ -1,0 +1,169 @@
+//! Opening a session: one bounded attempt (TLS as the URL asks), diesel-async's set-up,
+//! statement tracing, and errors that name the masked URL and the whole cause.
+
+use std::time::Duration;
+
+use diesel_async::AsyncPgConnection;
+
+use super::{DatabaseUrl, Pooler, pool, tls};
+use crate::settings;
+use crate::{Error, Result};
+
+/// The default of [`connect_timeout`], in seconds.
+pub const CONNECT_TIMEOUT_SECS: u64 = 10;
+
+/// How long opening a connection may take, handshake and login included: the URL's
+/// `connect_timeout`, else `DATABASE_CONNECT_TIMEOUT_SECS`, else [`CONNECT_TIMEOUT_SECS`],
+/// each within [`settings::CONNECT_TIMEOUT_SECS`].
+pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
+    let params = tls::params(&url.0);
+    let in_url = params.iter().rev().find(|(k, _)| k == "connect_timeout");
+    let secs = match in_url {
+        Some((_, v)) => {
+            let range = &settings::CONNECT_TIMEOUT_SECS.range;
+            let (lo, hi) = (range.start(), range.end());
+            let bad = || Error::BadUrl {
+                url: url.to_string(),
+                reason: format!(
+                    "connect_timeout must be whole seconds from {lo} to {hi} (0 would wait \
+                     for ever), got {v:?}"
+                ),
+            };
+            let secs: u64 = v.trim().parse().map_err(|_| bad())?;
+            if !range.contains(&secs) {
+                return Err(bad());
+            }
+            secs
+        }
+        None => (settings::CONNECT_TIMEOUT_SECS.read()?).unwrap_or(CONNECT_TIMEOUT_SECS),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Opens one connection, with an error that names the (masked) URL and the cause. See
+/// [`connect_client`] for the bounded wait and the clean close.
+pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection> {
+    connect_through(url, Pooler::Session).await
+}
+
+/// [`connect`] through `pooler`.
+pub(super) async fn connect_through(
+    url: &DatabaseUrl,
+    pooler: Pooler,
+) -> Result<AsyncPgConnection> {
+    // Read first: a bad DATABASE_SLOW_QUERY_MS is refused before a session is opened.
+    let tracing = super::instrument::QueryTracing::from_env()?;
+    let (client, limit) = open(url).await?;
+    let bounced = pooler == Pooler::Transaction;
+    if bounced {
+        // diesel-async's set-up prepares and then runs its SETs, two round trips a
+        // transaction pooler may send to two server sessions: one transaction keeps them on
+        // one.
+        // DEALLOCATE ALL first: a client not set up for the pooler may have left named
+        // statements on this server session, and the set-up's would collide with them.
+        (client.batch_execute("BEGIN; DEALLOCATE ALL").await).map_err(|e| driver_error(url, &e))?;
+    }
+    // diesel-async sets the session up (time zone, encoding): bounded too.
+    let mut conn = match tokio::time::timeout(limit, AsyncPgConnection::try_from(client)).await {
+        Ok(conn) => conn.map_err(|e| connection_error(url, e))?,
+        Err(_) => return Err(timed_out(url, limit)),
+    };
+    if bounced {
+        use diesel_async::SimpleAsyncConnection;
+        conn.batch_execute("COMMIT").await?;
+        pool::for_transaction_pooler(&mut conn).await?;
+    }
+    // Every statement from here on is a tracing span; slow ones a warning.
+    diesel_async::AsyncConnection::set_instrumentation(&mut conn, tracing);
+    Ok(conn)
+}
+
+/// One tokio-postgres session: a single attempt, bounded by [`connect_timeout`] from the
+/// first packet to a usable session (a server that accepts and never answers included). Its
+/// driver runs on a task that sends Terminate when the client is dropped;
+/// [`close_connections`] lets those tasks finish before a program exits.
+pub async fn connect_client(url: &DatabaseUrl) -> Result<tokio_postgres::Client> {
+    Ok(open(url).await?.0)
+}
+
+/// [`connect_client`], and the bound it used, for the set-up that follows.
+async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration)> {
+    let limit = connect_timeout(url)?;
+    let (config, tls) = tls::configure(&url.0).map_err(|reason| Error::BadUrl {
+        url: url.to_string(),
+        reason,
+    })?;
+    let (client, connection) = match tokio::time::timeout(limit, config.connect(tls)).await {
+        Ok(Ok(pair)) => pair,
+        // tokio-postgres's own per-address timeout (the URL's connect_timeout) ran out.
+        Ok(Err(e)) if is_timeout(&e) => return Err(timed_out(url, limit)),
+        Ok(Err(e)) => {
+            return Err(driver_error(url, &e));
+        }
+        Err(_) => return Err(timed_out(url, limit)),
+    };
+    DRIVERS.spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, limit))
+}
+
+/// The tasks that drive open connections.
+static DRIVERS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Waits, up to `limit`, until every connection dropped so far has said goodbye
+/// (Terminate) to the server. Binaries call it last; otherwise the runtime stops the driver
+/// tasks first and the server logs a reset connection.
+pub async fn close_connections(limit: Duration) {
+    DRIVERS.close();
+    let _ = tokio::time::timeout(limit, DRIVERS.wait()).await;
+    DRIVERS.reopen();
+}
+
+fn is_timeout(err: &tokio_postgres::Error) -> bool {
+    let io = std::error::Error::source(err).and_then(|e| e.downcast_ref::<std::io::Error>());
+    io.is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+fn timed_out(url: &DatabaseUrl, limit: Duration) -> Error {
+    Error::Connection {
+        url: url.to_string(),
+        reason: format!(
+            "no answer within {}s (connect_timeout in the URL or DATABASE_CONNECT_TIMEOUT_SECS \
+             sets the limit)",
+            limit.as_secs()
+        ),
+    }
+}
+
+/// Turns a driver connection error into ours, with the URL masked.
+pub fn connection_error(url: &DatabaseUrl, err: diesel::ConnectionError) -> Error {
+    let reason = match err {
+        diesel::ConnectionError::BadConnection(msg) => msg,
+        other => other.to_string(),
+    };
+    Error::Connection {
+        url: url.to_string(),
+        reason: reason.trim().to_owned(),
+    }
+}
+
+/// A tokio-postgres failure on `url` as ours: the masked URL and the whole cause chain.
+pub(crate) fn driver_error(url: &DatabaseUrl, err: &tokio_postgres::Error) -> Error {
+    Error::Connection {
+        url: url.to_string(),
+        reason: error_chain(err),
+    }
+}
+
+/// An error and its sources on one line: "error connecting to server: Connection refused".
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line = format!("{line}: {cause}");
+        source = cause.source();
+    }
+    line
+}

@@ -1,0 +1,24 @@
+//! Connections, in one room: the URL (masked when shown), opening a session (TLS, bounded
+//! waits), the pool, statement tracing, the replica router and database administration.
+//! Everything that talks to a server goes through here.
+
+mod admin;
+mod connect;
+pub mod fns;
+pub mod instrument;
+mod pool;
+pub mod replicas;
+mod session;
+mod tls;
+mod url;
+
+pub use admin::{ensure_database, quote_ident, table_counts};
+pub(crate) use connect::driver_error;
+pub use connect::{
+    CONNECT_TIMEOUT_SECS, close_connections, connect, connect_client, connect_timeout,
+    connection_error,
+};
+pub use pool::{DbConfig, Pool, PooledConnection, Pooler, Recycle, build_pool, checkout};
+pub(crate) use session::transaction_pooler;
+pub use session::{ensure_session, is_transaction_pooler};
+pub use url::{DatabaseUrl, MAX_NAME_BYTES, direct_url_from, mask, tool_connection, url_from};
