@@ -52,6 +52,15 @@ pub async fn ensure_database(url: &DatabaseUrl) -> Result<bool> {
     }
 }
 
+/// `DROP DATABASE IF EXISTS … WITH (FORCE)`: gone, its sessions terminated. For databases
+/// this project made for itself (scratch copies, restore staging), never a user's.
+pub async fn drop_database(admin: &mut AsyncPgConnection, name: &str) -> Result<()> {
+    // DROP DATABASE is DDL: Diesel has no DSL for it.
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
+    diesel::sql_query(sql).execute(admin).await?;
+    Ok(())
+}
+
 #[derive(QueryableByName)]
 struct TableName {
     #[diesel(sql_type = Text)]

@@ -12,7 +12,7 @@ mod session;
 mod tls;
 mod url;
 
-pub use admin::{ensure_database, quote_ident, table_counts};
+pub use admin::{drop_database, ensure_database, quote_ident, table_counts};
 pub(crate) use connect::driver_error;
 pub use connect::{
     CONNECT_TIMEOUT_SECS, close_connections, connect, connect_client, connect_timeout,

@@ -1,5 +1,11 @@
 //! One module per table family. Each holds the row struct (`Queryable + Selectable`),
 //! the insert struct (`Insertable`), the update struct (`AsChangeset`) and its queries.
+//!
+//! A new table: its migration in `migrations/`, `src/schema.rs` printed again, a file here
+//! and its `pub mod` / `pub use` lines below (docs/first-model.md walks through it). If its
+//! rows are written in bulk, its `BulkRow` impl goes in `src/bulk/rows.rs` beside the
+//! others; a query that joins several models goes in `src/reports.rs`, eager loading in
+//! `src/loaders.rs`.
 
 pub mod bug;
 pub mod comment;
@@ -18,3 +24,5 @@ pub use task::{
 };
 pub use team::{Membership, NewTeam, Role, Team, TeamChanges, TeamMember};
 pub use user::{Email, NewUser, Preferences, Theme, User, UserChanges, UserRow};
+#[cfg(test)]
+mod tests;
