@@ -14,6 +14,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tracing::Span;
 use tracing::field::Empty;
 
+/// The target of every span and event here, kept when the module moved under `db`:
+/// `RUST_LOG=app::instrument=debug` shows each statement.
+pub const TARGET: &str = "app::instrument";
+
 /// The default of `DATABASE_SLOW_QUERY_MS`.
 pub const SLOW_QUERY_MS: u64 = 500;
 
@@ -174,9 +178,11 @@ impl Instrumentation for QueryTracing {
                 }
                 let span = match self.transactions.last() {
                     Some(tx) => {
-                        tracing::debug_span!(parent: tx, "query", sql = Empty, ms = Empty, error = Empty)
+                        tracing::debug_span!(target: TARGET, parent: tx, "query", sql = Empty, ms = Empty, error = Empty)
                     }
-                    None => tracing::debug_span!("query", sql = Empty, ms = Empty, error = Empty),
+                    None => {
+                        tracing::debug_span!(target: TARGET, "query", sql = Empty, ms = Empty, error = Empty)
+                    }
                 };
                 // Rendering the SQL costs; only for a subscriber that wants it.
                 if !span.is_disabled() {
@@ -196,7 +202,7 @@ impl Instrumentation for QueryTracing {
                 }
                 if took >= self.slow {
                     let threshold = self.slow.as_millis() as u64;
-                    tracing::warn!(parent: &span, sql = %sql_of(query), ms, threshold_ms = threshold,
+                    tracing::warn!(target: TARGET, parent: &span, sql = %sql_of(query), ms, threshold_ms = threshold,
                         "slow query: {ms:.0} ms (DATABASE_SLOW_QUERY_MS is {threshold})");
                 }
             }
@@ -204,9 +210,11 @@ impl Instrumentation for QueryTracing {
                 let depth = depth.get();
                 let span = match self.transactions.last() {
                     Some(outer) => {
-                        tracing::debug_span!(parent: outer, "transaction", depth, outcome = Empty)
+                        tracing::debug_span!(target: TARGET, parent: outer, "transaction", depth, outcome = Empty)
                     }
-                    None => tracing::debug_span!("transaction", depth, outcome = Empty),
+                    None => {
+                        tracing::debug_span!(target: TARGET, "transaction", depth, outcome = Empty)
+                    }
                 };
                 self.transactions.push(span);
             }
