@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use diesel_async::AsyncPgConnection;
 
-use super::{DatabaseUrl, Pooler, pool, tls};
+use super::pooler::{Pooler, for_transaction_pooler};
+use super::{DatabaseUrl, tls};
 use crate::settings;
 use crate::{Error, Result};
 
@@ -71,7 +72,7 @@ pub(super) async fn connect_through(
     if bounced {
         use diesel_async::SimpleAsyncConnection;
         conn.batch_execute("COMMIT").await?;
-        pool::for_transaction_pooler(&mut conn).await?;
+        for_transaction_pooler(&mut conn).await?;
     }
     // Every statement from here on is a tracing span; slow ones a warning.
     diesel_async::AsyncConnection::set_instrumentation(&mut conn, tracing);

@@ -7,6 +7,7 @@ mod connect;
 pub mod fns;
 pub mod instrument;
 mod pool;
+mod pooler;
 pub mod replicas;
 mod session;
 mod tls;
@@ -18,7 +19,8 @@ pub use connect::{
     CONNECT_TIMEOUT_SECS, close_connections, connect, connect_client, connect_timeout,
     connection_error,
 };
-pub use pool::{DbConfig, Pool, PooledConnection, Pooler, Recycle, build_pool, checkout};
+pub use pool::{DbConfig, Pool, PooledConnection, Recycle, build_pool, checkout};
+pub use pooler::Pooler;
 pub(crate) use session::transaction_pooler;
 pub use session::{ensure_session, is_transaction_pooler};
 pub use url::{DatabaseUrl, MAX_NAME_BYTES, direct_url_from, mask, tool_connection, url_from};
