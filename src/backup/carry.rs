@@ -1,0 +1,236 @@
+//! The replaced database's own state, which lives in the shared catalogs and so is in no
+//! backup: owner, connection limit, comment, grants and settings, carried over to the
+//! restored database before it takes the name.
+
+use diesel::sql_types::{Array, Bool, Integer, Nullable, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::failed;
+use crate::Result;
+use crate::db::quote_ident;
+
+/// Database-level state that lives outside the database, in the shared catalogs: a
+/// backup of the database's contents does not carry it.
+pub(super) struct DatabaseState {
+    name: String,
+    owner: String,
+    connlimit: i32,
+    comment: Option<String>,
+    /// `None`: the default privileges.
+    grants: Option<Vec<Grant>>,
+    /// `(role, "name=value")`; no role: for everyone (`ALTER DATABASE … SET`).
+    settings: Vec<(Option<String>, String)>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Grant {
+    /// `None`: PUBLIC.
+    #[diesel(sql_type = Nullable<Text>)]
+    grantee: Option<String>,
+    #[diesel(sql_type = Text)]
+    privilege: String,
+    #[diesel(sql_type = Bool)]
+    grantable: bool,
+}
+
+/// The state of database `name`, or `None` if it does not exist.
+pub(super) async fn current_state(
+    admin: &mut AsyncPgConnection,
+    name: &str,
+) -> Result<Option<DatabaseState>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        owner: String,
+        #[diesel(sql_type = Integer)]
+        connlimit: i32,
+        #[diesel(sql_type = Nullable<Text>)]
+        comment: Option<String>,
+        #[diesel(sql_type = Bool)]
+        has_acl: bool,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Nullable<Text>)]
+        role: Option<String>,
+        #[diesel(sql_type = Array<Text>)]
+        config: Vec<String>,
+    }
+    // The shared catalogs have no Diesel schema.
+    let row: Option<Row> = diesel::sql_query(
+        "SELECT pg_get_userbyid(datdba)::text AS owner, datconnlimit AS connlimit, \
+         shobj_description(oid, 'pg_database') AS comment, datacl IS NOT NULL AS has_acl \
+         FROM pg_database WHERE datname = $1",
+    )
+    .bind::<Text, _>(name)
+    .get_results(admin)
+    .await?
+    .pop();
+    let Some(row) = row else { return Ok(None) };
+    let grants = match row.has_acl {
+        false => None,
+        true => Some(
+            diesel::sql_query(
+                "SELECT r.rolname::text AS grantee, a.privilege_type AS privilege, \
+                 a.is_grantable AS grantable \
+                 FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a \
+                 LEFT JOIN pg_roles r ON r.oid = a.grantee WHERE d.datname = $1",
+            )
+            .bind::<Text, _>(name)
+            .load(admin)
+            .await?,
+        ),
+    };
+    let settings: Vec<Setting> = diesel::sql_query(
+        "SELECT r.rolname::text AS role, s.setconfig AS config FROM pg_db_role_setting s \
+         JOIN pg_database d ON d.oid = s.setdatabase \
+         LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = $1",
+    )
+    .bind::<Text, _>(name)
+    .load(admin)
+    .await?;
+    Ok(Some(DatabaseState {
+        name: name.to_owned(),
+        owner: row.owner,
+        connlimit: row.connlimit,
+        comment: row.comment,
+        grants,
+        settings: settings
+            .into_iter()
+            .flat_map(|s| s.config.into_iter().map(move |c| (s.role.clone(), c)))
+            .collect(),
+    }))
+}
+
+/// Gives `target` the owner, connection limit, comment, grants and settings of `state`.
+pub(super) async fn carry_over(
+    admin: &mut AsyncPgConnection,
+    state: &DatabaseState,
+    target: &str,
+) -> Result<()> {
+    let db = quote_ident(target);
+    // ALTER DATABASE, GRANT and COMMENT take no bind parameters: names are quoted, and
+    // values become literals by the server's own quote_literal.
+    let mut statements = vec![
+        format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(&state.owner)),
+        format!("ALTER DATABASE {db} CONNECTION LIMIT {}", state.connlimit),
+    ];
+    if let Some(comment) = &state.comment {
+        statements.push(format!(
+            "COMMENT ON DATABASE {db} IS {}",
+            literals(admin, &[comment]).await?
+        ));
+    }
+    if let Some(grants) = &state.grants {
+        statements.push(format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"));
+        for g in grants {
+            // From the server's own catalog, but checked: it is put into SQL as is.
+            let privilege = match g.privilege.as_str() {
+                p @ ("CREATE" | "CONNECT" | "TEMPORARY") => p,
+                other => return Err(failed(format!("unknown database privilege {other:?}"))),
+            };
+            let to = g.grantee.as_deref().map_or("PUBLIC".into(), quote_ident);
+            let option = if g.grantable {
+                " WITH GRANT OPTION"
+            } else {
+                ""
+            };
+            statements.push(format!(
+                "GRANT {privilege} ON DATABASE {db} TO {to}{option}"
+            ));
+        }
+    }
+    for (role, setting) in &state.settings {
+        let Some((key, value)) = setting.split_once('=') else {
+            continue;
+        };
+        let values = match GUC_LIST_QUOTE.contains(&key.to_ascii_lowercase().as_str()) {
+            true => split_guc_list(value),
+            false => vec![value.to_owned()],
+        };
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let whom = match role {
+            Some(role) => format!("ROLE {} IN DATABASE {db}", quote_ident(role)),
+            None => format!("DATABASE {db}"),
+        };
+        statements.push(format!(
+            "ALTER {whom} SET {} TO {}",
+            quote_ident(key),
+            literals(admin, &values).await?
+        ));
+    }
+    for sql in statements {
+        diesel::sql_query(&sql)
+            .execute(&mut *admin)
+            .await
+            .map_err(|e| {
+                failed(format!(
+                    "cannot carry {}'s database-level state over ({sql}): {e}",
+                    state.name
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+/// Settings whose stored value is a list of double-quoted names (PostgreSQL's
+/// GUC_LIST_QUOTE; pg_dump's list): each element becomes a literal of its own.
+const GUC_LIST_QUOTE: [&str; 6] = [
+    "local_preload_libraries",
+    "search_path",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "temp_tablespaces",
+    "unix_socket_directories",
+];
+
+/// `"$user", public` → `$user`, `public`: a stored list setting's elements.
+fn split_guc_list(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut element = String::new();
+    let mut quoted = false;
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                element.push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut element)),
+            c if c.is_whitespace() && !quoted => {}
+            c => element.push(c),
+        }
+    }
+    out.push(element);
+    out
+}
+
+/// `values` as SQL literals separated by commas, quoted by the server.
+async fn literals(admin: &mut AsyncPgConnection, values: &[&str]) -> Result<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Quoted {
+        #[diesel(sql_type = Text)]
+        q: String,
+    }
+    let Quoted { q } = diesel::sql_query(
+        "SELECT string_agg(quote_literal(v), ', ' ORDER BY n) AS q \
+         FROM unnest($1::text[]) WITH ORDINALITY AS u(v, n)",
+    )
+    .bind::<Array<Text>, _>(values)
+    .get_result(admin)
+    .await?;
+    Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_settings_split_into_elements() {
+        assert_eq!(split_guc_list("\"$user\", public"), ["$user", "public"]);
+        assert_eq!(split_guc_list("\"a,\"\"b\", c"), ["a,\"b", "c"]);
+        assert_eq!(split_guc_list("\"\""), [""]);
+    }
+}

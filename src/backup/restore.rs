@@ -1,0 +1,319 @@
+//! Restoring a backup: into a staging database, marked while it loads, that takes the
+//! database's name only once complete; the database it replaces is kept, renamed.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::Stdio;
+
+use diesel::sql_types::{Bool, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use tokio::process::Command;
+
+use super::carry::{carry_over, current_state};
+use super::origin::{not_a_backup_hint, origin};
+use super::process::run;
+use super::{Owners, Replaced, failed, interrupted, message};
+use crate::db::{self, DatabaseUrl, quote_ident};
+use crate::migrations::tool;
+use crate::{Error, Result};
+
+/// Restores `file` (from [`dump`](super::dump())) as the database of `url`, schema, history
+/// and rows together. The file is checked first: one that is not a backup creates nothing.
+/// It goes into a new database, created with the backup's encoding, collation, ctype and
+/// locale provider, in one transaction; only when that has succeeded is the current
+/// database renamed to a kept name and the new one given its place, with the current one's
+/// settings, grants, comment, owner and connection limit. A failure at any step leaves the
+/// current database as it was. Both renames need the databases free of sessions: stop the
+/// application first. When the database does not exist (a disaster), the restored one
+/// simply takes its name, and the owner it had in the backup.
+///
+/// When `cancel` completes before the renames (Ctrl-C, SIGTERM), pg_restore is stopped,
+/// the half-loaded database dropped, and an error returned; nothing else changed.
+pub async fn restore(
+    url: &DatabaseUrl,
+    file: &Path,
+    owners: Owners,
+    cancel: impl Future<Output = ()>,
+) -> Result<Replaced> {
+    if !file.is_file() {
+        return Err(failed(format!("{}: no such backup file", file.display())));
+    }
+    let name = url.database();
+    let mut cancel = std::pin::pin!(cancel);
+    let origin = origin(file, cancel.as_mut()).await.map_err(|e| {
+        failed(format!(
+            "{}; nothing created, {name} is as it was",
+            message(e)
+        ))
+    })?;
+    let stem = with_suffix(&name, &format!("_restoring_{}", "0".repeat(14)));
+    let stem = &stem[..stem.len() - 14];
+    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+    let staging = url.with_database(&format!("{stem}{stamp}"));
+    let kept = with_suffix(&name, &format!("_before_restore_{stamp}"));
+    let mut admin = db::connect(&url.with_database("postgres")).await?;
+    // CREATE/DROP/ALTER DATABASE take what they take: no slow-query warnings for them.
+    diesel_async::AsyncConnection::set_instrumentation(
+        &mut admin,
+        crate::instrument::QueryTracing::new(std::time::Duration::MAX),
+    );
+    lock_restores_of(&mut admin, stem, &name).await?;
+    drop_stale(&mut admin, stem).await?;
+    let current = current_state(&mut admin, &name).await?;
+    // CREATE DATABASE takes no bind parameters: the name is quoted, the options' keys come
+    // from a fixed list and their values are quoted as literals.
+    let mut create = format!(
+        "CREATE DATABASE {} TEMPLATE template0",
+        quote_ident(&staging.database())
+    );
+    for (key, value) in &origin.options {
+        create.push_str(&format!(" {key} = {}", quote_literal(value)));
+    }
+    diesel::sql_query(&create)
+        .execute(&mut admin)
+        .await
+        .map_err(|e| {
+            failed(format!(
+                "{}: {e} (creating it with the backup's encoding and locale: {create}); \
+                 {name} is as it was",
+                staging.database()
+            ))
+        })?;
+
+    // Marked at once: a later restore drops only marked copies, never a database that only
+    // looks like one by its name.
+    let mark = format!(
+        "COMMENT ON DATABASE {} IS {}",
+        quote_ident(&staging.database()),
+        quote_literal(STAGING_MARK)
+    );
+    diesel::sql_query(mark).execute(&mut admin).await?;
+
+    let loaded = match load(&staging, file, owners, cancel.as_mut()).await {
+        // Loaded: the copy is the database now, without the mark (carry_over gives it the
+        // current database's comment, if any).
+        Ok(()) => {
+            let unmark = format!(
+                "COMMENT ON DATABASE {} IS NULL",
+                quote_ident(&staging.database())
+            );
+            diesel::sql_query(unmark)
+                .execute(&mut admin)
+                .await
+                .map(|_| ())
+                .map_err(Error::from)
+        }
+        Err(e) => Err(e),
+    };
+    // Still before any change to `name`: an interruption here loses nothing either.
+    let prepared = match (loaded, &current) {
+        (Ok(()), Some(state)) => tokio::select! {
+            done = async {
+                carry_over(&mut admin, state, &staging.database()).await?;
+                wait_for_no_sessions(&mut admin, &name).await
+            } => done,
+            () = cancel.as_mut() => Err(interrupted()),
+        },
+        (Ok(()), None) => match (&origin.owner, owners) {
+            (Some(owner), Owners::AsInBackup) => {
+                let sql = format!(
+                    "ALTER DATABASE {} OWNER TO {}",
+                    quote_ident(&staging.database()),
+                    quote_ident(owner)
+                );
+                (diesel::sql_query(&sql).execute(&mut admin).await)
+                    .map(|_| ())
+                    .map_err(|e| failed(format!("{sql}: {e}{}", owner_hint())))
+            }
+            _ => Ok(()),
+        },
+        (loaded, _) => loaded,
+    };
+    let swapped = match (prepared, &current) {
+        (Ok(()), Some(_)) => swap(&mut admin, &name, &staging.database(), &kept).await,
+        (Ok(()), None) => rename(&mut admin, &staging.database(), &name).await,
+        (Err(e), _) => Err(e),
+    };
+    if let Err(e) = swapped {
+        let drop = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&staging.database())
+        );
+        let _ = diesel::sql_query(drop).execute(&mut admin).await;
+        let as_it_was = match current {
+            Some(_) => "is as it was",
+            None => "still does not exist",
+        };
+        return Err(failed(format!(
+            "{}; {} dropped, {name} {as_it_was}",
+            message(e),
+            staging.database()
+        )));
+    }
+    Ok(match current {
+        Some(_) => Replaced::Kept(kept),
+        None => Replaced::Created,
+    })
+}
+
+fn owner_hint() -> &'static str {
+    "; create the missing role (or grant the restoring role membership in it), or restore \
+     with --no-owner to give every object to the role that restores"
+}
+
+/// `value` as an SQL string literal (standard_conforming_strings, on since 9.1).
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// pg_restore of `file` into `staging`, stopped (and waited for) if `cancel` completes.
+async fn load(
+    staging: &DatabaseUrl,
+    file: &Path,
+    owners: Owners,
+    cancel: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<()> {
+    let (bare, env) = db::tool_connection(staging)?;
+    let mut pg_restore = Command::new(tool("pg_restore"));
+    pg_restore
+        .envs(env)
+        .args(["--single-transaction", "--exit-on-error"])
+        .args(["--dbname", &bare])
+        .arg(file)
+        .stdout(Stdio::null());
+    if owners == Owners::Restorer {
+        pg_restore.arg("--no-owner");
+    }
+    match run(pg_restore, "pg_restore", &not_a_backup_hint(file), cancel).await {
+        Err(Error::Backup(m))
+            if owners == Owners::AsInBackup
+                && (m.contains("role \"") && m.contains("does not exist")
+                    || m.contains("must be member of role")
+                    || m.contains("must be able to SET ROLE")) =>
+        {
+            Err(failed(format!("{m}{}", owner_hint())))
+        }
+        other => other.map(|_| ()),
+    }
+}
+
+/// Only one restore of a database at a time; held until `admin` closes (also when the
+/// process dies), so a `_restoring_` database found while holding it is an orphan.
+async fn lock_restores_of(admin: &mut AsyncPgConnection, stem: &str, name: &str) -> Result<()> {
+    #[derive(diesel::QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = Bool)]
+        ok: bool,
+    }
+    // Two-key advisory lock: a class of our own ('rest'), so no other lock collides.
+    let Locked { ok } =
+        diesel::sql_query("SELECT pg_try_advisory_lock(1919251316, hashtext($1)) AS ok")
+            .bind::<Text, _>(stem)
+            .get_result(admin)
+            .await?;
+    match ok {
+        true => Ok(()),
+        false => Err(failed(format!(
+            "another restore of {name} is running; nothing changed"
+        ))),
+    }
+}
+
+/// The comment on a restore's staging database while it loads: only databases that carry
+/// it are ever dropped as leftovers.
+pub const STAGING_MARK: &str = "migrate restore staging database: dropped by the next restore \
+                                of its database if the restore that made it is gone";
+
+/// Drops `<stem><14 digits>` databases marked [`STAGING_MARK`]: left by a restore that was
+/// killed before it could clean up (we hold the lock, so none is in progress).
+async fn drop_stale(admin: &mut AsyncPgConnection, stem: &str) -> Result<()> {
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        datname: String,
+    }
+    let found: Vec<Name> = diesel::sql_query(
+        "SELECT datname::text AS datname FROM pg_database WHERE left(datname, length($1)) = $1 \
+         AND shobj_description(oid, 'pg_database') = $2",
+    )
+    .bind::<Text, _>(stem)
+    .bind::<Text, _>(STAGING_MARK)
+    .load(admin)
+    .await?;
+    for Name { datname } in found {
+        let tail = &datname[stem.len()..];
+        if tail.len() != 14 || !tail.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let drop = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&datname)
+        );
+        diesel::sql_query(drop).execute(admin).await?;
+        tracing::warn!(database = %datname, "dropped the half-loaded database of an interrupted restore");
+    }
+    Ok(())
+}
+
+/// `name` → `kept`, then `staging` → `name`; the first is undone if the second fails.
+async fn swap(admin: &mut AsyncPgConnection, name: &str, staging: &str, kept: &str) -> Result<()> {
+    rename(admin, name, kept)
+        .await
+        .map_err(|e| failed(format!("{e} (stop the application first)")))?;
+    if let Err(e) = rename(admin, staging, name).await {
+        let _ = rename(admin, kept, name).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn rename(admin: &mut AsyncPgConnection, from: &str, to: &str) -> Result<()> {
+    let sql = format!(
+        "ALTER DATABASE {} RENAME TO {}",
+        quote_ident(from),
+        quote_ident(to)
+    );
+    diesel::sql_query(sql).execute(admin).await?;
+    Ok(())
+}
+
+/// Waits up to 5 s for the sessions on `name` to end (an application that is stopping),
+/// else refuses: renaming a database needs it free.
+async fn wait_for_no_sessions(admin: &mut AsyncPgConnection, name: &str) -> Result<()> {
+    #[derive(diesel::QueryableByName)]
+    struct Sessions {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        // pg_stat_activity has no Diesel schema.
+        let Sessions { n } = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind::<Text, _>(name)
+        .get_result(admin)
+        .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(failed(format!(
+                "{n} {} connected to {name}: stop the application first",
+                if n == 1 { "session is" } else { "sessions are" }
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `name` with `suffix`, the name cut (on a character boundary) so the whole fits
+/// PostgreSQL's 63 bytes.
+fn with_suffix(name: &str, suffix: &str) -> String {
+    let mut cut = 63usize.saturating_sub(suffix.len()).min(name.len());
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &name[..cut])
+}
