@@ -5,7 +5,7 @@
 use diesel::sql_types::{Array, Bool, Integer, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::failed;
+use super::{failed, quote_literal};
 use crate::Result;
 use crate::db::quote_ident;
 
@@ -108,9 +108,24 @@ pub(super) async fn carry_over(
     state: &DatabaseState,
     target: &str,
 ) -> Result<()> {
+    // ALTER DATABASE, GRANT and COMMENT have no Diesel DSL and take no bind parameters.
+    for sql in statements(state, target)? {
+        diesel::sql_query(&sql)
+            .execute(&mut *admin)
+            .await
+            .map_err(|e| {
+                failed(format!(
+                    "cannot carry {}'s database-level state over ({sql}): {e}",
+                    state.name
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+/// The statements [`carry_over`] runs: names quoted as identifiers, values as literals.
+fn statements(state: &DatabaseState, target: &str) -> Result<Vec<String>> {
     let db = quote_ident(target);
-    // ALTER DATABASE, GRANT and COMMENT take no bind parameters: names are quoted, and
-    // values become literals by the server's own quote_literal.
     let mut statements = vec![
         format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(&state.owner)),
         format!("ALTER DATABASE {db} CONNECTION LIMIT {}", state.connlimit),
@@ -118,7 +133,7 @@ pub(super) async fn carry_over(
     if let Some(comment) = &state.comment {
         statements.push(format!(
             "COMMENT ON DATABASE {db} IS {}",
-            literals(admin, &[comment]).await?
+            quote_literal(comment)
         ));
     }
     if let Some(grants) = &state.grants {
@@ -148,7 +163,7 @@ pub(super) async fn carry_over(
             true => split_guc_list(value),
             false => vec![value.to_owned()],
         };
-        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let values: Vec<String> = values.iter().map(|v| quote_literal(v)).collect();
         let whom = match role {
             Some(role) => format!("ROLE {} IN DATABASE {db}", quote_ident(role)),
             None => format!("DATABASE {db}"),
@@ -156,21 +171,10 @@ pub(super) async fn carry_over(
         statements.push(format!(
             "ALTER {whom} SET {} TO {}",
             quote_ident(key),
-            literals(admin, &values).await?
+            values.join(", ")
         ));
     }
-    for sql in statements {
-        diesel::sql_query(&sql)
-            .execute(&mut *admin)
-            .await
-            .map_err(|e| {
-                failed(format!(
-                    "cannot carry {}'s database-level state over ({sql}): {e}",
-                    state.name
-                ))
-            })?;
-    }
-    Ok(())
+    Ok(statements)
 }
 
 /// Settings whose stored value is a list of double-quoted names (PostgreSQL's
@@ -206,23 +210,6 @@ fn split_guc_list(value: &str) -> Vec<String> {
     out
 }
 
-/// `values` as SQL literals separated by commas, quoted by the server.
-async fn literals(admin: &mut AsyncPgConnection, values: &[&str]) -> Result<String> {
-    #[derive(diesel::QueryableByName)]
-    struct Quoted {
-        #[diesel(sql_type = Text)]
-        q: String,
-    }
-    let Quoted { q } = diesel::sql_query(
-        "SELECT string_agg(quote_literal(v), ', ' ORDER BY n) AS q \
-         FROM unnest($1::text[]) WITH ORDINALITY AS u(v, n)",
-    )
-    .bind::<Array<Text>, _>(values)
-    .get_result(admin)
-    .await?;
-    Ok(q)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +219,61 @@ mod tests {
         assert_eq!(split_guc_list("\"$user\", public"), ["$user", "public"]);
         assert_eq!(split_guc_list("\"a,\"\"b\", c"), ["a,\"b", "c"]);
         assert_eq!(split_guc_list("\"\""), [""]);
+    }
+
+    #[test]
+    fn the_state_is_carried_over_as_quoted_statements() {
+        let grant = |grantee: Option<&str>, privilege: &str, grantable| Grant {
+            grantee: grantee.map(str::to_owned),
+            privilege: privilege.to_owned(),
+            grantable,
+        };
+        let state = DatabaseState {
+            name: "app".into(),
+            owner: "App \"Owner\"".into(),
+            connlimit: -1,
+            comment: Some("it's ours".into()),
+            grants: Some(vec![
+                grant(None, "CONNECT", false),
+                grant(Some("reader"), "TEMPORARY", true),
+            ]),
+            settings: vec![
+                (None, "search_path=\"$user\", public".into()),
+                (Some("reader".into()), "work_mem=64MB".into()),
+                (None, "no equals sign".into()),
+            ],
+        };
+        let db = "\"app_restoring_20250101000000\"";
+        assert_eq!(
+            statements(&state, "app_restoring_20250101000000").unwrap(),
+            [
+                format!("ALTER DATABASE {db} OWNER TO \"App \"\"Owner\"\"\""),
+                format!("ALTER DATABASE {db} CONNECTION LIMIT -1"),
+                format!("COMMENT ON DATABASE {db} IS 'it''s ours'"),
+                format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
+                format!("GRANT CONNECT ON DATABASE {db} TO PUBLIC"),
+                format!("GRANT TEMPORARY ON DATABASE {db} TO \"reader\" WITH GRANT OPTION"),
+                format!("ALTER DATABASE {db} SET \"search_path\" TO '$user', 'public'"),
+                format!("ALTER ROLE \"reader\" IN DATABASE {db} SET \"work_mem\" TO '64MB'"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_privilege_is_refused_not_put_into_sql() {
+        let state = DatabaseState {
+            name: "app".into(),
+            owner: "app".into(),
+            connlimit: 5,
+            comment: None,
+            grants: Some(vec![Grant {
+                grantee: None,
+                privilege: "ALL; DROP".into(),
+                grantable: false,
+            }]),
+            settings: vec![],
+        };
+        let err = statements(&state, "copy").unwrap_err().to_string();
+        assert!(err.contains("unknown database privilege"), "{err}");
     }
 }

@@ -55,3 +55,30 @@ fn message(e: Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// `value` as an SQL string literal, written as PostgreSQL's own `quote_literal` writes
+/// it: quotes doubled, and with a backslash the `E'…'` form with backslashes doubled, so
+/// it reads the same whatever `standard_conforming_strings` says. For the statements that
+/// take no bind parameters (CREATE, ALTER and COMMENT ON DATABASE).
+fn quote_literal(value: &str) -> String {
+    let quoted = value.replace('\'', "''");
+    match value.contains('\\') {
+        true => format!("E'{}'", quoted.replace('\\', "\\\\")),
+        false => format!("'{quoted}'"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_quoted_as_postgresql_quotes_them() {
+        assert_eq!(quote_literal("x"), "'x'");
+        assert_eq!(quote_literal(""), "''");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        // What `SELECT quote_literal(E'a\\b''c')` answers.
+        assert_eq!(quote_literal(r"a\b'c"), r"E'a\\b''c'");
+        assert_eq!(quote_literal("'; DROP x; --"), "'''; DROP x; --'");
+    }
+}

@@ -12,7 +12,7 @@ use tokio::process::Command;
 use super::carry::{carry_over, current_state};
 use super::origin::{not_a_backup_hint, origin};
 use super::process::run;
-use super::{Owners, Replaced, failed, interrupted, message};
+use super::{Owners, Replaced, failed, interrupted, message, quote_literal};
 use crate::db::{self, DatabaseUrl, quote_ident};
 use crate::migrations::tool;
 use crate::{Error, Result};
@@ -159,11 +159,6 @@ pub async fn restore(
 fn owner_hint() -> &'static str {
     "; create the missing role (or grant the restoring role membership in it), or restore \
      with --no-owner to give every object to the role that restores"
-}
-
-/// `value` as an SQL string literal (standard_conforming_strings, on since 9.1).
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// pg_restore of `file` into `staging`, stopped (and waited for) if `cancel` completes.
