@@ -2,11 +2,13 @@
 //! backup: owner, connection limit, comment, grants and settings, carried over to the
 //! restored database before it takes the name.
 
-use diesel::sql_types::{Array, Bool, Integer, Nullable, Text};
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{failed, quote_literal};
 use crate::Result;
+use crate::db::fns::{pg_get_userbyid, shobj_description};
 use crate::db::quote_ident;
 
 /// Database-level state that lives outside the database, in the shared catalogs: a
@@ -38,37 +40,25 @@ pub(super) async fn current_state(
     admin: &mut AsyncPgConnection,
     name: &str,
 ) -> Result<Option<DatabaseState>> {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        owner: String,
-        #[diesel(sql_type = Integer)]
-        connlimit: i32,
-        #[diesel(sql_type = Nullable<Text>)]
-        comment: Option<String>,
-        #[diesel(sql_type = Bool)]
-        has_acl: bool,
-    }
-    #[derive(diesel::QueryableByName)]
-    struct Setting {
-        #[diesel(sql_type = Nullable<Text>)]
-        role: Option<String>,
-        #[diesel(sql_type = Array<Text>)]
-        config: Vec<String>,
-    }
-    // The shared catalogs have no Diesel schema.
-    let row: Option<Row> = diesel::sql_query(
-        "SELECT pg_get_userbyid(datdba)::text AS owner, datconnlimit AS connlimit, \
-         shobj_description(oid, 'pg_database') AS comment, datacl IS NOT NULL AS has_acl \
-         FROM pg_database WHERE datname = $1",
-    )
-    .bind::<Text, _>(name)
-    .get_results(admin)
-    .await?
-    .pop();
-    let Some(row) = row else { return Ok(None) };
-    let grants = match row.has_acl {
+    use super::catalog::{pg_database as d, pg_db_role_setting as s, pg_roles as r};
+
+    let row: Option<(String, i32, Option<String>, bool)> = d::table
+        .filter(d::datname.eq(name))
+        .select((
+            pg_get_userbyid(d::datdba),
+            d::datconnlimit,
+            shobj_description(d::oid, "pg_database"),
+            d::datacl.is_not_null(),
+        ))
+        .first(admin)
+        .await
+        .optional()?;
+    let Some((owner, connlimit, comment, has_acl)) = row else {
+        return Ok(None);
+    };
+    let grants = match has_acl {
         false => None,
+        // Diesel has no LATERAL join, nor set-returning functions in FROM.
         true => Some(
             diesel::sql_query(
                 "SELECT r.rolname::text AS grantee, a.privilege_type AS privilege, \
@@ -81,23 +71,22 @@ pub(super) async fn current_state(
             .await?,
         ),
     };
-    let settings: Vec<Setting> = diesel::sql_query(
-        "SELECT r.rolname::text AS role, s.setconfig AS config FROM pg_db_role_setting s \
-         JOIN pg_database d ON d.oid = s.setdatabase \
-         LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = $1",
-    )
-    .bind::<Text, _>(name)
-    .load(admin)
-    .await?;
+    let settings: Vec<(Option<String>, Vec<String>)> = s::table
+        .inner_join(d::table.on(d::oid.eq(s::setdatabase)))
+        .left_join(r::table.on(r::oid.eq(s::setrole)))
+        .filter(d::datname.eq(name))
+        .select((r::rolname.nullable(), s::setconfig))
+        .load(admin)
+        .await?;
     Ok(Some(DatabaseState {
         name: name.to_owned(),
-        owner: row.owner,
-        connlimit: row.connlimit,
-        comment: row.comment,
+        owner,
+        connlimit,
+        comment,
         grants,
         settings: settings
             .into_iter()
-            .flat_map(|s| s.config.into_iter().map(move |c| (s.role.clone(), c)))
+            .flat_map(|(role, config)| config.into_iter().map(move |c| (role.clone(), c)))
             .collect(),
     }))
 }

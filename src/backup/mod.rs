@@ -9,6 +9,7 @@
 //! stopped and die with us.
 
 mod carry;
+mod catalog;
 mod dump;
 mod origin;
 mod process;

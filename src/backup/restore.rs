@@ -1,11 +1,15 @@
 //! Restoring a backup: into a staging database, marked while it loads, that takes the
 //! database's name only once complete; the database it replaces is kept, renamed.
+//!
+//! Database DDL (CREATE, ALTER, COMMENT ON and DROP DATABASE) has no Diesel DSL and takes
+//! no bind parameters: those statements are `sql_query`, names quoted as identifiers and
+//! values as literals. The catalog reads and the lock use the DSL.
 
 use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
 
-use diesel::sql_types::{Bool, Text};
+use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tokio::process::Command;
 
@@ -13,6 +17,7 @@ use super::carry::{carry_over, current_state};
 use super::origin::{not_a_backup_hint, origin};
 use super::process::run;
 use super::{Owners, Replaced, failed, interrupted, message, quote_literal};
+use crate::db::fns::{hashtext, pg_backend_pid, pg_try_advisory_lock_pair, shobj_description};
 use crate::db::{self, DatabaseUrl, quote_ident};
 use crate::migrations::tool;
 use crate::{Error, Result};
@@ -46,8 +51,7 @@ pub async fn restore(
             message(e)
         ))
     })?;
-    let stem = with_suffix(&name, &format!("_restoring_{}", "0".repeat(14)));
-    let stem = &stem[..stem.len() - 14];
+    let stem = &staging_stem(&name);
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let staging = url.with_database(&format!("{stem}{stamp}"));
     let kept = with_suffix(&name, &format!("_before_restore_{stamp}"));
@@ -192,21 +196,17 @@ async fn load(
     }
 }
 
+/// The advisory-lock key space of restores, 'rest' in ASCII: a class of our own, so no
+/// other two-key lock collides with it.
+const RESTORES: i32 = 0x7265_7374;
+
 /// Only one restore of a database at a time; held until `admin` closes (also when the
 /// process dies), so a `_restoring_` database found while holding it is an orphan.
 async fn lock_restores_of(admin: &mut AsyncPgConnection, stem: &str, name: &str) -> Result<()> {
-    #[derive(diesel::QueryableByName)]
-    struct Locked {
-        #[diesel(sql_type = Bool)]
-        ok: bool,
-    }
-    // Two-key advisory lock: a class of our own ('rest'), so no other lock collides.
-    let Locked { ok } =
-        diesel::sql_query("SELECT pg_try_advisory_lock(1919251316, hashtext($1)) AS ok")
-            .bind::<Text, _>(stem)
-            .get_result(admin)
-            .await?;
-    match ok {
+    let locked: bool = diesel::select(pg_try_advisory_lock_pair(RESTORES, hashtext(stem)))
+        .get_result(admin)
+        .await?;
+    match locked {
         true => Ok(()),
         false => Err(failed(format!(
             "another restore of {name} is running; nothing changed"
@@ -222,24 +222,14 @@ pub const STAGING_MARK: &str = "migrate restore staging database: dropped by the
 /// Drops `<stem><14 digits>` databases marked [`STAGING_MARK`]: left by a restore that was
 /// killed before it could clean up (we hold the lock, so none is in progress).
 async fn drop_stale(admin: &mut AsyncPgConnection, stem: &str) -> Result<()> {
-    #[derive(diesel::QueryableByName)]
-    struct Name {
-        #[diesel(sql_type = Text)]
-        datname: String,
-    }
-    let found: Vec<Name> = diesel::sql_query(
-        "SELECT datname::text AS datname FROM pg_database WHERE left(datname, length($1)) = $1 \
-         AND shobj_description(oid, 'pg_database') = $2",
-    )
-    .bind::<Text, _>(stem)
-    .bind::<Text, _>(STAGING_MARK)
-    .load(admin)
-    .await?;
-    for Name { datname } in found {
-        let tail = &datname[stem.len()..];
-        if tail.len() != 14 || !tail.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
+    use super::catalog::pg_database as d;
+
+    let marked: Vec<String> = d::table
+        .select(d::datname)
+        .filter(shobj_description(d::oid, "pg_database").eq(STAGING_MARK))
+        .load(admin)
+        .await?;
+    for datname in marked.into_iter().filter(|n| is_staging(stem, n)) {
         let drop = format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             quote_ident(&datname)
@@ -275,21 +265,16 @@ async fn rename(admin: &mut AsyncPgConnection, from: &str, to: &str) -> Result<(
 /// Waits up to 5 s for the sessions on `name` to end (an application that is stopping),
 /// else refuses: renaming a database needs it free.
 async fn wait_for_no_sessions(admin: &mut AsyncPgConnection, name: &str) -> Result<()> {
-    #[derive(diesel::QueryableByName)]
-    struct Sessions {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
+    use super::catalog::pg_stat_activity as a;
+
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        // pg_stat_activity has no Diesel schema.
-        let Sessions { n } = diesel::sql_query(
-            "SELECT count(*) AS n FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind::<Text, _>(name)
-        .get_result(admin)
-        .await?;
+        let n: i64 = a::table
+            .filter(a::datname.eq(name))
+            .filter(a::pid.ne(pg_backend_pid()))
+            .count()
+            .get_result(admin)
+            .await?;
         if n == 0 {
             return Ok(());
         }
@@ -303,6 +288,24 @@ async fn wait_for_no_sessions(admin: &mut AsyncPgConnection, name: &str) -> Resu
     }
 }
 
+/// How many digits a staging database's stamp has (`%Y%m%d%H%M%S`).
+const STAMP_DIGITS: usize = 14;
+
+/// `<name>_restoring_`, the name cut so that the stamp still fits PostgreSQL's 63 bytes:
+/// the start of every staging database of `name`.
+fn staging_stem(name: &str) -> String {
+    let mut stem = with_suffix(name, &format!("_restoring_{}", "0".repeat(STAMP_DIGITS)));
+    stem.truncate(stem.len() - STAMP_DIGITS);
+    stem
+}
+
+/// Whether `datname` is `<stem><14 digits>`: a staging database of that stem.
+fn is_staging(stem: &str, datname: &str) -> bool {
+    datname.strip_prefix(stem).is_some_and(|stamp| {
+        stamp.len() == STAMP_DIGITS && stamp.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// `name` with `suffix`, the name cut (on a character boundary) so the whole fits
 /// PostgreSQL's 63 bytes.
 fn with_suffix(name: &str, suffix: &str) -> String {
@@ -311,4 +314,52 @@ fn with_suffix(name: &str, suffix: &str) -> String {
         cut -= 1;
     }
     format!("{}{suffix}", &name[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restores_lock_space_is_rest_in_ascii() {
+        assert_eq!(RESTORES, 1919251316);
+        assert_eq!(&RESTORES.to_be_bytes(), b"rest");
+    }
+
+    #[test]
+    fn names_are_cut_on_a_character_boundary_to_fit_63_bytes() {
+        assert_eq!(with_suffix("app", "_x"), "app_x");
+        let long = "é".repeat(40);
+        let kept = with_suffix(&long, "_before_restore_20250101000000");
+        assert!(kept.len() <= 63, "{}", kept.len());
+        assert!(kept.ends_with("_before_restore_20250101000000"));
+        assert!(kept.starts_with("éé"));
+        assert_eq!(with_suffix(&"a".repeat(70), "_b").len(), 63);
+    }
+
+    #[test]
+    fn a_staging_name_leaves_room_for_its_stamp() {
+        assert_eq!(staging_stem("app"), "app_restoring_");
+        let stem = staging_stem(&"ü".repeat(40));
+        assert!(stem.ends_with("_restoring_"));
+        assert!(stem.len() + STAMP_DIGITS <= 63, "{}", stem.len());
+    }
+
+    #[test]
+    fn only_stem_and_fourteen_digits_is_a_staging_database() {
+        let stem = "app_restoring_";
+        assert!(is_staging(stem, "app_restoring_20250101000000"));
+        assert!(
+            !is_staging(stem, "app_restoring_2025010100000"),
+            "13 digits"
+        );
+        assert!(
+            !is_staging(stem, "app_restoring_202501010000000"),
+            "15 digits"
+        );
+        assert!(!is_staging(stem, "app_restoring_2025010100000x"));
+        assert!(!is_staging(stem, "app_restoring_"));
+        assert!(!is_staging(stem, "other_restoring_20250101000000"));
+        assert!(!is_staging(stem, "app"));
+    }
 }
