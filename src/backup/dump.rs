@@ -123,3 +123,55 @@ fn exists_already(file: &Path) -> Error {
         file.display()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_file_is_hidden_beside_the_backup_and_names_its_process() {
+        let file = Path::new("backups/before.dump");
+        let partial = partial_path(file);
+        let pid = std::process::id();
+        assert_eq!(
+            partial,
+            Path::new(&format!("backups/.before.dump.partial-{pid}"))
+        );
+        let name = partial.file_name().unwrap().to_str().unwrap();
+        assert_eq!(partial_pid(file, name), Some(pid as libc::pid_t));
+        assert_eq!(
+            partial_path(Path::new("x.dump")),
+            Path::new(&format!(".x.dump.partial-{pid}"))
+        );
+    }
+
+    #[test]
+    fn only_a_partial_of_the_same_backup_with_a_pid_is_recognised() {
+        let file = Path::new("before.dump");
+        assert_eq!(partial_pid(file, ".before.dump.partial-42"), Some(42));
+        assert_eq!(partial_pid(file, ".before.dump.partial-0"), None);
+        assert_eq!(partial_pid(file, ".before.dump.partial--42"), None);
+        assert_eq!(partial_pid(file, ".before.dump.partial-4x"), None);
+        assert_eq!(partial_pid(file, ".before.dump.partial-"), None);
+        assert_eq!(partial_pid(file, ".other.dump.partial-42"), None);
+        assert_eq!(partial_pid(file, "before.dump"), None);
+    }
+
+    #[test]
+    fn publishing_never_clobbers_a_file() {
+        let dir = std::env::temp_dir().join(format!("backup-publish-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (partial, file) = (dir.join(".b.dump.partial-1"), dir.join("b.dump"));
+        std::fs::write(&partial, "dump").unwrap();
+        publish(&partial, &file).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "dump");
+        // As dump does: the partial name goes, the published one stays.
+        std::fs::remove_file(&partial).unwrap();
+
+        std::fs::write(&partial, "newer").unwrap();
+        let err = publish(&partial, &file).unwrap_err().to_string();
+        assert!(err.contains("exists already"), "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "dump");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -5,8 +5,8 @@
 //! The parts: `dump` writes a backup file; `restore` loads one into a staging database
 //! and swaps it in; `origin` reads what a backup says about its database (encoding,
 //! locale, owner); `carry` carries the replaced database's own state (owner, grants,
-//! settings, comment) over; `process` runs pg_dump and pg_restore as children that can be
-//! stopped and die with us.
+//! settings, comment) over, reading the shared catalogs declared in `catalog`; `process`
+//! runs pg_dump and pg_restore as children that can be stopped and die with us.
 
 mod carry;
 mod catalog;

@@ -169,4 +169,14 @@ mod tests {
         assert_eq!(origin.options, [("ENCODING".to_owned(), "UTF8".to_owned())]);
         assert_eq!(origin.owner, None);
     }
+
+    #[test]
+    fn tokens_unquote_literals_and_names_and_stop_at_the_semicolon() {
+        assert_eq!(
+            tokens(r#""a ""b""" WITH KEY='it''s'  other = x; after"#),
+            [r#"a "b""#, "WITH", "KEY", "=", "it's", "other", "=", "x"]
+        );
+        assert_eq!(tokens("''"), [""]);
+        assert!(tokens(";").is_empty());
+    }
 }

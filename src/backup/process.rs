@@ -106,3 +106,79 @@ fn signal_name(signal: i32) -> &'static str {
         _ => "signal",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    /// Runs `sh -c script`, nothing cancelling it.
+    async fn sh(script: &str) -> Result<Vec<u8>> {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]).stdout(Stdio::piped());
+        run(
+            command,
+            "sh",
+            "; the hint",
+            std::pin::pin!(std::future::pending()),
+        )
+        .await
+    }
+
+    fn said(result: Result<Vec<u8>>) -> String {
+        match result {
+            Err(Error::Backup(message)) => message,
+            other => panic!("expected a backup error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn stdout_comes_back_when_piped() {
+        assert_eq!(sh("echo hi").await.unwrap(), b"hi\n");
+    }
+
+    #[tokio::test]
+    async fn a_failure_says_what_the_tool_wrote_else_its_status_and_the_hint() {
+        assert_eq!(said(sh("echo oops >&2; exit 1").await), "sh failed: oops");
+        assert_eq!(
+            said(sh("exit 3").await),
+            "sh exited with status 3 and no message; the hint"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_killed_child_is_told_by_its_signal() {
+        assert_eq!(
+            said(sh("kill -TERM $$").await),
+            "sh was killed by signal 15 (SIGTERM); the hint"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_tool_says_what_to_install() {
+        let command = Command::new("no-such-tool-for-backup-tests");
+        let result = run(
+            command,
+            "pg_dump",
+            "",
+            std::pin::pin!(std::future::pending()),
+        )
+        .await;
+        let message = said(result);
+        assert!(message.starts_with("cannot run pg_dump ("), "{message}");
+        assert!(
+            message.ends_with("install PostgreSQL's client tools"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_child_is_stopped_and_reported_as_interrupted() {
+        let started = std::time::Instant::now();
+        let mut command = Command::new("sleep");
+        command.arg("30");
+        let result = run(command, "sleep", "", std::pin::pin!(async {})).await;
+        assert_eq!(said(result), "interrupted");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+}
