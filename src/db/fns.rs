@@ -1,7 +1,7 @@
 //! SQL functions the queries call, declared once for Diesel's DSL (as crates.io's `fns.rs`).
 //! Only what Diesel does not ship: its own `dsl` already has `count`, `max`, `now` and the like.
 
-use diesel::sql_types::{BigInt, Integer, Text};
+use diesel::sql_types::{BigInt, Integer, Oid, Text};
 
 diesel::define_sql_function! {
     /// `lower(text)`: the case-insensitive unique index on email is on it.
@@ -51,4 +51,19 @@ diesel::define_sql_function! {
     /// transaction ends. Void in SQL, like `pg_advisory_lock`. Takes `hashtext`'s int,
     /// which PostgreSQL widens to the bigint key.
     fn pg_advisory_xact_lock(key: Integer) -> Bool;
+}
+
+diesel::define_sql_function! {
+    /// `shobj_description(oid, catalog)`: the comment on a shared object, such as a database.
+    fn shobj_description(object: Oid, catalog: Text) -> Nullable<Text>;
+}
+
+diesel::define_sql_function! {
+    /// `pg_get_userbyid(oid)`: the name of the role with that OID.
+    fn pg_get_userbyid(role: Oid) -> Text;
+}
+
+diesel::define_sql_function! {
+    /// `pg_backend_pid()`: the server process of this session.
+    fn pg_backend_pid() -> Integer;
 }
