@@ -139,11 +139,7 @@ pub async fn restore(
         (Err(e), _) => Err(e),
     };
     if let Err(e) = swapped {
-        let drop = format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(&staging.database())
-        );
-        let _ = diesel::sql_query(drop).execute(&mut admin).await;
+        let _ = db::drop_database(&mut admin, &staging.database()).await;
         let as_it_was = match current {
             Some(_) => "is as it was",
             None => "still does not exist",
@@ -230,11 +226,7 @@ async fn drop_stale(admin: &mut AsyncPgConnection, stem: &str) -> Result<()> {
         .load(admin)
         .await?;
     for datname in marked.into_iter().filter(|n| is_staging(stem, n)) {
-        let drop = format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(&datname)
-        );
-        diesel::sql_query(drop).execute(admin).await?;
+        db::drop_database(admin, &datname).await?;
         tracing::warn!(database = %datname, "dropped the half-loaded database of an interrupted restore");
     }
     Ok(())
