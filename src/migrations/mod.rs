@@ -11,7 +11,7 @@ mod source;
 
 pub use lint::{LintFinding, lint};
 pub use runner::{
-    Applied, Config, Direction, HISTORY_DDL, LOCK_KEY, Migrator, Problem, Status, Target,
+    Applied, Config, Direction, HISTORY_DDL, LOCK_KEY, Migrator, Problem, State, Status, Target,
 };
 pub use scratch::{
     RoundTripFailure, Scratch, dump_schema, print_schema, round_trip, schema_drift, tool,
