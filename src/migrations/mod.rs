@@ -4,19 +4,21 @@
 //! files, errors that name the failing statement, out-of-order detection, `stamp`, SQL
 //! previews, and squawk's linter.
 
+mod checks;
 mod lint;
 mod runner;
 mod scratch;
 mod source;
 
-pub use lint::{LintFinding, lint};
-pub use runner::{
-    Applied, Config, Direction, HISTORY_DDL, LOCK_KEY, Migrator, Problem, Status, Target,
-};
-pub use scratch::{
-    RoundTripFailure, Scratch, dump_schema, print_schema, round_trip, schema_drift, tool,
+pub use checks::{
+    RoundTripFailure, dump_schema, print_schema, round_trip, schema_drift, tool,
     unindexed_foreign_keys,
 };
+pub use lint::{LintFinding, lint};
+pub use runner::{
+    Applied, Config, Direction, HISTORY_DDL, LOCK_KEY, Migrator, Problem, State, Status, Target,
+};
+pub use scratch::Scratch;
 pub use source::{Migration, Statement, statements};
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
