@@ -68,7 +68,7 @@ impl Scratch {
             }
             match marked(&mut admin, &name).await? {
                 // Left by an earlier run with this pid: its claim is free, we hold it now.
-                Some(true) => drop_database(&mut admin, &name).await?,
+                Some(true) => db::drop_database(&mut admin, &name).await?,
                 Some(false) => {
                     release(&mut admin, &name).await?;
                     continue;
@@ -91,7 +91,7 @@ impl Scratch {
     /// Drops the scratch database (terminating its sessions) and lets go of its claim.
     pub async fn drop_now(mut self) -> Result<()> {
         let name = self.url.database();
-        drop_database(&mut self.admin, &name).await?;
+        db::drop_database(&mut self.admin, &name).await?;
         release(&mut self.admin, &name).await
     }
 
@@ -191,18 +191,10 @@ async fn sweep(admin: &mut AsyncPgConnection, url: &DatabaseUrl) -> Result<()> {
         }
         if marked(admin, &name).await? == Some(true) {
             tracing::warn!(database = %name, "dropping a scratch database left by a run that is gone");
-            drop_database(admin, &name).await?;
+            db::drop_database(admin, &name).await?;
         }
         release(admin, &name).await?;
     }
-    Ok(())
-}
-
-/// `DROP DATABASE IF EXISTS … WITH (FORCE)`: its sessions are terminated.
-async fn drop_database(admin: &mut AsyncPgConnection, name: &str) -> Result<()> {
-    // DROP DATABASE is DDL: Diesel has no DSL for it.
-    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
-    diesel::sql_query(sql).execute(admin).await?;
     Ok(())
 }
 
