@@ -1,5 +1,6 @@
-//! What the binaries share: output that survives a closed pipe, where diagnostics go, and a
-//! clean exit.
+//! What the binaries share: output that survives a closed pipe, where diagnostics go, signals,
+//! their common flags, and a clean exit. Behind the `cli` feature (on by default): the data
+//! layer alone installs no subscriber and needs neither clap nor tracing-subscriber.
 //!
 //! `println!` panics when the reader has gone (`init_db | head -2`). These macros drop the
 //! line instead, so the command finishes its work and exits with its own status.

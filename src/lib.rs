@@ -10,6 +10,7 @@
 
 pub mod backup;
 pub mod bulk;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod db;
 pub mod error;
