@@ -77,6 +77,8 @@ impl Logging {
     /// the diagnostics off.
     pub fn init(&self, default: &str) -> crate::Result<()> {
         use tracing_subscriber::EnvFilter;
+        // Read here rather than by EnvFilter::try_from_default_env: the typo warning and the
+        // refusal quote the raw value, which EnvFilter does not hand back.
         let filter = match std::env::var("RUST_LOG") {
             Ok(raw) if !raw.trim().is_empty() => {
                 let bad = |why: String| {
