@@ -1,5 +1,6 @@
-//! What the binaries share: output that survives a closed pipe, where diagnostics go, and a
-//! clean exit.
+//! What the binaries share: output that survives a closed pipe, where diagnostics go, signals,
+//! their common flags, and a clean exit. Behind the `cli` feature (on by default): the data
+//! layer alone installs no subscriber and needs neither clap nor tracing-subscriber.
 //!
 //! `println!` panics when the reader has gone (`init_db | head -2`). These macros drop the
 //! line instead, so the command finishes its work and exits with its own status.
@@ -76,6 +77,8 @@ impl Logging {
     /// the diagnostics off.
     pub fn init(&self, default: &str) -> crate::Result<()> {
         use tracing_subscriber::EnvFilter;
+        // Read here rather than by EnvFilter::try_from_default_env: the typo warning and the
+        // refusal quote the raw value, which EnvFilter does not hand back.
         let filter = match std::env::var("RUST_LOG") {
             Ok(raw) if !raw.trim().is_empty() => {
                 let bad = |why: String| {
@@ -164,6 +167,21 @@ impl Stop {
     /// After a signal: the exit status shells give a process it stopped (128 + its number).
     pub fn exit_code(&self) -> Option<ExitCode> {
         self.fired.map(|n| ExitCode::from(128 + n))
+    }
+
+    /// After work that raced [`Stop::wait`]: when it failed because a signal arrived, prints
+    /// `message(error)` on stderr and returns the signal's exit status; `None` otherwise, the
+    /// result left for the caller.
+    pub fn interrupted<T, E>(
+        &self,
+        result: &Result<T, E>,
+        message: impl FnOnce(&E) -> String,
+    ) -> Option<ExitCode> {
+        let (Some(code), Err(e)) = (self.exit_code(), result) else {
+            return None;
+        };
+        errln!("{}", message(e));
+        Some(code)
     }
 }
 
@@ -313,6 +331,45 @@ mod tests {
         for bad in ["", "s", "5 parsecs", "-5s", "1.5s"] {
             assert!(duration(bad).is_err(), "{bad} passed");
         }
+    }
+
+    #[test]
+    fn every_unit_counts_and_a_bare_number_is_seconds() {
+        let ms = |text: &str| duration(text).map(|d| d.as_millis());
+        assert_eq!(ms("0"), Ok(0));
+        assert_eq!(ms("7ms"), Ok(7));
+        assert_eq!(ms("7s"), Ok(7_000));
+        assert_eq!(ms("7"), Ok(7_000));
+        assert_eq!(ms("7m"), Ok(420_000));
+        assert_eq!(ms("7min"), Ok(420_000));
+        assert_eq!(ms("7h"), Ok(25_200_000));
+        assert_eq!(ms("7d"), Ok(604_800_000));
+        // Spaces around the value and before the unit, as PostgreSQL allows.
+        assert_eq!(ms(" 5 s "), Ok(5_000));
+    }
+
+    #[test]
+    fn the_bound_is_postgresqls_and_holds_in_every_unit() {
+        assert_eq!(duration("2147483s"), Ok(Duration::from_secs(2_147_483)));
+        assert_eq!(duration("35791min"), Ok(Duration::from_secs(35_791 * 60)));
+        for past in ["2147484s", "35792min", "597h", "25d"] {
+            assert!(duration(past).is_err(), "{past} passed");
+        }
+        // The product overflows u64: refused as too long, not wrapped to something small.
+        let err = duration("18446744073709551615d").unwrap_err();
+        assert!(err.contains("too long"), "{err}");
+    }
+
+    #[test]
+    fn junk_is_refused_with_what_was_wrong() {
+        let unit = duration("5sec").unwrap_err();
+        assert!(unit.contains("unknown unit \"sec\""), "{unit}");
+        assert!(unit.contains("ms, s, min, h, d"), "{unit}");
+        for junk in ["sec", "s5", "5s5", "0x10", "5 5s", "\u{661}s", "five"] {
+            assert!(duration(junk).is_err(), "{junk} passed");
+        }
+        let empty = duration("   ").unwrap_err();
+        assert!(empty.contains("is not a duration like 5s"), "{empty}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 // Every public item, fields and variants included, says what it is.
 #![warn(missing_docs)]
 
-// The data layer.
+// The data layer: tables, models, connections, their errors and settings.
 pub mod db;
 pub mod error;
 pub mod models;
@@ -26,6 +26,9 @@ pub mod reports;
 pub mod roles;
 pub mod seed;
 
+// What the binaries share (flags, logging, signals), behind the default `cli` feature:
+// without it the library builds no subscriber, clap or progress bars.
+#[cfg(feature = "cli")]
 pub mod cli;
 
 // TEMPORARY (issue 25 in progress): old paths while the moves merge.

@@ -253,3 +253,23 @@ async fn health(pool: &Pool) -> anyhow::Result<()> {
     conn.batch_execute("SELECT 1").await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Cli, Command};
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_refuses_an_interval_out_of_range() {
+        for every in ["0", "86401"] {
+            assert!(Cli::try_parse_from(["app", "serve", "--every", every]).is_err());
+        }
+        let cli = Cli::try_parse_from(["app", "serve", "--every", "86400"]).unwrap();
+        assert!(matches!(cli.command, Command::Serve { every: 86_400 }));
+    }
+}

@@ -80,6 +80,15 @@ fn the_generated_manifest_is_the_root_one_under_another_name() {
     generated["package"]
         .as_table_mut()
         .unwrap()
+        .insert("name".into(), name.clone());
+    // The service binary (`[[bin]]` for src/main.rs) is named after the package too.
+    assert_eq!(
+        generated["bin"][0]["name"].as_str(),
+        Some(placeholder.as_str())
+    );
+    generated["bin"].as_array_mut().unwrap()[0]
+        .as_table_mut()
+        .unwrap()
         .insert("name".into(), name);
     assert_eq!(
         root_manifest, generated,

@@ -121,3 +121,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Args, MAX_TASKS, MAX_USERS};
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn volume_flags_need_their_predecessor_and_stay_in_bounds() {
+        let parse = |args: &[&str]| Args::try_parse_from([&["init_db"], args].concat());
+        assert!(parse(&["--users", "5"]).is_err(), "--users without --seed");
+        assert!(
+            parse(&["--seed", "--tasks", "5"]).is_err(),
+            "--tasks without --users"
+        );
+        let over = (MAX_USERS + 1).to_string();
+        assert!(parse(&["--seed", "--users", &over]).is_err());
+        let max = MAX_TASKS.to_string();
+        let args = parse(&["--seed", "--users", "1", "--tasks", &max]).unwrap();
+        assert_eq!((args.users, args.tasks), (1, MAX_TASKS));
+    }
+}

@@ -230,3 +230,24 @@ fn print_tables(report: &Report) {
         stream::print_table(&streamed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn no_workloads_named_means_all_of_them() {
+        let all = Args::try_parse_from(["bench"]).unwrap();
+        assert!(all.wants("insert") && all.wants("oltp_txn"));
+        let some = Args::try_parse_from(["bench", "--workloads", "load,point_read"]).unwrap();
+        assert!(some.wants("point_read") && !some.wants("insert"));
+        assert!(Args::try_parse_from(["bench", "--workloads", "nope"]).is_err());
+        assert!(Args::try_parse_from(["bench", "--rounds", "0"]).is_err());
+    }
+}
