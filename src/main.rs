@@ -75,6 +75,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
+    app::settings::load_dotenv();
     let cli = Cli::parse();
     let result = match cli.logging.init("info") {
         Ok(()) => run(cli).await.map(|()| ExitCode::SUCCESS),

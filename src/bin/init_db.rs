@@ -46,6 +46,8 @@ const MAX_TASKS: u64 = 100_000_000;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
+    app::settings::load_dotenv();
     let args = Args::parse();
     let result = match args.logging.init("warn") {
         Ok(()) => run(args).await.map(|()| ExitCode::SUCCESS),

@@ -144,6 +144,8 @@ impl Results {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
+    app::settings::load_dotenv();
     let args = Args::parse();
     let result = match (args.logging.init("warn"), args.stream_child) {
         (Err(e), _) => Err(e.into()),

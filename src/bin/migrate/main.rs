@@ -63,6 +63,8 @@ enum Verb {
 }
 
 fn main() -> ExitCode {
+    // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
+    app::settings::load_dotenv();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
