@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite of this repository: the application's format, lint and doc checks and
-# its tests, then the template checks (tests/template_*.rs: generation under several names,
+# its tests, then the template checks (tests/template/: generation under several names,
 # quickstart, copying a model), all against PostgreSQL.
 #
 #   scripts/test.sh [cargo test args...]

@@ -15,7 +15,7 @@ fn bench_script_prints_the_table_and_writes_json_where_asked() {
             "--dev", "--rows", "300", "--users", "30", "--json", "b.json",
         ])
         // The bulk and loading workloads only: the arguments pass through, and the OLTP and
-        // streamed ones (tests/bench.rs) would add minutes in every generated project.
+        // streamed ones (bench.rs) would add minutes in every generated project.
         .args(["--workloads", "insert,load"])
         .current_dir(&dir.0)
         .env("DATABASE_URL", server_url().expose())

@@ -1,6 +1,7 @@
 //! docs/first-model.md, followed step by step in a freshly generated project: its commands
-//! run, its code blocks are written where their info string says (```` ```rust tests/notes.rs
-//! ````), and then the project's whole test suite passes with the new table.
+//! run, its code blocks are written where their info string says (```` ```rust
+//! tests/app/notes.rs ````), and then the project's whole test suite passes with the new
+//! table.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -41,6 +42,20 @@ fn script(project: &Path, url: &str, name: &str, args: &[&str]) -> Output {
         .expect("run a project script");
     assert_success(&format!("scripts/{name} {args:?}"), &out);
     out
+}
+
+/// `main` (the app test program's root) with the `mod` line `line` among its topic modules,
+/// the last run of `mod` lines, in the order cargo fmt keeps them.
+fn with_module(main: &str, line: &str) -> String {
+    let mut lines: Vec<&str> = main.lines().collect();
+    let end = 1 + lines.iter().rposition(|l| l.starts_with("mod ")).unwrap();
+    let start = lines[..end]
+        .iter()
+        .rposition(|l| !l.starts_with("mod "))
+        .map_or(0, |i| i + 1);
+    let at = (start..end).find(|&i| lines[i] > line).unwrap_or(end);
+    lines.insert(at, line);
+    lines.join("\n") + "\n"
 }
 
 fn folder_ending(dir: &Path, suffix: &str) -> PathBuf {
@@ -103,13 +118,23 @@ fn the_first_model_walkthrough_works_in_a_generated_project() {
     let models = project.join("src/models/mod.rs");
     let registered = std::fs::read_to_string(&models).unwrap() + "\n" + &block("src/models/mod.rs");
     std::fs::write(&models, registered).unwrap();
-    std::fs::write(project.join("tests/notes.rs"), block("tests/notes.rs")).unwrap();
+    std::fs::write(
+        project.join("tests/app/notes.rs"),
+        block("tests/app/notes.rs"),
+    )
+    .unwrap();
+    let main = project.join("tests/app/main.rs");
+    let with_notes = with_module(
+        &std::fs::read_to_string(&main).unwrap(),
+        block("tests/app/main.rs").trim(),
+    );
+    std::fs::write(&main, with_notes).unwrap();
     script(&project, &url, "migrate.sh", &["check"]);
 
     let out = cargo(&project, &["test"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("test notes_are_written_read_back_and_checked ... ok"),
+        text.contains("test notes::notes_are_written_read_back_and_checked ... ok"),
         "{text}"
     );
     assert!(!text.contains("FAILED"), "{text}");
