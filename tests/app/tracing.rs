@@ -2,7 +2,7 @@
 //! capturing subscriber: a span per statement with its SQL and never its binds, a warning
 //! for a slow one, and no password in anything emitted.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::support::{self, Cluster, TestDb, pg_binaries_present};
@@ -42,8 +42,16 @@ impl Captured {
     }
 }
 
+/// A second dispatcher, alive for the whole program and the default of no thread. With
+/// exactly one live dispatcher tracing-core takes it for the global one and asks the
+/// *current* thread's default whether a new callsite is wanted: a span first reached by a
+/// test of another module (no subscriber) would be cached as never wanted, and missing
+/// here. With two, it asks every live dispatcher.
+static BYSTANDER: OnceLock<tracing::Dispatch> = OnceLock::new();
+
 /// A DEBUG subscriber for this thread, writing each span's fields when it closes.
 fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    BYSTANDER.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::new()));
     let out = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(out.clone())
