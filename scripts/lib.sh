@@ -20,7 +20,7 @@ need_cargo_generate() {
   cargo install cargo-generate --locked --version "$CARGO_GENERATE_VERSION"
 }
 
-# pgbouncer (Debian's package) for tests/pgbouncer.rs, installed when missing and apt-get can.
+# pgbouncer (Debian's package) for tests/app/pgbouncer.rs, installed when missing and apt-get can.
 need_pgbouncer() {
   if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then return 0; fi
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite of this repository: the application's format, lint and doc checks and
-# its tests, then the template checks (tests/template_*.rs: generation under several names,
+# its tests, then the template checks (tests/template/: generation under several names,
 # quickstart, copying a model), all against PostgreSQL.
 #
 #   scripts/test.sh [cargo test args...]
@@ -35,6 +35,8 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 # Docs are part of the product: a broken intra-doc link fails like a lint.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --quiet
+# The library alone (no `cli` feature) builds without the binaries' subscriber and flags.
+cargo check --no-default-features --lib --quiet
 
 say "tests (the template checks generate, build and test projects inside them)"
 cargo test "$@"

@@ -31,7 +31,4 @@ pub mod seed;
 #[cfg(feature = "cli")]
 pub mod cli;
 
-// TEMPORARY (issue 25 in progress): old paths while the moves merge.
-pub use db::{instrument, replicas};
-
 pub use error::{Error, Result};

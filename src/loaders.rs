@@ -1,6 +1,6 @@
 //! Loading parents with their children without the N+1 problem (SQLAlchemy's selectinload /
 //! joinedload), next to the naive version for comparison. Query counts are in the docs of
-//! each function and asserted in `tests/loaders.rs`.
+//! each function and asserted in `tests/app/loaders.rs`.
 
 use std::collections::HashMap;
 

@@ -59,7 +59,7 @@ pub async fn restore(
     // CREATE/DROP/ALTER DATABASE take what they take: no slow-query warnings for them.
     diesel_async::AsyncConnection::set_instrumentation(
         &mut admin,
-        crate::instrument::QueryTracing::new(std::time::Duration::MAX),
+        crate::db::instrument::QueryTracing::new(std::time::Duration::MAX),
     );
     lock_restores_of(&mut admin, stem, &name).await?;
     drop_stale(&mut admin, stem).await?;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use app::bulk::{self, OnConflict};
 use app::db::DatabaseUrl;
-use app::instrument::QueryCounter;
+use app::db::instrument::QueryCounter;
 use app::models::{Membership, NewTask, Priority, Role, TaskStatus, TaskStatusUpdate, Title};
 use app::schema::{tasks, team_members};
 use app::{Error, loaders, outln, reports};

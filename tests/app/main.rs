@@ -1,0 +1,36 @@
+//! The application's tests, one program: a module per topic (`cargo test --test app
+//! migrate::` runs one), each test against a database of its own (see `support`).
+//!
+//! One process for all of them, so a test must not change what the process shares: no
+//! environment variables set, no current directory changed, no global tracing subscriber.
+//! Children get their environment through `Command::env`; `tracing` tests install a
+//! subscriber for their own thread only.
+
+mod support;
+
+mod app;
+mod backup;
+mod bench;
+mod bench_script;
+mod bulk;
+mod diesel_cli;
+mod field_types;
+mod indexes;
+mod inheritance;
+mod init_db;
+mod loaders;
+mod migrate;
+mod mixins;
+mod models;
+mod no_libpq;
+mod operator_input;
+mod pgbouncer;
+mod privileges;
+mod queries;
+mod reliability;
+mod replica;
+mod restart;
+mod secrets;
+mod tls;
+mod tracing;
+mod validation;

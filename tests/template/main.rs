@@ -1,0 +1,18 @@
+//! The template repository's own checks, one program: the root generated under several
+//! names, the quickstart script, a model copied into another project, and the first-model
+//! walkthrough. Not declared in Cargo.toml (cargo finds it), and cargo-generate.toml leaves
+//! this folder out, so a generated project has none of it.
+//!
+//! The checks that build or run a project take [`helpers::shared_target`] first.
+
+mod copy_model;
+mod first_model;
+mod generate;
+mod helpers;
+mod quickstart;
+
+// The databases, clusters and temp folders the application's tests use; this program needs
+// a few of them, the app program the rest.
+#[allow(dead_code)]
+#[path = "../app/support/mod.rs"]
+mod support;
