@@ -50,6 +50,16 @@ pub async fn finish(name: &str, result: Result<ExitCode, impl fmt::Display>) -> 
     }
 }
 
+/// Loads `.env` before the flags are parsed, so their environment defaults (`MIGRATE_*`,
+/// `LOG_FORMAT`) may come from it; a file that does not parse stops `name` with exit code
+/// 2, as a bad flag does.
+pub fn load_dotenv(name: &str) -> Result<(), ExitCode> {
+    crate::settings::load_dotenv().map_err(|err| {
+        errln!("{name}: error: {err}");
+        ExitCode::from(2)
+    })
+}
+
 /// How the binaries write diagnostics (tracing events) to stderr. Answers (tables,
 /// `current`) stay on stdout as plain text whatever this says.
 #[derive(Debug, Clone, clap::Args)]

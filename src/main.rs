@@ -76,7 +76,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
-    app::settings::load_dotenv();
+    if let Err(code) = app::cli::load_dotenv(env!("CARGO_PKG_NAME")) {
+        return code;
+    }
     let cli = Cli::parse();
     let result = match cli.logging.init("info") {
         Ok(()) => run(cli).await.map(|()| ExitCode::SUCCESS),

@@ -32,7 +32,7 @@
 
 use std::ffi::OsString;
 use std::ops::RangeInclusive;
-use std::sync::Once;
+use std::sync::OnceLock;
 
 use crate::{Error, Result};
 
@@ -161,22 +161,57 @@ pub(crate) fn replica_urls() -> Result<Vec<String>> {
 
 /// `HOME`, where libpq looks for `~/.postgresql/`; any bytes, as a path may hold.
 pub(crate) fn home() -> Option<OsString> {
-    load_dotenv();
+    // A .env that does not parse is reported by the URL's own read.
+    let _ = load_dotenv();
     std::env::var_os("HOME")
 }
 
 /// Loads `.env` from the working directory (or a parent), once per process; variables
-/// already set win. Binaries call it first, so their flags' `env` see the file too.
-pub fn load_dotenv() {
-    static LOADED: Once = Once::new();
-    LOADED.call_once(|| {
-        let _ = dotenvy::dotenv();
+/// already set win. Binaries call it first, so their flags' `env` see the file too. A file
+/// that does not parse is refused by every read that follows, never half taken.
+pub fn load_dotenv() -> Result<()> {
+    static LOADED: OnceLock<Option<String>> = OnceLock::new();
+    let failed = LOADED.get_or_init(|| match dotenvy::dotenv() {
+        Ok(_) => None,
+        Err(e) if e.not_found() => None,
+        Err(dotenvy::Error::LineParse(text, at)) => Some(unparsed(&text, at)),
+        Err(e) => Some(format!(".env cannot be read: {e}")),
     });
+    match failed {
+        None => Ok(()),
+        Some(message) => Err(Error::Config(message.clone())),
+    }
+}
+
+/// What is wrong in `.env`, by line number and variable, never by its text: dotenvy's own
+/// message quotes the value, and the value may be a password.
+fn unparsed(text: &str, at: usize) -> String {
+    let found = std::env::current_dir().ok().and_then(|dir| {
+        let file = dir
+            .ancestors()
+            .map(|d| d.join(".env"))
+            .find(|f| f.is_file())?;
+        let content = std::fs::read_to_string(&file).ok()?;
+        let (n, line) = (content.lines().enumerate()).find(|(_, line)| line.contains(text))?;
+        let key = line.split_once('=').map_or("", |(key, _)| key.trim());
+        let key = key.trim_start_matches("export ").trim();
+        let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        Some(match plain {
+            true => format!("line {}, setting {key}", n + 1),
+            false => format!("line {}", n + 1),
+        })
+    });
+    let place = found.unwrap_or_else(|| "a line".to_owned());
+    format!(
+        ".env does not parse: {place}, at character {} of the value (a value with spaces, \
+         quotes or # must be in quotes)",
+        at + 1
+    )
 }
 
 /// A URL variable as it is: an empty one is an error at parse time, not a missing one.
 fn url(key: &str) -> Result<Option<String>> {
-    load_dotenv();
+    load_dotenv()?;
     match std::env::var(key) {
         Ok(raw) => Ok(Some(raw)),
         Err(std::env::VarError::NotPresent) => Ok(None),
@@ -190,7 +225,7 @@ fn url(key: &str) -> Result<Option<String>> {
 
 /// `key`'s value, trimmed; `None` when unset or empty.
 fn raw(key: &str) -> Result<Option<String>> {
-    load_dotenv();
+    load_dotenv()?;
     match std::env::var(key) {
         Ok(value) => Ok(Some(value.trim().to_owned()).filter(|v| !v.is_empty())),
         Err(std::env::VarError::NotPresent) => Ok(None),

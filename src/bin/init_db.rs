@@ -47,7 +47,9 @@ const MAX_TASKS: u64 = 100_000_000;
 #[tokio::main]
 async fn main() -> ExitCode {
     // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
-    app::settings::load_dotenv();
+    if let Err(code) = app::cli::load_dotenv("init_db") {
+        return code;
+    }
     let args = Args::parse();
     let result = match args.logging.init("warn") {
         Ok(()) => run(args).await.map(|()| ExitCode::SUCCESS),

@@ -256,14 +256,7 @@ async fn an_interrupted_restore_stops_pg_restore_and_drops_its_copy() {
             .stderr(std::process::Stdio::piped());
         // Under `nohup` (a CI runner may start the suite so) SIGHUP is ignored, and
         // migrate rightly keeps it so: give the child the default a terminal gives.
-        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            command.pre_exec(|| {
-                libc::signal(libc::SIGHUP, libc::SIG_DFL);
-                Ok(())
-            });
-        }
+        support::default_signals(&mut command);
         let mut child = command.spawn().unwrap();
         let staging = pg_restore_at_work(&mut admin, &staging_prefix, &mut child).await;
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -1276,7 +1276,8 @@ async fn a_killed_upgrade_leaves_no_backend_building_its_index() {
     let dir = with_concurrent_index("users_cic_orphan_idx");
     let mut writer = writer_in_a_transaction(&db).await;
     let mut conn = db.conn().await;
-    let child = Command::new(env!("CARGO_BIN_EXE_migrate"))
+    // A plain upgrade leaves SIGINT to its default: the child must not inherit an ignored one.
+    let child = support::default_signals(&mut Command::new(env!("CARGO_BIN_EXE_migrate")))
         .args([
             "upgrade",
             "--dir",

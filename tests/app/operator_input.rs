@@ -720,3 +720,41 @@ fn migration_timeouts_come_from_the_environment_too() {
     );
     assert!(err.contains("too long"), "{err}");
 }
+
+/// A binary reads `.env` before its own flags, so a `MIGRATE_*` default set there is used
+/// (and a bad one refused by name) as if it were exported; a `.env` that does not parse is
+/// refused without quoting the line, which may hold a password.
+#[test]
+fn flags_take_their_environment_defaults_from_dot_env() {
+    let migrate_in = |dir: &TempDir| {
+        Command::new(env!("CARGO_BIN_EXE_migrate"))
+            .arg("current")
+            .current_dir(&dir.0)
+            .env_remove("MIGRATE_LOCK_TIMEOUT")
+            .env_remove("DATABASE_URL")
+            .env_remove("DATABASE_DIRECT_URL")
+            .output()
+            .unwrap()
+    };
+    let dir = TempDir::new("dotenv-flags");
+    std::fs::write(dir.0.join(".env"), "MIGRATE_LOCK_TIMEOUT=5parsecs\n").unwrap();
+    let out = migrate_in(&dir);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("5parsecs") && err.contains("--lock-timeout"),
+        "{err}"
+    );
+
+    let dir = TempDir::new("dotenv-broken");
+    let line = "# the server\nDATABASE_URL=postgres://app:se cret@h/db\n";
+    std::fs::write(dir.0.join(".env"), line).unwrap();
+    let out = migrate_in(&dir);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(".env does not parse: line 2, setting DATABASE_URL"),
+        "{err}"
+    );
+    assert!(!err.contains("cret"), "{err}");
+}

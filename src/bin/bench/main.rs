@@ -145,7 +145,9 @@ impl Results {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
-    app::settings::load_dotenv();
+    if let Err(code) = app::cli::load_dotenv("bench") {
+        return code;
+    }
     let args = Args::parse();
     let result = match (args.logging.init("warn"), args.stream_child) {
         (Err(e), _) => Err(e.into()),

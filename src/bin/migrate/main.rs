@@ -64,7 +64,9 @@ enum Verb {
 
 fn main() -> ExitCode {
     // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
-    app::settings::load_dotenv();
+    if let Err(code) = app::cli::load_dotenv("migrate") {
+        return code;
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -126,3 +126,19 @@ pub fn ok(out: std::process::Output) -> String {
     );
     stdout(&out)
 }
+
+/// Gives `command`'s child the signal dispositions a terminal gives: a suite started in
+/// the background (`cmd &` in a script ignores SIGINT) or under `nohup` (SIGHUP) would
+/// otherwise pass its ignored signals on, and a test that sends one would wait for ever.
+pub fn default_signals(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        })
+    }
+}
