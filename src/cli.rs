@@ -50,11 +50,11 @@ pub async fn finish(name: &str, result: Result<ExitCode, impl fmt::Display>) -> 
     }
 }
 
-/// Loads `.env` before the flags are parsed, so their environment defaults (`MIGRATE_*`,
-/// `LOG_FORMAT`) may come from it; a file that does not parse stops `name` with exit code
-/// 2, as a bad flag does.
-pub fn load_dotenv(name: &str) -> Result<(), ExitCode> {
-    crate::settings::load_dotenv().map_err(|err| {
+/// Refuses a `.env` that did not parse (see [`crate::settings::load_dotenv`]): `name` stops
+/// with exit code 2, as for a bad flag. Called once the flags are read, so `--help` works
+/// whatever the file holds.
+pub fn refuse_bad_dotenv(name: &str, loaded: crate::Result<()>) -> Result<(), ExitCode> {
+    loaded.map_err(|err| {
         errln!("{name}: error: {err}");
         ExitCode::from(2)
     })

@@ -76,10 +76,11 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
-    if let Err(code) = app::cli::load_dotenv(env!("CARGO_PKG_NAME")) {
+    let dotenv = app::settings::load_dotenv();
+    let cli = Cli::parse();
+    if let Err(code) = app::cli::refuse_bad_dotenv(env!("CARGO_PKG_NAME"), dotenv) {
         return code;
     }
-    let cli = Cli::parse();
     let result = match cli.logging.init("info") {
         Ok(()) => run(cli).await.map(|()| ExitCode::SUCCESS),
         Err(e) => Err(e.into()),

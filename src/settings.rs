@@ -20,8 +20,8 @@
 //! | `DATABASE_REPLICA_TIMEOUT_MS` | 1000 | [`REPLICA_TIMEOUT_MS`] | [`ReplicaConfig::from_env`] |
 //! | `HOME` | none | a directory | TLS: `~/.postgresql/root.crt`, `postgresql.crt`, `postgresql.key`, as libpq |
 //!
-//! The binaries' own flags (`MIGRATE_*`, `RUST_LOG`, `APP_*`) are read by their argument
-//! parsers and listed in their `--help`.
+//! The binaries' own settings (`MIGRATE_*`, `LOG_FORMAT`, `RUST_LOG`) are read by their
+//! argument parsers and listed in their `--help`.
 //!
 //! [`DbConfig::from_env`]: crate::db::DbConfig::from_env
 //! [`db::url_from`]: crate::db::url_from
@@ -43,54 +43,64 @@ pub struct Number {
     pub key: &'static str,
     /// The values it may take; a value in code (e.g. a `DbConfig` field) passes the same.
     pub range: RangeInclusive<u64>,
+    /// The value when the variable is unset or empty.
+    pub default: u64,
 }
 
 /// Each connection is a server process, and `max_connections` tops out in the thousands.
 pub const POOL_SIZE: Number = Number {
     key: "DATABASE_POOL_SIZE",
     range: 1..=10_000,
+    default: 10,
 };
 
 /// 0 would fail every checkout that has to wait.
 pub const POOL_TIMEOUT_SECS: Number = Number {
     key: "DATABASE_POOL_TIMEOUT_SECS",
     range: 1..=3_600,
+    default: 5,
 };
 
 /// libpq reads 0 as "wait for ever"; a hung server must never hang us, so 0 is refused.
 pub const CONNECT_TIMEOUT_SECS: Number = Number {
     key: "DATABASE_CONNECT_TIMEOUT_SECS",
     range: 1..=3_600,
+    default: 10,
 };
 
 /// 0 reports every statement; a day is past any useful threshold.
 pub const SLOW_QUERY_MS: Number = Number {
     key: "DATABASE_SLOW_QUERY_MS",
     range: 0..=86_400_000,
+    default: 500,
 };
 
 /// Up to an hour behind.
 pub const REPLICA_MAX_LAG_MS: Number = Number {
     key: "DATABASE_REPLICA_MAX_LAG_MS",
     range: 1..=3_600_000,
+    default: 1000,
 };
 
 /// 0 (check once) to a minute.
 pub const REPLICA_WAIT_MS: Number = Number {
     key: "DATABASE_REPLICA_WAIT_MS",
     range: 0..=60_000,
+    default: 200,
 };
 
 /// Up to an hour left out.
 pub const REPLICA_RETRY_MS: Number = Number {
     key: "DATABASE_REPLICA_RETRY_MS",
     range: 0..=3_600_000,
+    default: 5000,
 };
 
 /// Up to a minute per read.
 pub const REPLICA_TIMEOUT_MS: Number = Number {
     key: "DATABASE_REPLICA_TIMEOUT_MS",
     range: 1..=60_000,
+    default: 1000,
 };
 
 /// `DATABASE_POOLER`'s choices.
@@ -99,6 +109,11 @@ pub(crate) const POOLER: &str = "DATABASE_POOLER";
 pub(crate) const POOL_RECYCLE: &str = "DATABASE_POOL_RECYCLE";
 
 impl Number {
+    /// The variable's value, else the default.
+    pub(crate) fn get(&self) -> Result<u64> {
+        Ok(self.read()?.unwrap_or(self.default))
+    }
+
     /// The variable's value, `None` when unset or empty.
     pub(crate) fn read(&self) -> Result<Option<u64>> {
         let Some(raw) = raw(self.key)? else {
@@ -203,8 +218,8 @@ fn unparsed(text: &str, at: usize) -> String {
     });
     let place = found.unwrap_or_else(|| "a line".to_owned());
     format!(
-        ".env does not parse: {place}, at character {} of the value (a value with spaces, \
-         quotes or # must be in quotes)",
+        ".env does not parse: {place}, at character {} (a value with spaces, quotes or # \
+         must be in quotes)",
         at + 1
     )
 }
@@ -239,6 +254,17 @@ fn raw(key: &str) -> Result<Option<String>> {
 mod tests {
     use super::*;
 
+    const ALL: [&Number; 8] = [
+        &POOL_SIZE,
+        &POOL_TIMEOUT_SECS,
+        &CONNECT_TIMEOUT_SECS,
+        &SLOW_QUERY_MS,
+        &REPLICA_MAX_LAG_MS,
+        &REPLICA_WAIT_MS,
+        &REPLICA_RETRY_MS,
+        &REPLICA_TIMEOUT_MS,
+    ];
+
     #[test]
     fn a_number_outside_its_range_is_refused_by_name() {
         assert_eq!(POOL_SIZE.check(1).unwrap(), 1);
@@ -251,19 +277,17 @@ mod tests {
     }
 
     #[test]
+    fn defaults_lie_in_their_ranges() {
+        for setting in ALL {
+            assert!(setting.check(setting.default).is_ok(), "{}", setting.key);
+        }
+    }
+
+    #[test]
     fn ranges_start_where_zero_means_something() {
         // 0 is allowed only where it has a meaning (report all, check once, retry at once).
         let zero_allowed = [&SLOW_QUERY_MS, &REPLICA_WAIT_MS, &REPLICA_RETRY_MS];
-        for setting in [
-            &POOL_SIZE,
-            &POOL_TIMEOUT_SECS,
-            &CONNECT_TIMEOUT_SECS,
-            &SLOW_QUERY_MS,
-            &REPLICA_MAX_LAG_MS,
-            &REPLICA_WAIT_MS,
-            &REPLICA_RETRY_MS,
-            &REPLICA_TIMEOUT_MS,
-        ] {
+        for setting in ALL {
             let zero_ok = zero_allowed.iter().any(|s| s.key == setting.key);
             assert_eq!(setting.check(0).is_ok(), zero_ok, "{}", setting.key);
             assert!(setting.check(u64::MAX).is_err(), "{}", setting.key);

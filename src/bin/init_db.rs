@@ -47,10 +47,11 @@ const MAX_TASKS: u64 = 100_000_000;
 #[tokio::main]
 async fn main() -> ExitCode {
     // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
-    if let Err(code) = app::cli::load_dotenv("init_db") {
+    let dotenv = app::settings::load_dotenv();
+    let args = Args::parse();
+    if let Err(code) = app::cli::refuse_bad_dotenv("init_db", dotenv) {
         return code;
     }
-    let args = Args::parse();
     let result = match args.logging.init("warn") {
         Ok(()) => run(args).await.map(|()| ExitCode::SUCCESS),
         Err(e) => Err(e.into()),

@@ -10,12 +10,9 @@ use super::{DatabaseUrl, tls};
 use crate::settings;
 use crate::{Error, Result};
 
-/// The default of [`connect_timeout`], in seconds.
-pub const CONNECT_TIMEOUT_SECS: u64 = 10;
-
 /// How long opening a connection may take, handshake and login included: the URL's
-/// `connect_timeout`, else `DATABASE_CONNECT_TIMEOUT_SECS`, else [`CONNECT_TIMEOUT_SECS`],
-/// each within [`settings::CONNECT_TIMEOUT_SECS`].
+/// `connect_timeout`, else `DATABASE_CONNECT_TIMEOUT_SECS`, else 10 s: each within
+/// [`settings::CONNECT_TIMEOUT_SECS`].
 pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
     let params = tls::params(&url.0);
     let in_url = params.iter().rev().find(|(k, _)| k == "connect_timeout");
@@ -36,7 +33,7 @@ pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
             }
             secs
         }
-        None => (settings::CONNECT_TIMEOUT_SECS.read()?).unwrap_or(CONNECT_TIMEOUT_SECS),
+        None => settings::CONNECT_TIMEOUT_SECS.get()?,
     };
     Ok(Duration::from_secs(secs))
 }

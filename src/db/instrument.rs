@@ -18,9 +18,6 @@ use tracing::field::Empty;
 /// `RUST_LOG=app::instrument=debug` shows each statement.
 pub const TARGET: &str = "app::instrument";
 
-/// The default of `DATABASE_SLOW_QUERY_MS`.
-pub const SLOW_QUERY_MS: u64 = 500;
-
 /// The bridge installed on every connection; see the module docs.
 #[derive(Debug)]
 pub struct QueryTracing {
@@ -43,9 +40,9 @@ impl QueryTracing {
         }
     }
 
-    /// The threshold from `DATABASE_SLOW_QUERY_MS`, else [`SLOW_QUERY_MS`].
+    /// The threshold from `DATABASE_SLOW_QUERY_MS` (500 ms when unset).
     pub fn from_env() -> crate::Result<Self> {
-        let ms = (crate::settings::SLOW_QUERY_MS.read()?).unwrap_or(SLOW_QUERY_MS);
+        let ms = crate::settings::SLOW_QUERY_MS.get()?;
         Ok(QueryTracing::new(Duration::from_millis(ms)))
     }
 }
@@ -242,7 +239,9 @@ impl QueryCounter {
     /// Installs a fresh counter on `conn`, with the tracing bridge as every connection has it.
     pub fn install(conn: &mut AsyncPgConnection) -> QueryCounter {
         let counter = QueryCounter::default();
-        let mut tracing = QueryTracing::new(Duration::from_millis(SLOW_QUERY_MS));
+        let mut tracing = QueryTracing::new(Duration::from_millis(
+            crate::settings::SLOW_QUERY_MS.default,
+        ));
         tracing.counter = Some(counter.clone());
         conn.set_instrumentation(tracing);
         counter

@@ -15,10 +15,7 @@ mod url;
 
 pub use admin::{drop_database, ensure_database, quote_ident, table_counts};
 pub(crate) use connect::driver_error;
-pub use connect::{
-    CONNECT_TIMEOUT_SECS, close_connections, connect, connect_client, connect_timeout,
-    connection_error,
-};
+pub use connect::{close_connections, connect, connect_client, connect_timeout, connection_error};
 pub use pool::{DbConfig, Pool, PooledConnection, Recycle, build_pool, checkout};
 pub use pooler::Pooler;
 pub(crate) use session::transaction_pooler;

@@ -92,8 +92,8 @@ impl DbConfig {
     pub fn new(url: DatabaseUrl) -> Self {
         DbConfig {
             url,
-            max_size: 10,
-            wait_timeout: Duration::from_secs(5),
+            max_size: settings::POOL_SIZE.default as usize,
+            wait_timeout: Duration::from_secs(settings::POOL_TIMEOUT_SECS.default),
             recycle: Recycle::Fast,
             pooler: Pooler::Session,
         }

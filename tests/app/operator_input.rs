@@ -723,7 +723,7 @@ fn migration_timeouts_come_from_the_environment_too() {
 
 /// A binary reads `.env` before its own flags, so a `MIGRATE_*` default set there is used
 /// (and a bad one refused by name) as if it were exported; a `.env` that does not parse is
-/// refused without quoting the line, which may hold a password.
+/// refused, once the flags are read, without quoting the line, which may hold a password.
 #[test]
 fn flags_take_their_environment_defaults_from_dot_env() {
     let migrate_in = |dir: &TempDir| {
@@ -757,4 +757,11 @@ fn flags_take_their_environment_defaults_from_dot_env() {
         "{err}"
     );
     assert!(!err.contains("cret"), "{err}");
+    // The flags are read first: help works whatever the file holds.
+    let help = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--help")
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{}", stderr(&help));
 }

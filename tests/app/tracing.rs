@@ -1,4 +1,4 @@
-//! The tracing bridge every connection carries (`src/instrument.rs`), read back through a
+//! The tracing bridge every connection carries (`src/db/instrument.rs`), read back through a
 //! capturing subscriber: a span per statement with its SQL and never its binds, a warning
 //! for a slow one, and no password in anything emitted.
 

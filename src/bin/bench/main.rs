@@ -145,10 +145,11 @@ impl Results {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
-    if let Err(code) = app::cli::load_dotenv("bench") {
+    let dotenv = app::settings::load_dotenv();
+    let args = Args::parse();
+    if let Err(code) = app::cli::refuse_bad_dotenv("bench", dotenv) {
         return code;
     }
-    let args = Args::parse();
     let result = match (args.logging.init("warn"), args.stream_child) {
         (Err(e), _) => Err(e.into()),
         (Ok(()), Some(n)) => stream::child(n, args.users).await,

@@ -64,10 +64,11 @@ enum Verb {
 
 fn main() -> ExitCode {
     // .env first, once: the flags' environment defaults (MIGRATE_*, LOG_FORMAT) may be there.
-    if let Err(code) = app::cli::load_dotenv("migrate") {
+    let dotenv = app::settings::load_dotenv();
+    let cli = Cli::parse();
+    if let Err(code) = app::cli::refuse_bad_dotenv("migrate", dotenv) {
         return code;
     }
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

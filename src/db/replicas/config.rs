@@ -65,10 +65,10 @@ impl ReplicaConfig {
     pub fn new(urls: Vec<DatabaseUrl>) -> Self {
         ReplicaConfig {
             urls,
-            max_lag: Duration::from_millis(1000),
-            wait: Duration::from_millis(200),
-            retry_after: Duration::from_secs(5),
-            timeout: Duration::from_secs(1),
+            max_lag: Duration::from_millis(settings::REPLICA_MAX_LAG_MS.default),
+            wait: Duration::from_millis(settings::REPLICA_WAIT_MS.default),
+            retry_after: Duration::from_millis(settings::REPLICA_RETRY_MS.default),
+            timeout: Duration::from_millis(settings::REPLICA_TIMEOUT_MS.default),
         }
     }
 }
