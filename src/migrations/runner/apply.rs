@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use diesel_migrations::MigrationHarness;
 
 use super::dirty::{invalid_index_names, left_dirty, refuse_dirty};
+use super::failure::Failure;
 use super::lock::{Cause, LockTimeouts};
-use super::step::{Failure, Step, parse, record};
+use super::step::{Step, parse, record};
 use super::{Conn, Direction, Migrator};
 use crate::Result;
 use crate::db::DatabaseUrl;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
+use super::failure::Failure;
 use super::status::HISTORY_DDL;
-use super::step::Failure;
 use super::{Config, Conn, Migrator};
 use crate::db::fns::{pg_advisory_lock, pg_advisory_unlock, pg_try_advisory_lock};
 use crate::db::{self, DatabaseUrl};

@@ -12,6 +12,7 @@
 
 mod apply;
 mod dirty;
+mod failure;
 mod lock;
 mod status;
 mod step;
@@ -30,9 +31,10 @@ pub use status::{Applied, HISTORY_DDL, Problem, State, Status};
 pub use target::{Direction, Target};
 
 use self::dirty::refuse_dirty;
+use self::failure::Failure;
 use self::lock::{concurrent_timeouts_sql, timeouts_sql};
 use self::status::{Mark, diesel_history, sums};
-use self::step::{Failure, Step, write_sum};
+use self::step::{Step, write_sum};
 use self::target::{find, select_down, select_up};
 use super::source::{self, Migration};
 use crate::db::fns::to_regclass;

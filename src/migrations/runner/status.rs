@@ -297,7 +297,7 @@ impl Status {
         let applied: Vec<Applied> = rows
             .into_iter()
             .map(|(version, run_on)| {
-                let file = super::target::find(all, &version);
+                let file = all.iter().find(|m| m.version == version);
                 let sum = sums.get(&version);
                 Applied {
                     folder: sum
