@@ -1,6 +1,8 @@
 //! `init_db`: create the database if missing, apply pending migrations, optionally seed
 //! demo data. Safe to run again: the second run changes nothing.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use app::db;
@@ -33,6 +35,11 @@ struct Args {
     /// table, now and in later migrations run by the same owner. See docs/security.md.
     #[arg(long, value_name = "ROLE")]
     app_role: Option<String>,
+    /// After a successful run, write `DATABASE_URL=<the URL>` to this file when it does not
+    /// exist (mode 0600), so `cargo run` and the scripts find the database next time.
+    /// scripts/init_db.sh passes `.env`; a deploy step leaves it out.
+    #[arg(long, value_name = "PATH")]
+    env_file: Option<PathBuf>,
     #[command(flatten)]
     timeouts: app::cli::MigrationTimeouts,
     #[command(flatten)]
@@ -124,6 +131,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for (table, rows) in db::table_counts(&mut conn).await? {
         outln!("  {table:<22} {rows:>8} rows");
     }
+    if let Some(path) = &args.env_file {
+        write_env_file(path, &url)?;
+    }
+    Ok(())
+}
+
+/// Writes `DATABASE_URL` to `path` unless the file exists: a user's own `.env` is never
+/// touched. Readable by its owner only, since the URL may hold a password.
+fn write_env_file(path: &Path, url: &db::DatabaseUrl) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let raw = url.expose();
+    // Single quotes keep the value literal for dotenvy ($, #, spaces); a URL holding one
+    // could not be written back exactly.
+    if raw.contains(['\'', '\n', '\r']) {
+        outln!(
+            "env: {} not written: the URL holds a quote or a line break",
+            path.display()
+        );
+        return Ok(());
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    let mut file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => anyhow::bail!("cannot create {}: {e}", path.display()),
+    };
+    let text = format!(
+        "# Written by init_db: the database of this checkout. Other settings: .env.example.\n\
+         DATABASE_URL='{raw}'\n"
+    );
+    file.write_all(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    outln!("env: wrote {} (DATABASE_URL={url})", path.display());
     Ok(())
 }
 
