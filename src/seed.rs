@@ -8,8 +8,8 @@ use crate::bulk;
 use crate::db::fns::{hashtext, pg_advisory_xact_lock};
 use crate::models::UserRow;
 use crate::models::{
-    Bug, Channel, Comment, CommentOn, Email, NewBug, NewTask, NewTeam, NewUser,
-    NotificationChannel, Priority, Role, Tag, Task, TaskStatus, Team, Title, User,
+    Channel, Comment, CommentOn, Email, NewTask, NewTeam, NewUser, NotificationChannel, Priority,
+    Role, Tag, Task, TaskStatus, Team, Title, User,
 };
 use crate::schema::users;
 use crate::{Error, Result};
@@ -118,8 +118,10 @@ async fn insert_demo(conn: &mut AsyncPgConnection) -> Result<()> {
         ..NewTask::new(bob, &title)
     };
     let personal = Task::create(conn, &new).await?;
+    // BEGIN example: Bug. A project without the example deletes this block
+    // (docs/first-model.md, "Removing an example model").
     let title = Title::parse("Login fails with a plus sign in the email")?;
-    let bug = NewBug {
+    let bug = crate::models::NewBug {
         severity: 2,
         reproduction: Some("Sign up as a+b@example.com, then log in"),
         found_in_version: Some("0.9.0"),
@@ -128,7 +130,8 @@ async fn insert_demo(conn: &mut AsyncPgConnection) -> Result<()> {
         team_id: Some(web.id),
         ..NewTask::new(carol, &title)
     };
-    Bug::create(conn, &team_task, &bug).await?;
+    crate::models::Bug::create(conn, &team_task, &bug).await?;
+    // END example: Bug
 
     Comment::create(conn, bob, CommentOn::Task(release.id), "Staging is green.").await?;
     Comment::create(

@@ -1,5 +1,5 @@
-//! Inheritance three ways, each enforced by the database, not by convention:
-//! single-table (notification_channels), joined-table (bugs), polymorphic (comments).
+//! Inheritance, enforced by the database, not by convention: single-table
+//! (notification_channels) and polymorphic (comments). Joined-table (bugs) is in `bugs.rs`.
 
 use crate::support::{TestDb, count, task, user};
 use app::Error;
@@ -94,67 +94,6 @@ async fn single_table_check_refuses_fields_of_another_kind() {
         .unwrap_err();
     assert_invalid(&err, "notification_channels_webhook_https");
     assert_eq!(count(&mut conn, "notification_channels").await, 0);
-}
-
-#[tokio::test]
-async fn joined_table_bug_is_a_task_with_its_own_row() {
-    let db = TestDb::new().await;
-    let mut conn = db.conn().await;
-    let ann = user(&mut conn, "ann@example.com").await;
-    let title = Title::parse("Crash on save").unwrap();
-    let details = NewBug {
-        severity: 1,
-        reproduction: Some("Click save twice"),
-        found_in_version: None,
-    };
-    let bug = Bug::create(&mut conn, &NewTask::new(ann.id, &title), &details)
-        .await
-        .unwrap();
-
-    assert_eq!(
-        bug.task.id, bug.details.task_id,
-        "one primary key for both rows"
-    );
-    assert_eq!(Bug::find(&conn, bug.task.id).await.unwrap(), bug);
-    assert_eq!(
-        Task::find(&conn, bug.task.id).await.unwrap(),
-        bug.task,
-        "a bug is a task"
-    );
-
-    let plain = task(&mut conn, &ann, "Not a bug").await;
-    assert!(matches!(
-        Bug::find(&conn, plain.id).await,
-        Err(Error::NotFound)
-    ));
-    let severe: Vec<_> = Bug::at_least(&conn, 2).await.unwrap();
-    assert_eq!(severe, vec![bug.clone()]);
-
-    // Deleting the base row deletes the subtype row.
-    Task::delete(&conn, bug.task.id).await.unwrap();
-    assert_eq!(count(&mut conn, "bugs").await, 0);
-}
-
-#[tokio::test]
-async fn joined_table_insert_is_all_or_nothing() {
-    let db = TestDb::new().await;
-    let mut conn = db.conn().await;
-    let ann = user(&mut conn, "ann@example.com").await;
-    let title = Title::parse("Bad severity").unwrap();
-    let details = NewBug {
-        severity: 7,
-        reproduction: None,
-        found_in_version: None,
-    };
-    let err = Bug::create(&mut conn, &NewTask::new(ann.id, &title), &details)
-        .await
-        .unwrap_err();
-    assert_invalid(&err, "bugs_severity_range");
-    assert_eq!(
-        count(&mut conn, "tasks").await,
-        0,
-        "the task row was rolled back too"
-    );
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod app;
 mod backup;
 mod bench;
 mod bench_script;
+mod bugs;
 mod bulk;
 mod diesel_cli;
 mod field_types;
