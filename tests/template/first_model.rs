@@ -1,59 +1,39 @@
-//! docs/first-model.md, followed step by step in a freshly generated project: its commands
-//! run, its code blocks are written where their info string says (```` ```rust
-//! tests/app/notes.rs ````), and then the project's whole test suite passes with the new
-//! table.
+//! docs/first-model.md, followed step by step in a freshly generated project: its `sh`
+//! blocks run in order (as `docs.rs` runs the other pages), its code blocks are written where
+//! their info string says (```` ```rust tests/app/notes.rs ````), and the page's own
+//! `scripts/ci.sh` passes twice: with the new model, and after the `Bug` example is removed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::helpers::{
-    self, assert_success, cargo, generate, have, have_cargo_generate, shared_target,
-};
+use crate::docs::{foreign_settings, share_target};
+use crate::helpers::{assert_success, generate, have, have_cargo_generate, shared_target};
+use crate::runbook::{self, Kind};
 use crate::support::TestDb;
 
-/// The code blocks of a Markdown text whose info string names a target, as
-/// `(target, text)`: ```` ```sql up.sql ```` gives `("up.sql", ...)`.
-fn blocks(doc: &str) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let mut lines = doc.lines();
-    while let Some(line) = lines.next() {
-        let Some(info) = line.strip_prefix("```") else {
-            continue;
-        };
-        let body: Vec<&str> = lines
-            .by_ref()
-            .take_while(|l| !l.starts_with("```"))
-            .collect();
-        if let Some(target) = info.split_whitespace().nth(1) {
-            found.push((target.to_owned(), body.join("\n") + "\n"));
-        }
-    }
-    found
-}
-
-/// Runs one of the project's scripts against `url`, failing with its output.
-fn script(project: &Path, url: &str, name: &str, args: &[&str]) -> Output {
-    let out = Command::new(project.join("scripts").join(name))
-        .args(args)
-        .args(["--url", url])
-        .env("CARGO_TARGET_DIR", helpers::target_dir())
-        .current_dir(project)
-        .output()
-        .expect("run a project script");
-    assert_success(&format!("scripts/{name} {args:?}"), &out);
-    out
-}
-
-/// `main` (the app test program's root) with the `mod` line `line` among its topic modules,
-/// the last run of `mod` lines, in the order cargo fmt keeps them.
-fn with_module(main: &str, line: &str) -> String {
-    let mut lines: Vec<&str> = main.lines().collect();
-    let end = 1 + lines.iter().rposition(|l| l.starts_with("mod ")).unwrap();
-    let start = lines[..end]
+/// `source` with `line` inserted in alphabetical order into the last run of lines that
+/// start with `kind` (`mod `, `pub use `), where cargo fmt keeps it. A line of a multi-line
+/// item never starts with `kind`, so the insertion falls between items.
+fn with_line(source: &str, line: &str, kind: &str) -> String {
+    let mut lines: Vec<&str> = source.lines().collect();
+    let is_kind = |l: &str| l.starts_with(kind);
+    let last = lines.iter().rposition(|l| is_kind(l)).unwrap();
+    // The run: back to the first line of the kind after a blank line or other item.
+    let start = lines[..=last]
         .iter()
-        .rposition(|l| !l.starts_with("mod "))
+        .rposition(|l| l.trim().is_empty() || l.starts_with("//") || l.starts_with('#'))
         .map_or(0, |i| i + 1);
-    let at = (start..end).find(|&i| lines[i] > line).unwrap_or(end);
+    let at = (start..=last)
+        .find(|&i| is_kind(lines[i]) && lines[i] > line)
+        .unwrap_or(last + 1);
+    let at = if at == last + 1 {
+        // After the last item of the run, which may span several lines.
+        (last + 1..lines.len())
+            .find(|&i| lines[i - 1].ends_with(';'))
+            .unwrap_or(lines.len())
+    } else {
+        at
+    };
     lines.insert(at, line);
     lines.join("\n") + "\n"
 }
@@ -75,67 +55,78 @@ fn the_first_model_walkthrough_works_in_a_generated_project() {
     }
     let _target = shared_target();
     let project = generate("notes-app", "first-model");
-    let doc = std::fs::read_to_string(project.join("docs/first-model.md")).unwrap();
-    let blocks = blocks(&doc);
-    let block = |target: &str| {
-        let found = blocks.iter().find(|(t, _)| t == target);
-        found
-            .unwrap_or_else(|| panic!("docs/first-model.md has no {target} block"))
-            .1
-            .clone()
-    };
+    share_target(&project);
     let db = TestDb::not_created();
-    let url = db.url.expose().to_owned();
-    // The project's database, at head before the new model.
-    script(&project, &url, "init_db.sh", &[]);
-
-    // 1. The migration.
-    script(&project, &url, "migrate.sh", &["create", "add notes"]);
-    let migration = folder_ending(&project.join("migrations"), "_add_notes");
-    std::fs::write(migration.join("up.sql"), block("up.sql")).unwrap();
-    std::fs::write(migration.join("down.sql"), block("down.sql")).unwrap();
-
-    // 2. Apply and check it.
-    for verb in ["upgrade", "lint", "test"] {
-        script(&project, &url, "migrate.sh", &[verb]);
-    }
-
-    // 3. src/schema.rs from the database.
-    let printed = Command::new("diesel")
-        .args(["print-schema", "--database-url", &url])
+    // The project's database, at head before the new model; init_db.sh writes it to .env,
+    // where the page's commands find it.
+    let init = Command::new(project.join("scripts/init_db.sh"))
+        .args(["--url", db.url.expose()])
         .current_dir(&project)
         .output()
         .unwrap();
-    assert_success("diesel print-schema", &printed);
-    std::fs::write(project.join("src/schema.rs"), &printed.stdout).unwrap();
+    assert_success("scripts/init_db.sh", &init);
 
-    // 4-6. The model, its registration, its test.
-    std::fs::write(
-        project.join("src/models/note.rs"),
-        block("src/models/note.rs"),
-    )
-    .unwrap();
-    let models = project.join("src/models/mod.rs");
-    let registered = std::fs::read_to_string(&models).unwrap() + "\n" + &block("src/models/mod.rs");
-    std::fs::write(&models, registered).unwrap();
-    std::fs::write(
-        project.join("tests/app/notes.rs"),
-        block("tests/app/notes.rs"),
-    )
-    .unwrap();
-    let main = project.join("tests/app/main.rs");
-    let with_notes = with_module(
-        &std::fs::read_to_string(&main).unwrap(),
-        block("tests/app/main.rs").trim(),
-    );
-    std::fs::write(&main, with_notes).unwrap();
-    script(&project, &url, "migrate.sh", &["check"]);
+    let doc = std::fs::read_to_string(project.join("docs/first-model.md")).unwrap();
+    let unset = foreign_settings();
+    let unset: Vec<&str> = unset.iter().map(String::as_str).collect();
+    let mut ci_runs = 0;
+    for block in runbook::blocks("docs/first-model.md", &doc) {
+        match block.kind().unwrap_or_else(|e| panic!("{e}")) {
+            Kind::Run => {
+                eprintln!("first-model: running line {}", block.line);
+                runbook::run(&project, &block, &[], &unset).unwrap_or_else(|e| panic!("{e}"));
+                ci_runs += block.text.contains("scripts/ci.sh") as usize;
+            }
+            Kind::Skip(_) => {}
+            Kind::Other => {
+                if let Some(target) = block.info.split_whitespace().nth(1) {
+                    write_block(&project, target, &block.text);
+                }
+            }
+        }
+    }
+    // Once after the new model, once after the example model was removed.
+    assert_eq!(ci_runs, 2, "docs/first-model.md runs scripts/ci.sh twice");
+    assert!(project.join("src/models/note.rs").exists());
+    assert!(!project.join("src/models/bug.rs").exists());
+    let schema = std::fs::read_to_string(project.join("src/schema.rs")).unwrap();
+    assert!(schema.contains("notes (id)") && !schema.contains("bugs (task_id)"));
+}
 
-    let out = cargo(&project, &["test"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("test notes::notes_are_written_read_back_and_checked ... ok"),
-        "{text}"
-    );
-    assert!(!text.contains("FAILED"), "{text}");
+/// Writes a code block where its info string says: a migration file into the newest folder
+/// whose name ends as the target's folder part (`up.sql` into `*_add_notes`,
+/// `drop_bugs/up.sql` into `*_drop_bugs`), a `mod` line into its run of lines, anything
+/// else as a file of the project.
+fn write_block(project: &Path, target: &str, text: &str) {
+    let migrations = project.join("migrations");
+    match target {
+        "up.sql" | "down.sql" => {
+            let folder = folder_ending(&migrations, "_add_notes");
+            std::fs::write(folder.join(target), text).unwrap();
+        }
+        _ if target.ends_with(".sql") => {
+            let (name, file) = target.split_once('/').unwrap();
+            let folder = folder_ending(&migrations, &format!("_{name}"));
+            std::fs::write(folder.join(file), text).unwrap();
+        }
+        "src/models/mod.rs" => {
+            let path = project.join(target);
+            let mut source = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines() {
+                let kind = if line.starts_with("pub mod ") {
+                    "pub mod "
+                } else {
+                    "pub use "
+                };
+                source = with_line(&source, line, kind);
+            }
+            std::fs::write(&path, source).unwrap();
+        }
+        "tests/app/main.rs" => {
+            let path = project.join(target);
+            let source = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, with_line(&source, text.trim(), "mod ")).unwrap();
+        }
+        _ => std::fs::write(project.join(target), text).unwrap(),
+    }
 }
