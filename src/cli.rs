@@ -124,6 +124,13 @@ impl Logging {
             LogFormat::Text => builder.try_init(),
             LogFormat::Json => builder.json().try_init(),
         };
+        // diesel-async sets a new session up (time zone, encoding) before `db::connect` can
+        // give it the bridge: as the default instrumentation, the bridge sees those too.
+        // A bad DATABASE_SLOW_QUERY_MS is refused by `db::connect` itself.
+        let _ = diesel::connection::set_default_instrumentation(|| {
+            let tracing = crate::db::instrument::QueryTracing::from_env().ok()?;
+            Some(Box::new(tracing))
+        });
         Ok(())
     }
 }

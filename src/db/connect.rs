@@ -59,20 +59,24 @@ pub(super) async fn connect_through(
         // one.
         // DEALLOCATE ALL first: a client not set up for the pooler may have left named
         // statements on this server session, and the set-up's would collide with them.
-        (client.batch_execute("BEGIN; DEALLOCATE ALL").await).map_err(|e| driver_error(url, &e))?;
+        let sql = "BEGIN; DEALLOCATE ALL";
+        let begun = super::instrument::traced(sql, client.batch_execute(sql)).await;
+        begun.map_err(|e| driver_error(url, &e))?;
     }
     // diesel-async sets the session up (time zone, encoding): bounded too.
     let mut conn = match tokio::time::timeout(limit, AsyncPgConnection::try_from(client)).await {
         Ok(conn) => conn.map_err(|e| connection_error(url, e))?,
         Err(_) => return Err(timed_out(url, limit)),
     };
+    // Every statement from here on is a tracing event (and span); slow ones a warning.
+    // diesel-async's own set-up above ran under the process's default instrumentation,
+    // which the binaries make this same bridge (cli::Logging::init).
+    diesel_async::AsyncConnection::set_instrumentation(&mut conn, tracing);
     if bounced {
         use diesel_async::SimpleAsyncConnection;
         conn.batch_execute("COMMIT").await?;
         for_transaction_pooler(&mut conn).await?;
     }
-    // Every statement from here on is a tracing span; slow ones a warning.
-    diesel_async::AsyncConnection::set_instrumentation(&mut conn, tracing);
     Ok(conn)
 }
 

@@ -1,9 +1,12 @@
 //! Diesel's instrumentation hook, bridged to `tracing`: every connection `db` opens reports
-//! each statement as a `query` span (its SQL and duration, never its bind values, which may
-//! hold secrets), transactions as `transaction` spans, and a `warn` event for a statement
-//! slower than `DATABASE_SLOW_QUERY_MS`. The library only emits: the binaries, or your
-//! application, choose a subscriber. [`QueryCounter`] counts the same events for tests.
+//! each finished statement as one event (target `app::instrument`, `debug`, or `warn` when
+//! slower than `DATABASE_SLOW_QUERY_MS`) with its SQL and duration, never its bind values,
+//! which may hold secrets. For subscribers that process spans, each statement is also a
+//! `query` span and each transaction a `transaction` span. The library only emits: the
+//! binaries, or your application, choose a subscriber. [`QueryCounter`] counts the same
+//! statements for tests.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,9 +27,18 @@ pub struct QueryTracing {
     slow: Duration,
     /// Statements sent and not yet answered, oldest first: with pipelining several are in
     /// flight on one connection, and the server answers them in order.
-    running: VecDeque<(Instant, Span)>,
+    running: VecDeque<Running>,
     transactions: Vec<Span>,
     counter: Option<QueryCounter>,
+}
+
+/// A statement sent and not answered yet.
+#[derive(Debug)]
+struct Running {
+    started: Instant,
+    span: Span,
+    /// Its SQL, when the span wanted it: rendered once for the span and the event.
+    sql: Option<String>,
 }
 
 impl QueryTracing {
@@ -72,9 +84,92 @@ fn sql_of(query: &dyn diesel::connection::DebugQuery) -> String {
     let mut sql = SqlField::default();
     let _ = write!(sql, "{query:?}");
     match sql.state {
-        Field::Done => sql.out,
+        Field::Done => mask_secrets(&sql.out).into_owned(),
         _ => "(SQL not shown: unexpected form)".to_owned(),
     }
+}
+
+/// `sql` with every string literal that may hold a password shown as `'***'`: one after
+/// the word PASSWORD (`ALTER ROLE .. PASSWORD '..'`, `OPTIONS (password '..')`), and one
+/// holding `password` or a URL with user info (a conninfo for dblink or a subscription).
+/// Values travel as binds, which are never shown; this is for secrets written into SQL
+/// text, in a migration say. Comments and dollar-quoted bodies are passed over as they are.
+fn mask_secrets(sql: &str) -> Cow<'_, str> {
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("password") && !lower.contains("://") {
+        return Cow::Borrowed(sql);
+    }
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    // The last word before the current position, across blanks and `=`.
+    let mut word = (0, 0);
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &sql[i..];
+        let skip = if rest.starts_with("--") {
+            rest.find('\n').unwrap_or(rest.len())
+        } else if rest.starts_with("/*") {
+            rest.find("*/").map_or(rest.len(), |end| end + 2)
+        } else if let Some(tag) = dollar_tag(rest) {
+            rest[tag.len()..]
+                .find(tag)
+                .map_or(rest.len(), |end| end + 2 * tag.len())
+        } else if bytes[i] == b'\'' {
+            // E'..' takes backslash escapes; '' is a quote in either kind.
+            let escapes = i > 0 && bytes[i - 1].eq_ignore_ascii_case(&b'e');
+            let len = literal_len(&bytes[i..], escapes);
+            let text = &lower[i..i + len];
+            let after_password = &lower[word.0..word.1] == "password";
+            let url = text.contains("://") && text.contains('@');
+            if after_password || text.contains("password") || url {
+                out.push_str("'***'");
+            } else {
+                out.push_str(&sql[i..i + len]);
+            }
+            word = (i, i);
+            i += len;
+            continue;
+        } else {
+            let c = rest.chars().next().unwrap_or(' ');
+            if c.is_alphanumeric() || c == '_' {
+                let len = rest.find(|c: char| !(c.is_alphanumeric() || c == '_'));
+                let len = len.unwrap_or(rest.len());
+                word = (i, i + len);
+                len
+            } else {
+                if !(c.is_whitespace() || c == '=') {
+                    word = (i, i);
+                }
+                c.len_utf8()
+            }
+        };
+        out.push_str(&rest[..skip]);
+        i += skip;
+    }
+    Cow::Owned(out)
+}
+
+/// The `$tag$` opening a dollar-quoted string at the start of `text`, if one does.
+fn dollar_tag(text: &str) -> Option<&str> {
+    let body = text.strip_prefix('$')?;
+    let end = body.find(|c: char| !(c.is_alphanumeric() || c == '_'))?;
+    let starts_like_tag = !body.starts_with(|c: char| c.is_ascii_digit());
+    (body[end..].starts_with('$') && starts_like_tag).then(|| &text[..end + 2])
+}
+
+/// The length of the quoted literal at the start of `bytes`, quotes included (all of it
+/// when unterminated).
+fn literal_len(bytes: &[u8], escapes: bool) -> usize {
+    let mut i = 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if escapes => i += 2,
+            b'\'' if bytes.get(i + 1) == Some(&b'\'') => i += 2,
+            b'\'' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
 }
 
 /// Where [`SqlField`] is in `Query { sql: "..` as the pieces arrive.
@@ -166,6 +261,18 @@ impl std::fmt::Write for SqlField {
     }
 }
 
+impl QueryTracing {
+    /// What a statement's event hangs under: the open transaction, else whatever span the
+    /// caller is in. Never the statement's own span, whose `sql` field a text subscriber
+    /// would print again in front of the event's.
+    fn parent(&self) -> Option<tracing::Id> {
+        match self.transactions.last() {
+            Some(tx) => tx.id(),
+            None => Span::current().id(),
+        }
+    }
+}
+
 impl Instrumentation for QueryTracing {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
@@ -181,26 +288,38 @@ impl Instrumentation for QueryTracing {
                         tracing::debug_span!(target: TARGET, "query", sql = Empty, ms = Empty, error = Empty)
                     }
                 };
-                // Rendering the SQL costs; only for a subscriber that wants it.
+                // Rendering the SQL costs; only for a subscriber that wants it. The event
+                // at the end reuses it.
+                let mut sql = None;
                 if !span.is_disabled() {
-                    span.record("sql", sql_of(query));
+                    let text = sql_of(query);
+                    span.record("sql", text.as_str());
+                    sql = Some(text);
                 }
-                self.running.push_back((Instant::now(), span));
+                let started = Instant::now();
+                self.running.push_back(Running { started, span, sql });
             }
             InstrumentationEvent::FinishQuery { query, error, .. } => {
-                let Some((started, span)) = self.running.pop_front() else {
+                let Some(mut running) = self.running.pop_front() else {
                     return;
                 };
-                let took = started.elapsed();
+                let took = running.started.elapsed();
                 let ms = millis(took);
-                span.record("ms", ms);
+                running.span.record("ms", ms);
                 if let Some(error) = error {
-                    span.record("error", tracing::field::display(error));
+                    running.span.record("error", tracing::field::display(error));
                 }
+                // One event per statement, which any subscriber prints (spans need span
+                // processing): a warning when slow, else at debug. Field values are only
+                // evaluated when the event is enabled, so the SQL is rendered only then.
+                let mut sql = || running.sql.take().unwrap_or_else(|| sql_of(query));
+                let error = error.map(tracing::field::display);
                 if took >= self.slow {
                     let threshold = self.slow.as_millis() as u64;
-                    tracing::warn!(target: TARGET, parent: &span, sql = %sql_of(query), ms, threshold_ms = threshold,
+                    tracing::warn!(target: TARGET, parent: self.parent(), sql = %sql(), ms, threshold_ms = threshold, error,
                         "slow query: {ms:.0} ms (DATABASE_SLOW_QUERY_MS is {threshold})");
+                } else {
+                    tracing::debug!(target: TARGET, parent: self.parent(), sql = %sql(), ms, error, "query");
                 }
             }
             InstrumentationEvent::BeginTransaction { depth, .. } => {
@@ -231,6 +350,21 @@ impl Instrumentation for QueryTracing {
     }
 }
 
+/// Reports a statement sent past Diesel, on a tokio-postgres client of our own, as the
+/// bridge reports Diesel's: the same `query` event with its SQL (secrets masked), duration
+/// and error. For statements without bind values (the simple protocol).
+pub(crate) async fn traced<T, E: std::fmt::Display>(
+    sql: &str,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = Instant::now();
+    let out = work.await;
+    let ms = millis(started.elapsed());
+    let error = out.as_ref().err().map(tracing::field::display);
+    tracing::debug!(target: TARGET, sql = %mask_secrets(sql), ms, error, "query");
+    out
+}
+
 /// A shared count of statements started on one connection (BEGIN and COMMIT included).
 #[derive(Debug, Clone, Default)]
 pub struct QueryCounter(Arc<AtomicUsize>);
@@ -257,5 +391,56 @@ impl QueryCounter {
         let before = self.get();
         let out = work.await;
         (out, self.get() - before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_secrets;
+
+    #[test]
+    fn passwords_written_into_sql_are_masked() {
+        let masked = [
+            (
+                "ALTER ROLE app PASSWORD 'hunter2'",
+                "ALTER ROLE app PASSWORD '***'",
+            ),
+            (
+                "CREATE ROLE r LOGIN ENCRYPTED password 'it''s'",
+                "CREATE ROLE r LOGIN ENCRYPTED password '***'",
+            ),
+            (
+                "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', password 'pw')",
+                "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', password '***')",
+            ),
+            (
+                "-- the role's login\nALTER ROLE a PASSWORD 'x'",
+                "-- the role's login\nALTER ROLE a PASSWORD '***'",
+            ),
+            (
+                "SELECT dblink_connect('host=db password=pw')",
+                "SELECT dblink_connect('***')",
+            ),
+            (
+                "SELECT dblink_connect(E'postgres://u:p\\'w@db/x')",
+                "SELECT dblink_connect(E'***')",
+            ),
+        ];
+        for (sql, want) in masked {
+            assert_eq!(mask_secrets(sql), want);
+        }
+    }
+
+    #[test]
+    fn other_sql_is_shown_as_it_is() {
+        for sql in [
+            "SELECT \"users\".\"email\" FROM \"users\" WHERE \"users\".\"email\" = $1",
+            "UPDATE t SET note = 'hello' -- a comment's quote",
+            "CREATE FUNCTION f() RETURNS text AS $$ SELECT 'x' $$ LANGUAGE sql",
+            "ALTER TABLE users ADD COLUMN password_hash TEXT",
+            "SELECT 'unterminated",
+        ] {
+            assert_eq!(mask_secrets(sql), sql);
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::instrument::traced;
 use super::{DatabaseUrl, connect_client, connect_timeout, driver_error};
 use crate::{Error, Result};
 
@@ -53,14 +54,16 @@ async fn probe_session(url: &DatabaseUrl, limit: Duration) -> Result<bool> {
         chrono::Utc::now().timestamp_micros()
     );
     let set = format!("SET app.session_mark = '{mark}'");
-    this.batch_execute(&set).await.map_err(failed)?;
+    traced(&set, this.batch_execute(&set))
+        .await
+        .map_err(failed)?;
     let alone = read_mark(&this, wait).await.map_err(failed)?;
-    other
-        .batch_execute("BEGIN; SELECT 1")
+    let begin = "BEGIN; SELECT 1";
+    traced(begin, other.batch_execute(begin))
         .await
         .map_err(failed)?;
     let crowded = read_mark(&this, wait).await;
-    let _ = other.batch_execute("ROLLBACK").await;
+    let _ = traced("ROLLBACK", other.batch_execute("ROLLBACK")).await;
     let crowded = crowded.map_err(failed)?;
     let kept = |seen: &Option<String>| seen.as_deref() == Some(mark.as_str());
     Ok(!(kept(&alone) && kept(&crowded)))
@@ -72,7 +75,8 @@ async fn read_mark(
     wait: Duration,
 ) -> Result<Option<String>, tokio_postgres::Error> {
     use tokio_postgres::SimpleQueryMessage;
-    let read = client.simple_query("SELECT current_setting('app.session_mark', true)");
+    let sql = "SELECT current_setting('app.session_mark', true)";
+    let read = traced(sql, client.simple_query(sql));
     let Ok(rows) = tokio::time::timeout(wait, read).await else {
         return Ok(None);
     };

@@ -1,6 +1,7 @@
 //! The tracing bridge every connection carries (`src/db/instrument.rs`), read back through a
-//! capturing subscriber: a span per statement with its SQL and never its binds, a warning
-//! for a slow one, and no password in anything emitted.
+//! capturing subscriber and from the binaries' stderr: an event (and a span) per statement
+//! with its SQL and never its binds, a warning instead for a slow one, and no password in
+//! anything emitted.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -62,14 +63,25 @@ fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     (out.clone(), tracing::subscriber::set_default(subscriber))
 }
 
+/// The event is what every subscriber prints (the binaries' too); the span is for those
+/// that process spans. Both carry the SQL with `$1`, and neither the value.
 #[tokio::test(flavor = "current_thread")]
-async fn a_query_is_one_span_with_its_sql_and_no_binds() {
+async fn a_query_is_one_event_and_one_span_with_its_sql_and_no_binds() {
     let db = TestDb::new().await;
     let conn = db::connect(&db.url).await.unwrap();
     let (out, _guard) = capture();
     let missing = User::by_email(&conn, "bind-value-secret@example.com").await;
     assert!(missing.is_err());
     let text = out.text();
+    let events: Vec<&str> = (text.lines())
+        .filter(|l| l.contains("DEBUG app::instrument: query sql="))
+        .collect();
+    assert_eq!(events.len(), 1, "{text}");
+    assert!(events[0].contains(r#"FROM "users""#), "{text}");
+    assert!(
+        events[0].contains("$1") && events[0].contains("ms="),
+        "{text}"
+    );
     let spans: Vec<&str> = (text.lines())
         .filter(|l| l.contains("query{") && l.contains("close"))
         .collect();
@@ -106,6 +118,13 @@ async fn a_slow_query_warns_once_and_a_fast_one_not_at_all() {
         warnings[0].contains("slow query") && warnings[0].contains("pg_sleep"),
         "{text}"
     );
+    // The warning is the slow statement's event: not reported a second time at debug.
+    let events = |needle: &str| {
+        (text.lines())
+            .filter(|l| l.contains("query sql=") && l.contains(needle))
+            .count()
+    };
+    assert_eq!((events("SELECT 1"), events("pg_sleep")), (1, 0), "{text}");
 }
 
 /// The SQL logged comes from Diesel's structure, not from splitting its text at
@@ -276,4 +295,82 @@ async fn the_pool_reports_waits_timeouts_and_discarded_connections() {
         "{text}"
     );
     assert_eq!(lines("discarding a connection"), 1, "{text}");
+}
+
+/// The application binary, named after the package (`my-service` in a generated project).
+const APP: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
+
+/// `RUST_LOG=debug migrate current` prints each statement it runs, once, with its
+/// placeholders: the URL's password and the bind values (table names handed to
+/// `to_regclass($1)`) appear nowhere. `RUST_LOG=app::instrument=debug` shows the same.
+#[tokio::test]
+async fn migrate_current_at_debug_shows_each_statement_without_binds_or_password() {
+    let db = TestDb::new().await;
+    // Trust auth takes any password: this one only has to be in the URL.
+    let mut url = url::Url::parse(db.url.expose()).unwrap();
+    url.set_password(Some("s3cret")).unwrap();
+    let run = |log: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+            .args(["current", "--url", url.as_str()])
+            .env("RUST_LOG", log)
+            .env_remove("DATABASE_URL")
+            .env_remove("LOG_FORMAT")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    for log in ["debug", "app::instrument=debug"] {
+        let out = run(log);
+        let stderr = support::stderr(&out);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            support::stdout(&out).starts_with("current: "),
+            "stdout stays the answer"
+        );
+        let shown = |needle: &str| (stderr.lines()).filter(|l| l.contains(needle)).count();
+        let history = r#"FROM "__diesel_schema_migrations" ORDER BY"#;
+        assert_eq!(
+            shown(history),
+            1,
+            "{log}: once, not span and event:\n{stderr}"
+        );
+        assert_eq!(
+            shown("app::instrument: query sql=SET TIME ZONE"),
+            1,
+            "{stderr}"
+        );
+        assert_eq!(shown("to_regclass($1)"), 2, "{stderr}");
+        for hidden in ["s3cret", "migrate.checksums", "time.busy"] {
+            assert!(!stderr.contains(hidden), "{log}: {hidden} shown:\n{stderr}");
+        }
+    }
+}
+
+/// The service's `tasks <email>` shows its select with `$1`, never the email it looked up.
+#[tokio::test]
+async fn the_app_shows_its_statements_at_debug_without_the_values() {
+    let db = TestDb::new().await;
+    let email = "bound-not-logged@example.com";
+    support::user(&mut db.conn().await, email).await;
+    let out = std::process::Command::new(APP)
+        .args(["tasks", email, "--url", db.url.expose()])
+        .env("RUST_LOG", "debug")
+        .env_remove("DATABASE_URL")
+        .env_remove("LOG_FORMAT")
+        .output()
+        .unwrap();
+    let stderr = support::stderr(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("app::instrument: query sql=SELECT")
+                && l.contains(r#"FROM "users""#)
+                && l.contains("lower($1)")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(email),
+        "a bind value was logged:\n{stderr}"
+    );
 }
