@@ -17,6 +17,7 @@ pub use checks::{
 pub use lint::{LintFinding, lint};
 pub use runner::{
     Applied, Config, Direction, HISTORY_DDL, LOCK_KEY, Migrator, Problem, State, Status, Target,
+    Version,
 };
 pub use scratch::Scratch;
 pub use source::{Migration, Statement, statements};

@@ -820,12 +820,11 @@ async fn autogenerate_drafts_only_what_changed() {
             &["create", "--autogenerate", message, "--dir", dir_arg],
         ))
     };
-    // diesel also leaves a .diesel_lock behind; count migration folders only.
+    // Everything in the folder: diesel's `.diesel_lock` must not be left behind either.
     let folders = || -> Vec<std::path::PathBuf> {
         std::fs::read_dir(&dir.0)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.join("up.sql").exists())
             .collect()
     };
     // Unchanged: schema.rs matches the database, enum columns included.
@@ -845,6 +844,12 @@ async fn autogenerate_drafts_only_what_changed() {
     let up = std::fs::read_to_string(folder.join("up.sql")).unwrap();
     assert!(up.contains("CREATE TABLE \"comments\""), "{up}");
     assert!(!up.contains("\"status\""), "enum noise left in: {up}");
+
+    // A lock file that was there before (another diesel run's) is not ours to remove.
+    let lock = dir.0.join(".diesel_lock");
+    std::fs::write(&lock, "").unwrap();
+    assert!(draft("add comments again").contains("review it"));
+    assert!(lock.exists());
 }
 
 #[tokio::test]

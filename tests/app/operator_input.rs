@@ -1,6 +1,7 @@
 //! What an operator can get wrong must never lose data, hang, or print a secret: downgrade
-//! targets that would revert more than asked, `migrate create` twice in a second, malformed
-//! URLs, servers that never answer, and connections that must close cleanly.
+//! targets that would revert more than asked, folder names where a version goes (with a
+//! wrong name part), `migrate create` twice in a second, malformed URLs, servers that never
+//! answer, and connections that must close cleanly.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -62,6 +63,69 @@ async fn downgrade_refuses_targets_that_would_revert_more_than_asked() {
     let plan = format!("reverting {}: ", before.len());
     assert!(out.starts_with(&plan), "{out}");
     assert!(versions(&mut conn).await.is_empty());
+}
+
+/// A folder name, as `current` and `history` print it (or as a path, as tab completion
+/// writes it), works wherever a version does, and does what the version does.
+#[tokio::test]
+async fn folder_names_work_wherever_a_version_does() {
+    let db = TestDb::empty().await;
+    let (url, mut conn) = (Some(&db.url), db.conn().await);
+    let tasks = "2025-01-01-000003_create_tasks";
+    ok(migrate(url, &["upgrade", tasks]));
+    let at_tasks = versions(&mut conn).await;
+    assert!(ok(migrate(url, &["current"])).contains(&format!("current: {tasks}")));
+    ok(migrate(url, &["downgrade", "base"]));
+    ok(migrate(url, &["upgrade", "2025-01-01-000003"]));
+    assert_eq!(versions(&mut conn).await, at_tasks, "upgrade by version");
+
+    ok(migrate(url, &["upgrade"]));
+    ok(migrate(
+        url,
+        &["downgrade", &format!("migrations/{tasks}/")],
+    ));
+    assert_eq!(versions(&mut conn).await, at_tasks, "downgrade by path");
+
+    ok(migrate(url, &["stamp", "2025-01-01-000005_create_bugs"]));
+    let stamped = versions(&mut conn).await;
+    assert_eq!(stamped.last().unwrap(), "20250101000005");
+    ok(migrate(url, &["stamp", "base"]));
+    ok(migrate(url, &["stamp", "20250101000005"]));
+    assert_eq!(versions(&mut conn).await, stamped, "stamp by version");
+}
+
+/// A folder name whose name part is not its version's folder is refused, naming the real
+/// folder, before anything is written.
+#[tokio::test]
+async fn a_folder_name_with_the_wrong_name_changes_nothing() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let before = versions(&mut conn).await;
+    let wrong = "2025-01-01-000003_create_tsks";
+    for verb in ["upgrade", "downgrade", "stamp"] {
+        let out = migrate(Some(&db.url), &[verb, wrong]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{verb} succeeded");
+        assert!(
+            err.contains("version 20250101000003 is the folder 2025-01-01-000003_create_tasks"),
+            "{verb}: {err}"
+        );
+        assert_eq!(versions(&mut conn).await, before, "{verb} changed versions");
+    }
+    let out = migrate(None, &["lint", "--baseline", wrong]);
+    assert!(stderr(&out).contains("is the folder"), "{}", stderr(&out));
+}
+
+/// Every argument that takes a version says a folder name works too.
+#[test]
+fn version_arguments_say_a_folder_name_works() {
+    for verb in ["upgrade", "downgrade", "stamp", "lint"] {
+        let help = ok(migrate(None, &[verb, "--help"]));
+        assert!(
+            help.contains("its folder name") && help.contains("as `current` and `history` print"),
+            "{verb}: {help}"
+        );
+    }
 }
 
 /// Two `create` in the same second get distinct versions, and every command still works.

@@ -19,6 +19,8 @@ pub enum Verb {
     /// Apply pending migrations: head (default), +N, or up to VERSION.
     #[command(display_order = 2)]
     Upgrade {
+        /// head, +N, or the last version to apply (2025-02-01-000005) or its folder name
+        /// (2025-02-01-000005_users_drop_name) as `current` and `history` print it.
         #[arg(default_value = "head", allow_hyphen_values = true)]
         target: String,
         /// Print the SQL instead of running it.
@@ -35,6 +37,8 @@ pub enum Verb {
     /// Revert migrations: -1 (default), -N, down to VERSION (kept), or everything with base.
     #[command(display_order = 3)]
     Downgrade {
+        /// -N, base, or the version to keep (2025-02-01-000005) or its folder name
+        /// (2025-02-01-000005_users_drop_name) as `current` and `history` print it.
         #[arg(default_value = "-1", allow_hyphen_values = true)]
         target: String,
         /// Print the SQL instead of running it.
@@ -49,7 +53,11 @@ pub enum Verb {
     },
     /// Record VERSION (or base) as the current state without running SQL.
     #[command(display_order = 7)]
-    Stamp { version: String },
+    Stamp {
+        /// base, or a version (2025-02-01-000005) or its folder name
+        /// (2025-02-01-000005_users_drop_name) as `current` and `history` print it.
+        version: String,
+    },
     /// Put back a backup made by `upgrade --backup`: schema, history and rows together. It
     /// is loaded into a new database that takes this one's name only once complete; the
     /// current database is kept under another name. Stop the application first.

@@ -147,14 +147,21 @@ async fn autogenerate_into(url: &DatabaseUrl, folder: &Path, slug: &str) -> anyh
     let version = name.split('_').next().unwrap_or_default();
     let dir = folder.parent().unwrap_or(folder);
     let (bare, env) = db::tool_connection(url)?;
+    // diesel_cli takes a file lock on `.diesel_lock` in the folder and leaves the file behind;
+    // a stray file there trips whatever expects only migration folders.
+    let lock = dir.join(".diesel_lock");
+    let had_lock = lock.exists();
     let status = std::process::Command::new("diesel")
         .envs(env)
         .args(["migration", "generate", "--diff-schema", slug])
         .args(["--version", version, "--database-url", &bare])
         .arg("--migration-dir")
         .arg(dir)
-        .status()
-        .context("run diesel migration generate (install diesel_cli)")?;
+        .status();
+    if !had_lock {
+        let _ = std::fs::remove_file(&lock);
+    }
+    let status = status.context("run diesel migration generate (install diesel_cli)")?;
     if !status.success() {
         bail!("diesel migration generate --diff-schema failed ({status})");
     }

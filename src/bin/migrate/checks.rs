@@ -3,8 +3,9 @@
 
 use std::process::ExitCode;
 
+use anyhow::bail;
 use app::cli::Stop;
-use app::migrations;
+use app::migrations::{self, Version};
 use app::{errln, outln};
 use clap::Subcommand;
 
@@ -16,7 +17,9 @@ pub enum Verb {
     /// Flag statements that would lock or break a live table (squawk's rules).
     #[command(display_order = 9)]
     Lint {
-        /// Do not judge migrations up to and including this version.
+        /// Do not judge migrations up to and including this version (2025-01-01-000007), or
+        /// its folder name (2025-01-01-000007_create_comments) as `current` and `history`
+        /// print it.
         #[arg(long, value_name = "VERSION", default_value = "20250101000007")]
         baseline: String,
         #[arg(long)]
@@ -36,8 +39,14 @@ pub async fn run(verb: Verb, globals: &Globals) -> anyhow::Result<ExitCode> {
     let migrator = globals.migrator()?;
     match verb {
         Verb::Lint { baseline, json } => {
-            let findings =
-                migrations::lint(migrator.migrations(), Some(&baseline.replace('-', "")));
+            let Some(upto) = Version::parse(&baseline) else {
+                bail!("--baseline {baseline:?}: use a version or its folder name");
+            };
+            // The baseline need not be a migration here; when it is, a folder name must match it.
+            if let Some(m) = (migrator.migrations().iter()).find(|m| m.version == upto.version) {
+                upto.check_name(&m.folder)?;
+            }
+            let findings = migrations::lint(migrator.migrations(), Some(&upto.version));
             if json {
                 outln!("{}", serde_json::to_string(&findings)?);
             } else if findings.is_empty() {

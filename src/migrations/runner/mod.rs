@@ -28,7 +28,7 @@ use diesel_migrations::MigrationHarness;
 
 pub use lock::LOCK_KEY;
 pub use status::{Applied, HISTORY_DDL, Problem, State, Status};
-pub use target::{Direction, Target};
+pub use target::{Direction, Target, Version};
 
 use self::dirty::refuse_dirty;
 use self::failure::Failure;
@@ -187,17 +187,20 @@ impl Migrator {
         .await
     }
 
-    /// Records `version` and everything before it as applied, and everything after as not,
-    /// without running any SQL (Alembic's `stamp`): the harness's own bookkeeping, with steps
-    /// that run nothing. Rows already right keep their times and checksums; dirty marks clear.
+    /// Records `version` (a [`Version`] or `base`) and everything before it as applied, and
+    /// everything after as not, without running any SQL (Alembic's `stamp`): the harness's own
+    /// bookkeeping, with steps that run nothing. Rows already right keep their times and
+    /// checksums; dirty marks clear.
     pub async fn stamp(&self, url: &DatabaseUrl, version: &str) -> Result<()> {
         // `base` keeps nothing; a version keeps itself and what sorts before it.
-        let upto = match version.replace('-', "") {
-            base if base == "base" => None,
-            v if self.find(&v).is_none() => {
-                return Err(Error::Migration(format!("no migration has version {v}")));
+        let upto = match (version.trim(), Version::parse(version)) {
+            ("base", _) => None,
+            (_, Some(v)) => Some(v.find_in(&self.migrations)?.version.clone()),
+            (text, None) => {
+                return Err(Error::Migration(format!(
+                    "{text:?} is not a version: use base, a version or its folder name"
+                )));
             }
-            v => Some(v),
         };
         let keep = move |v: &str| upto.as_deref().is_some_and(|upto| v <= upto);
         let this = self.clone();

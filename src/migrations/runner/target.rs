@@ -14,12 +14,12 @@ pub enum Target {
     Base,
     /// This many steps (`+N` up, `-N` down).
     Steps(usize),
-    /// Up to and including this version (up), or down to and keeping it (down).
-    Version(String),
+    /// Up to and including this migration (up), or down to and keeping it (down).
+    Version(Version),
 }
 
 impl Target {
-    /// Parses `head`, `base`, `+N` (upgrade), `-N` (downgrade) or a version (dashes allowed).
+    /// Parses `head`, `base`, `+N` (upgrade), `-N` (downgrade) or a [`Version`].
     pub fn parse(text: &str, way: Direction) -> Result<Target> {
         let text = text.trim();
         let sign = if way == Direction::Up { '+' } else { '-' };
@@ -33,13 +33,82 @@ impl Target {
             _ if text.starts_with(['+', '-']) && text[1..].parse::<usize>().is_ok() => Err(
                 Error::Migration(format!("{text:?}: steps go {sign}N in this direction")),
             ),
-            _ if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '-') => {
-                Ok(Target::Version(text.replace('-', "")))
-            }
-            _ => Err(Error::Migration(format!(
-                "{text:?} is not a target: use head, base, {sign}N or a version"
-            ))),
+            _ => Version::parse(text).map(Target::Version).ok_or_else(|| {
+                Error::Migration(format!(
+                    "{text:?} is not a target: use head, base, {sign}N, a version or its folder name"
+                ))
+            }),
         }
+    }
+}
+
+/// A migration as the operator names it: by version (`2025-02-01-000005`, dashes optional),
+/// or by folder name as `current` and `history` print it (`2025-02-01-000005_users_drop_name`,
+/// also `migrations/<folder>/` as tab completion writes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// Diesel's version: the digits, dashes removed.
+    pub version: String,
+    /// The folder name's part after the version, when a folder name was given.
+    pub name: Option<String>,
+}
+
+impl Version {
+    /// Reads a version or a folder name; `None` when `text` is neither.
+    pub fn parse(text: &str) -> Option<Version> {
+        let folder = text.trim().trim_end_matches('/').rsplit('/').next()?;
+        let (version, name) = match folder.split_once('_') {
+            Some((version, name)) => (version, Some(name.to_owned())),
+            None => (folder, None),
+        };
+        let digits = version.starts_with(|c: char| c.is_ascii_digit())
+            && version.chars().all(|c| c.is_ascii_digit() || c == '-');
+        digits.then(|| Version {
+            version: version.replace('-', ""),
+            name,
+        })
+    }
+
+    /// The migration of this version; an unknown version is refused, naming its neighbours.
+    pub fn find_in<'a>(&self, all: &'a [Migration]) -> Result<&'a Migration> {
+        let Some(m) = find(all, &self.version) else {
+            let v = &self.version;
+            let before = all.iter().rev().find(|m| &m.version < v);
+            let after = all.iter().find(|m| &m.version > v);
+            let nearest: Vec<&str> = [before, after]
+                .into_iter()
+                .flatten()
+                .map(|m| m.folder.as_str())
+                .collect();
+            let nearest = match nearest.is_empty() {
+                true => String::new(),
+                false => format!(" (nearest: {})", nearest.join(", ")),
+            };
+            return Err(Error::Migration(format!(
+                "no migration has version {v}{nearest}"
+            )));
+        };
+        self.check_name(&m.folder)?;
+        Ok(m)
+    }
+
+    /// Refuses a folder name whose name part is not `folder`'s: a typo, or another branch's
+    /// migration that took the same version.
+    pub fn check_name(&self, folder: &str) -> Result<()> {
+        let real = folder.split_once('_').map_or("", |(_, name)| name);
+        match &self.name {
+            Some(name) if name != real => Err(Error::Migration(format!(
+                "no migration is named {name:?}: version {} is the folder {folder}",
+                self.version
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.version)
     }
 }
 
@@ -61,10 +130,10 @@ pub(super) fn select_up<'a>(
     match target {
         Target::Head => Ok(pending),
         Target::Steps(n) => Ok(&pending[..pending.len().min(*n)]),
-        Target::Version(v) if find(all, v).is_none() => {
-            Err(Error::Migration(format!("no migration has version {v}")))
+        Target::Version(v) => {
+            let upto = &v.find_in(all)?.version;
+            Ok(&pending[..pending.partition_point(|m| &m.version <= upto)])
         }
-        Target::Version(v) => Ok(&pending[..pending.partition_point(|m| &m.version <= v)]),
         Target::Base => Err(Error::Migration(
             "upgrade to base makes no sense: use downgrade base".into(),
         )),
@@ -83,6 +152,18 @@ pub(super) fn select_down(
         .last()
         .map_or("base (nothing applied)", |a| &a.version);
     let mut chosen: Vec<&Applied> = applied.iter().rev().collect();
+    if let Target::Version(v) = target {
+        // A folder name is checked against the files, else against what the history recorded.
+        let known = find(all, &v.version)
+            .map(|m| m.folder.as_str())
+            .or_else(|| {
+                let a = applied.iter().find(|a| a.version == v.version)?;
+                a.folder.as_deref()
+            });
+        if let Some(folder) = known {
+            v.check_name(folder)?;
+        }
+    }
     match target {
         Target::Base => {}
         Target::Head => {
@@ -98,13 +179,13 @@ pub(super) fn select_down(
             ));
         }
         Target::Steps(n) => chosen.truncate(*n),
-        Target::Version(v) if v.as_str() >= current || applied.is_empty() => {
+        Target::Version(v) if v.version.as_str() >= current || applied.is_empty() => {
             return refuse(format!("{v} is not below the current version {current}"));
         }
-        Target::Version(v) if !applied.iter().any(|a| &a.version == v) => {
+        Target::Version(v) if !applied.iter().any(|a| a.version == v.version) => {
             return refuse(format!("version {v} is not applied"));
         }
-        Target::Version(v) => chosen.retain(|a| &a.version > v),
+        Target::Version(v) => chosen.retain(|a| a.version > v.version),
     }
     (chosen.into_iter())
         .map(|a| {
@@ -140,8 +221,18 @@ mod tests {
         result.unwrap_err().to_string()
     }
 
+    fn version(text: &str) -> Target {
+        Target::Version(Version::parse(text).unwrap())
+    }
+
+    /// Migrations in folders `<version>_m<version>`.
     fn migrations(versions: &[&str]) -> Vec<Migration> {
-        versions.iter().map(|v| Migration::unknown(v)).collect()
+        (versions.iter())
+            .map(|v| Migration {
+                folder: format!("{v}_m{v}"),
+                ..Migration::unknown(v)
+            })
+            .collect()
     }
 
     fn applied(versions: &[&str]) -> Vec<Applied> {
@@ -186,22 +277,58 @@ mod tests {
 
     #[test]
     fn versions_may_be_written_with_dashes() {
-        let want = Target::Version("20240101120000".into());
+        let want = Target::Version(Version {
+            version: "20240101120000".into(),
+            name: None,
+        });
         assert_eq!(up("2024-01-01-120000").unwrap(), want);
         assert_eq!(down("20240101120000").unwrap(), want);
     }
 
     #[test]
-    fn folder_names_and_other_words_are_not_targets() {
-        for text in ["2024-01-01-120000_create_users", "latest", "", "+", "1.5"] {
+    fn folder_names_and_their_paths_are_versions_with_a_name() {
+        let want = Target::Version(Version {
+            version: "20240101120000".into(),
+            name: Some("create_users".into()),
+        });
+        for text in [
+            "2024-01-01-120000_create_users",
+            "2024-01-01-120000_create_users/",
+            "migrations/2024-01-01-120000_create_users/",
+            "20240101120000_create_users",
+        ] {
+            assert_eq!(up(text).unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn other_words_are_not_targets() {
+        for text in ["latest", "", "+", "-", "1.5", "_users", "users_1"] {
             let why = refusal(up(text));
             assert!(
-                why.ends_with("is not a target: use head, base, +N or a version"),
+                why.ends_with("is not a target: use head, base, +N, a version or its folder name"),
                 "{text:?}: {why}"
             );
         }
         let why = refusal(down("previous"));
-        assert!(why.contains("use head, base, -N or a version"), "{why}");
+        assert!(why.contains("use head, base, -N, a version"), "{why}");
+    }
+
+    #[test]
+    fn a_folder_name_must_name_the_folder_of_its_version() {
+        let all = migrations(&["1", "2"]);
+        let found = Version::parse("2_m2").unwrap().find_in(&all).unwrap();
+        assert_eq!(found.folder, "2_m2");
+        let why = refusal(Version::parse("2_m1").unwrap().find_in(&all));
+        assert!(
+            why.ends_with("no migration is named \"m1\": version 2 is the folder 2_m2"),
+            "{why}"
+        );
+        let why = refusal(Version::parse("5").unwrap().find_in(&all));
+        assert!(
+            why.ends_with("no migration has version 5 (nearest: 2_m2)"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -212,10 +339,16 @@ mod tests {
         assert_eq!(pick(Target::Head).unwrap(), ["2", "3"]);
         assert_eq!(pick(Target::Steps(1)).unwrap(), ["2"]);
         assert_eq!(pick(Target::Steps(9)).unwrap(), ["2", "3"]);
-        assert_eq!(pick(Target::Version("2".into())).unwrap(), ["2"]);
-        assert!(pick(Target::Version("1".into())).unwrap().is_empty());
-        let why = refusal(pick(Target::Version("7".into())));
-        assert!(why.ends_with("no migration has version 7"), "{why}");
+        assert_eq!(pick(version("2")).unwrap(), ["2"]);
+        assert_eq!(pick(version("2_m2")).unwrap(), ["2"]);
+        assert!(pick(version("1")).unwrap().is_empty());
+        let why = refusal(pick(version("7")));
+        assert!(
+            why.ends_with("no migration has version 7 (nearest: 3_m3)"),
+            "{why}"
+        );
+        let why = refusal(pick(version("2_m3")));
+        assert!(why.contains("version 2 is the folder 2_m2"), "{why}");
         assert!(refusal(pick(Target::Base)).contains("use downgrade base"));
     }
 
@@ -226,17 +359,29 @@ mod tests {
         let pick = |t: Target| select_down(&all, &done, &t).map(|c| versions(&c).join(" "));
         assert_eq!(pick(Target::Base).unwrap(), "3 2 1");
         assert_eq!(pick(Target::Steps(2)).unwrap(), "3 2");
-        assert_eq!(pick(Target::Version("1".into())).unwrap(), "3 2");
+        assert_eq!(pick(version("1")).unwrap(), "3 2");
+        assert_eq!(pick(version("1_m1")).unwrap(), "3 2");
+        assert!(refusal(pick(version("1_m2"))).contains("version 1 is the folder 1_m1"));
         assert!(refusal(pick(Target::Head)).contains("the current version is 3"));
         assert!(refusal(pick(Target::Steps(4))).contains("-4 asks for more than is applied (3)"));
-        let why = refusal(pick(Target::Version("3".into())));
+        let why = refusal(pick(version("3")));
         assert!(
             why.ends_with("3 is not below the current version 3"),
             "{why}"
         );
         let gapped = applied(&["1", "3"]);
-        let why = refusal(select_down(&all, &gapped, &Target::Version("2".into())));
+        let why = refusal(select_down(&all, &gapped, &version("2")));
         assert!(why.ends_with("version 2 is not applied"), "{why}");
+    }
+
+    #[test]
+    fn a_downgrade_checks_a_folder_name_against_the_history_when_the_files_are_gone() {
+        let mut done = applied(&["1", "2"]);
+        done[0].folder = Some("1_old".into());
+        let all = migrations(&["2"]);
+        let why = refusal(select_down(&all, &done, &version("1_new")));
+        assert!(why.contains("version 1 is the folder 1_old"), "{why}");
+        assert!(select_down(&all, &done, &version("1_old")).is_ok());
     }
 
     #[test]
@@ -244,7 +389,7 @@ mod tests {
         let all = migrations(&["1"]);
         let why = refusal(select_down(&all, &applied(&["1", "2"]), &Target::Steps(1)));
         assert!(why.ends_with("2: applied, but its folder is gone; cannot revert it"));
-        let empty = select_down(&all, &[], &Target::Version("1".into()));
+        let empty = select_down(&all, &[], &version("1"));
         assert!(refusal(empty).contains("below the current version base (nothing applied)"));
     }
 }

@@ -49,14 +49,16 @@ impl TempDir {
 }
 
 /// A copy of the project's migrations in a temp folder, for tests that add their own.
-/// Only the migration folders: a stray file beside them (`.diesel_lock`, an editor's
-/// backup) is none of the tests' business.
+/// Only the migration folders (holding an up.sql): a stray file or folder beside them
+/// (diesel_cli's `.diesel_lock`, an editor's backup, an emptied folder) is none of the
+/// tests' business.
 pub fn copy_of_migrations(label: &str) -> TempDir {
     let dir = TempDir::new(label);
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
         let from = entry.unwrap().path();
         let name = from.file_name().unwrap();
-        if !from.is_dir() || name.to_string_lossy().starts_with('.') {
+        let hidden = name.to_string_lossy().starts_with('.');
+        if hidden || !from.join("up.sql").is_file() {
             continue;
         }
         let to = dir.0.join(name);
