@@ -18,6 +18,7 @@ mod field_types;
 mod indexes;
 mod inheritance;
 mod init_db;
+mod listing;
 mod loaders;
 mod migrate;
 mod mixins;
