@@ -10,6 +10,7 @@
 pub mod bug;
 pub mod comment;
 pub mod notification_channel;
+pub mod page;
 pub mod tag;
 pub mod task;
 pub mod team;
@@ -18,6 +19,7 @@ pub mod user;
 pub use bug::{Bug, BugDetails, NewBug};
 pub use comment::{Comment, CommentOn};
 pub use notification_channel::{Channel, NotificationChannel};
+pub use page::{Limit, Page, PageRequest};
 pub use tag::{NewTag, Tag, TaskTag};
 pub use task::{
     NewTask, Priority, Task, TaskChanges, TaskStatus, TaskStatusUpdate, Title, TreeTask,

@@ -125,6 +125,15 @@ impl Team {
             .await?)
     }
 
+    /// All teams, by id (a page at a time: `Team::list`).
+    pub async fn all(mut conn: &AsyncPgConnection) -> Result<Vec<Team>> {
+        Ok(teams::table
+            .order(teams::id)
+            .select(Team::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
     /// Renames or otherwise changes a team.
     pub async fn update(
         mut conn: &AsyncPgConnection,

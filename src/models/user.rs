@@ -209,7 +209,7 @@ impl User {
             .await?)
     }
 
-    /// All users, by id.
+    /// All users, by id (a page at a time: `User::list`, in `page.rs`).
     pub async fn all(mut conn: &AsyncPgConnection) -> Result<Vec<User>> {
         Ok(users::table
             .order(users::id)

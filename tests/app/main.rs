@@ -19,6 +19,7 @@ mod field_types;
 mod indexes;
 mod inheritance;
 mod init_db;
+mod listing;
 mod loaders;
 mod migrate;
 mod mixins;
