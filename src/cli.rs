@@ -125,10 +125,11 @@ impl Logging {
             LogFormat::Json => builder.json().try_init(),
         };
         // diesel-async sets a new session up (time zone, encoding) before `db::connect` can
-        // give it the bridge: as the default instrumentation, the bridge sees those too.
-        // A bad DATABASE_SLOW_QUERY_MS is refused by `db::connect` itself.
+        // give it the bridge: as the default instrumentation, the bridge sees those too, at
+        // debug only. Set-up is never "slow": a connection that asked for no slow-query
+        // warnings (a restore's CREATE DATABASE) gets none from its set-up either.
         let _ = diesel::connection::set_default_instrumentation(|| {
-            let tracing = crate::db::instrument::QueryTracing::from_env().ok()?;
+            let tracing = crate::db::instrument::QueryTracing::new(std::time::Duration::MAX);
             Some(Box::new(tracing))
         });
         Ok(())
