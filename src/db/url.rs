@@ -111,6 +111,21 @@ pub fn mask(raw: &str) -> String {
             if url.password().is_some() {
                 let _ = url.set_password(Some("***"));
             }
+            // tokio-postgres decodes parameter names: `pass%77ord=` is a password too.
+            let secret = |key: &str| key.eq_ignore_ascii_case("password");
+            if url.query_pairs().any(|(key, _)| secret(&key)) {
+                let pairs: Vec<(String, String)> = (url.query_pairs())
+                    .map(|(key, value)| {
+                        let value = if secret(&key) {
+                            "***".into()
+                        } else {
+                            value.into()
+                        };
+                        (key.into_owned(), value)
+                    })
+                    .collect();
+                url.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             mask_password_params(url.as_str())
         }
         _ => match raw.split_once("://") {
@@ -266,6 +281,11 @@ mod tests {
                 "postgres://(rest not shown: it does not parse)",
             ),
             ("", "(not shown: not a URL)"),
+            // A percent-encoded name is the same parameter to tokio-postgres.
+            (
+                "postgres://u@h/db?pass%77ord=pw&sslmode=require",
+                "postgres://u@h/db?password=***&sslmode=require",
+            ),
         ];
         for (raw, masked) in cases {
             assert_eq!(mask(raw), masked, "{raw}");
