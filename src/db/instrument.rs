@@ -89,62 +89,46 @@ fn sql_of(query: &dyn diesel::connection::DebugQuery) -> String {
     }
 }
 
-/// `sql` with every string literal that may hold a password shown as `'***'`: one after
-/// the word PASSWORD (`ALTER ROLE .. PASSWORD '..'`, `OPTIONS (password '..')`), and one
-/// holding `password` or a URL with user info (a conninfo for dblink or a subscription).
-/// Values travel as binds, which are never shown; this is for secrets written into SQL
-/// text, in a migration say. Comments and dollar-quoted bodies are passed over as they are.
-fn mask_secrets(sql: &str) -> Cow<'_, str> {
+/// `sql` with every string literal that may hold a secret shown as `'***'`: in a statement
+/// that mentions `password` anywhere (`ALTER ROLE .. PASSWORD E'..'`, `OPTIONS ("password"
+/// $$..$$)`), every literal, whatever its spelling; elsewhere, a literal holding a URL with
+/// user info (a conninfo for dblink or a subscription). Values travel as binds, which are
+/// never shown; this is for secrets written into SQL text, in a migration say. Masking
+/// every literal of such a statement, rather than the one after PASSWORD, leaves no
+/// spelling of PostgreSQL's (E'', U&'', dollar quotes, quoted names) to get past it.
+pub fn mask_secrets(sql: &str) -> Cow<'_, str> {
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("password") && !lower.contains("://") {
+    let secret_statement = lower.contains("password");
+    if !secret_statement && !lower.contains("://") {
         return Cow::Borrowed(sql);
     }
     let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
-    // The last word before the current position, across blanks and `=`.
-    let mut word = (0, 0);
     let mut i = 0;
     while i < bytes.len() {
         let rest = &sql[i..];
-        let skip = if rest.starts_with("--") {
-            rest.find('\n').unwrap_or(rest.len())
+        let (len, literal) = if rest.starts_with("--") {
+            (rest.find('\n').unwrap_or(rest.len()), false)
         } else if rest.starts_with("/*") {
-            rest.find("*/").map_or(rest.len(), |end| end + 2)
+            (rest.find("*/").map_or(rest.len(), |end| end + 2), false)
         } else if let Some(tag) = dollar_tag(rest) {
-            rest[tag.len()..]
-                .find(tag)
-                .map_or(rest.len(), |end| end + 2 * tag.len())
+            let body = rest[tag.len()..].find(tag);
+            (body.map_or(rest.len(), |end| end + 2 * tag.len()), true)
         } else if bytes[i] == b'\'' {
             // E'..' takes backslash escapes; '' is a quote in either kind.
             let escapes = i > 0 && bytes[i - 1].eq_ignore_ascii_case(&b'e');
-            let len = literal_len(&bytes[i..], escapes);
-            let text = &lower[i..i + len];
-            let after_password = &lower[word.0..word.1] == "password";
-            let url = text.contains("://") && text.contains('@');
-            if after_password || text.contains("password") || url {
-                out.push_str("'***'");
-            } else {
-                out.push_str(&sql[i..i + len]);
-            }
-            word = (i, i);
-            i += len;
-            continue;
+            (literal_len(&bytes[i..], escapes), true)
         } else {
-            let c = rest.chars().next().unwrap_or(' ');
-            if c.is_alphanumeric() || c == '_' {
-                let len = rest.find(|c: char| !(c.is_alphanumeric() || c == '_'));
-                let len = len.unwrap_or(rest.len());
-                word = (i, i + len);
-                len
-            } else {
-                if !(c.is_whitespace() || c == '=') {
-                    word = (i, i);
-                }
-                c.len_utf8()
-            }
+            (rest.chars().next().map_or(1, char::len_utf8), false)
         };
-        out.push_str(&rest[..skip]);
-        i += skip;
+        let text = &lower[i..i + len];
+        let url = text.contains("://") && text.contains('@');
+        if literal && (secret_statement || url) {
+            out.push_str("'***'");
+        } else {
+            out.push_str(&rest[..len]);
+        }
+        i += len;
     }
     Cow::Owned(out)
 }
@@ -411,7 +395,7 @@ mod tests {
             ),
             (
                 "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', password 'pw')",
-                "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', password '***')",
+                "CREATE USER MAPPING FOR u SERVER s OPTIONS (user '***', password '***')",
             ),
             (
                 "-- the role's login\nALTER ROLE a PASSWORD 'x'",
@@ -424,6 +408,27 @@ mod tests {
             (
                 "SELECT dblink_connect(E'postgres://u:p\\'w@db/x')",
                 "SELECT dblink_connect(E'***')",
+            ),
+            // Every spelling of a literal PostgreSQL takes.
+            (
+                "ALTER ROLE a PASSWORD E'p\\'w'",
+                "ALTER ROLE a PASSWORD E'***'",
+            ),
+            (
+                "ALTER ROLE a PASSWORD U&'p\\0077'",
+                "ALTER ROLE a PASSWORD U&'***'",
+            ),
+            (
+                "ALTER ROLE a PASSWORD $$pw$$",
+                "ALTER ROLE a PASSWORD '***'",
+            ),
+            (
+                "ALTER ROLE a PASSWORD $t$p$$w$t$",
+                "ALTER ROLE a PASSWORD '***'",
+            ),
+            (
+                "ALTER USER MAPPING FOR u SERVER s OPTIONS (SET \"password\" 'pw')",
+                "ALTER USER MAPPING FOR u SERVER s OPTIONS (SET \"password\" '***')",
             ),
         ];
         for (sql, want) in masked {

@@ -374,3 +374,31 @@ async fn the_app_shows_its_statements_at_debug_without_the_values() {
         "a bind value was logged:\n{stderr}"
     );
 }
+
+/// A password written into a migration stays out of the logs and of the failure message,
+/// whatever the literal's spelling.
+#[tokio::test]
+async fn a_password_written_in_a_failing_migration_is_never_shown() {
+    let db = TestDb::new().await;
+    let dir = support::copy_of_migrations("migrations");
+    let folder = dir.0.join("2099-01-01-000000_role_password");
+    std::fs::create_dir_all(&folder).unwrap();
+    let up = "ALTER ROLE no_such_role_here PASSWORD E'Leak\\'d';\n";
+    std::fs::write(folder.join("up.sql"), up).unwrap();
+    std::fs::write(folder.join("down.sql"), "SELECT 1;\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["upgrade", "--dir", dir.0.to_str().unwrap()])
+        .args(["--url", db.url.expose()])
+        .env("RUST_LOG", "debug")
+        .env_remove("LOG_FORMAT")
+        .output()
+        .unwrap();
+    let stderr = support::stderr(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("role_password/up.sql, statement 1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("PASSWORD E'***'"), "{stderr}");
+    assert!(!stderr.contains("Leak"), "password shown:\n{stderr}");
+}

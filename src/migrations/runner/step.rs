@@ -174,6 +174,8 @@ fn run_statements(conn: &mut Conn, m: &Migration, way: Direction) -> Result<(), 
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with("--"))
             .unwrap_or("");
+        // As in the statement events: a password written into a migration stays out.
+        let first_line = crate::db::instrument::mask_secrets(first_line);
         let (n, line) = (stmt.number, stmt.line);
         let error = Error::Migration(format!(
             "{folder}/{file}, statement {n} (line {line}): {first_line}: {err}"
