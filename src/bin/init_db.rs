@@ -132,43 +132,73 @@ async fn run(args: Args) -> anyhow::Result<()> {
         outln!("  {table:<22} {rows:>8} rows");
     }
     if let Some(path) = &args.env_file {
-        write_env_file(path, &url)?;
+        // The application's URL (a pooler's, maybe) as DATABASE_URL, and the server's own
+        // beside it when init_db was given another: a later shell finds both as they were.
+        let app_url = db::url_from(args.url.as_deref()).unwrap_or_else(|_| url.clone());
+        let mut lines = vec![("DATABASE_URL", app_url.clone())];
+        if app_url.expose() != url.expose() {
+            lines.push(("DATABASE_DIRECT_URL", url.clone()));
+        }
+        write_env_file(path, &lines)?;
     }
     Ok(())
 }
 
-/// Writes `DATABASE_URL` to `path` unless the file exists: a user's own `.env` is never
-/// touched. Readable by its owner only, since the URL may hold a password.
-fn write_env_file(path: &Path, url: &db::DatabaseUrl) -> anyhow::Result<()> {
+/// Writes `KEY='url'` lines to `path` unless the file exists: a user's own `.env` is never
+/// touched. Readable by its owner only, since a URL may hold a password, and complete or
+/// absent: written aside, then linked into place, which fails if the file appeared.
+fn write_env_file(path: &Path, lines: &[(&str, db::DatabaseUrl)]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let raw = url.expose();
-    // Single quotes keep the value literal for dotenvy ($, #, spaces); a URL holding one
+    if path.symlink_metadata().is_ok() {
+        outln!("env: {} exists, not changed", path.display());
+        return Ok(());
+    }
+    // Single quotes keep a value literal for dotenvy ($, #, spaces); a URL holding one
     // could not be written back exactly.
-    if raw.contains(['\'', '\n', '\r']) {
+    if lines
+        .iter()
+        .any(|(_, url)| url.expose().contains(['\'', '\n', '\r']))
+    {
         outln!(
-            "env: {} not written: the URL holds a quote or a line break",
+            "env: {} not written: the URL holds a quote or a line break (a quote is %27)",
             path.display()
         );
         return Ok(());
     }
-    let file = std::fs::OpenOptions::new()
+    let mut text = String::from(
+        "# Written by init_db: the database of this checkout. Other settings: .env.example.\n",
+    );
+    for (key, url) in lines {
+        text.push_str(&format!("{key}='{}'\n", url.expose()));
+    }
+    let name = path
+        .file_name()
+        .map_or("env".into(), |n| n.to_string_lossy());
+    let aside = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (std::fs::OpenOptions::new())
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path);
-    let mut file = match file {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => anyhow::bail!("cannot create {}: {e}", path.display()),
-    };
-    let text = format!(
-        "# Written by init_db: the database of this checkout. Other settings: .env.example.\n\
-         DATABASE_URL='{raw}'\n"
-    );
-    file.write_all(text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    outln!("env: wrote {} (DATABASE_URL={url})", path.display());
-    Ok(())
+        .open(&aside)
+        .and_then(|mut file| {
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+        })
+        .and_then(|()| std::fs::hard_link(&aside, path));
+    let _ = std::fs::remove_file(&aside);
+    match written {
+        Ok(()) => {
+            for (key, url) in lines {
+                outln!("env: wrote {key} to {} ({url})", path.display());
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.exists() => {
+            outln!("env: {} exists, not changed", path.display());
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("cannot write {}: {e}", path.display()),
+    }
 }
 
 #[cfg(test)]

@@ -248,3 +248,65 @@ async fn a_database_name_with_awkward_characters_is_created_under_that_exact_nam
             .unwrap();
     assert!(found.flag, "no database named {name:?}");
 }
+
+/// `--env-file`: written once, 0600, with the URL read back exactly by the binaries; never
+/// over a file that exists; the pooler's URL stays DATABASE_URL with the server's beside it.
+#[tokio::test]
+async fn env_file_is_written_once_private_and_read_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::not_created();
+    let dir = support::TempDir::new("env-file");
+    // A password (trust auth ignores it) and characters dotenvy would read otherwise.
+    let url = db
+        .url
+        .expose()
+        .replacen("postgres@", "postgres:s3cr%24t%23x@", 1);
+    let env = dir.0.join(".env");
+    let out = init_db(&["--url", &url, "--env-file", env.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("env: wrote DATABASE_URL to"), "{stdout}");
+    assert!(!stdout.contains("s3cr"), "password shown: {stdout}");
+    let mode = std::fs::metadata(&env).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // From that folder, with nothing in the environment, migrate finds the database.
+    let current = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("current")
+        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_DIRECT_URL")
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(current.status.success(), "{}", text(&current.stderr));
+
+    // A file that exists is left exactly as it is, and says so.
+    std::fs::write(&env, "MINE=1\n").unwrap();
+    let out = init_db(&["--url", &url, "--env-file", env.to_str().unwrap()]);
+    assert!(text(&out.stdout).contains("exists, not changed"));
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), "MINE=1\n");
+
+    // Through a pooler: DATABASE_URL is the application's, the direct one beside it.
+    std::fs::remove_file(&env).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_init_db"))
+        .args(["--env-file", env.to_str().unwrap()])
+        .env("DATABASE_URL", db.url.with_database("pooled_name").expose())
+        .env("DATABASE_DIRECT_URL", db.url.expose())
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = std::fs::read_to_string(&env).unwrap();
+    let lines: Vec<&str> = written.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "DATABASE_URL='{}'",
+                db.url.with_database("pooled_name").expose()
+            ),
+            format!("DATABASE_DIRECT_URL='{}'", db.url.expose()),
+        ]
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
+    assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
+}
