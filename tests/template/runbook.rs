@@ -4,7 +4,9 @@
 //! is refused, so a runnable-looking block cannot slip past unmarked.
 //!
 //! Each block runs in `bash -e -o pipefail`, in the project folder, with stdin closed; the
-//! first command that fails is reported by file and line.
+//! first command that fails is reported by file and line. A one-line command ending in
+//! `# prints: TEXT` must also print TEXT (a part of its output), so an example's output
+//! and the ids it reuses cannot drift either.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -94,7 +96,12 @@ pub fn run(dir: &Path, block: &Block, env: &[(&str, &str)], unset: &[&str]) -> R
     // Line 1 of the script is this preamble, so the block's line k is script line k + 1.
     let script = format!(
         "trap 'echo \"$LINENO\" > \"$RUNBOOK_FAILED_LINE\"' ERR\n{}",
-        block.text
+        block
+            .text
+            .lines()
+            .map(checked)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let mut command = Command::new("timeout");
     command
@@ -134,6 +141,21 @@ pub fn run(dir: &Path, block: &Block, env: &[(&str, &str)], unset: &[&str]) -> R
         tail(&out.stdout),
         tail(&out.stderr)
     ))
+}
+
+/// `line` as bash runs it: `cmd  # prints: TEXT` becomes, on one line still, `cmd` with its
+/// output shown and checked for TEXT.
+fn checked(line: &str) -> String {
+    const MARK: &str = "# prints: ";
+    let Some(at) = line.rfind(MARK) else {
+        return line.to_owned();
+    };
+    let (command, want) = (line[..at].trim_end(), line[at + MARK.len()..].trim_end());
+    let quoted = format!("'{}'", want.replace('\'', r"'\''"));
+    format!(
+        "__out=$({command}); printf '%s\\n' \"$__out\"; case \"$__out\" in *{quoted}*) ;; \
+         *) echo \"runbook: expected the output to hold: \"{quoted} >&2; false ;; esac"
+    )
 }
 
 /// Where the failing line is written: beside the project, one file per block.
@@ -215,4 +237,20 @@ fn a_failing_command_is_named_by_file_and_line() {
     assert!(err.starts_with("README.md:3: `false | cat`"), "{err}");
     let written = std::fs::read_to_string(dir.0.join("env")).unwrap();
     assert_eq!(written, "yes-unset\n");
+}
+
+/// `# prints:` checks the command's output: a match passes and shows it, a mismatch fails
+/// on that line, saying what was expected.
+#[test]
+fn a_command_must_print_what_its_comment_says() {
+    let dir = crate::support::TempDir::new("runbook-prints");
+    let doc = "```sh\necho 'task 8: it'\\''s done'   # prints: task 8: it's\n```\n";
+    run(&dir.0, &blocks("README.md", doc)[0], &[], &[]).unwrap();
+    let doc = "```sh\ntrue\necho 'task 9: Write docs'   # prints: task 8: Write docs\n```\n";
+    let err = run(&dir.0, &blocks("README.md", doc)[0], &[], &[]).unwrap_err();
+    assert!(err.starts_with("README.md:3: `echo 'task 9"), "{err}");
+    assert!(
+        err.contains("runbook: expected the output to hold: task 8: Write docs"),
+        "{err}"
+    );
 }
