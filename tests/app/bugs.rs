@@ -3,16 +3,9 @@
 //! (docs/first-model.md, "Removing an example model").
 
 use crate::reliability::{hostile_cases, stored_or_refused};
-use crate::support::{TestDb, count, task, user};
+use crate::support::{TestDb, assert_invalid, count, task, user};
 use app::Error;
 use app::models::{Bug, NewBug, NewTask, Task, Title};
-
-fn assert_invalid(err: &Error, expected: &str) {
-    assert!(
-        matches!(err, Error::Invalid { constraint, .. } if constraint == expected),
-        "expected Invalid({expected}), got {err:?}"
-    );
-}
 
 #[tokio::test]
 async fn joined_table_bug_is_a_task_with_its_own_row() {

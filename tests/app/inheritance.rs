@@ -1,18 +1,11 @@
 //! Inheritance, enforced by the database, not by convention: single-table
 //! (notification_channels) and polymorphic (comments). Joined-table (bugs) is in `bugs.rs`.
 
-use crate::support::{TestDb, count, task, user};
+use crate::support::{TestDb, assert_invalid, count, task, user};
 use app::Error;
 use app::models::*;
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
-
-fn assert_invalid(err: &Error, expected: &str) {
-    assert!(
-        matches!(err, Error::Invalid { constraint, .. } if constraint == expected),
-        "expected Invalid({expected}), got {err:?}"
-    );
-}
 
 #[tokio::test]
 async fn single_table_rows_load_as_enum_variants() {

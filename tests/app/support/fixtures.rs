@@ -144,3 +144,11 @@ pub fn default_signals(command: &mut std::process::Command) -> &mut std::process
         })
     }
 }
+
+/// Asserts `err` is `Error::Invalid` naming the constraint `expected`.
+pub fn assert_invalid(err: &app::Error, expected: &str) {
+    assert!(
+        matches!(err, app::Error::Invalid { constraint, .. } if constraint == expected),
+        "expected Invalid({expected}), got {err:?}"
+    );
+}
