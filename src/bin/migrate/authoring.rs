@@ -226,7 +226,8 @@ fn new_folder(dir: &Path, slug: &str) -> anyhow::Result<PathBuf> {
             chrono::NaiveDateTime::parse_from_str(&version, "%Y%m%d%H%M%S").ok()
         })
         .max();
-    let mut at = chrono::Utc::now().naive_utc();
+    // Whole seconds, as versions are: a folder made earlier in this second is not older.
+    let mut at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now().naive_utc(), 0);
     loop {
         if let Some(newest) = newest.filter(|n| *n >= at) {
             at = newest + chrono::Duration::seconds(1);
@@ -277,6 +278,17 @@ mod tests {
         let name = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(name(&first), "2999-01-01-000001_a");
         assert_eq!(name(&second), "2999-01-01-000002_a");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Within one second and under other names: still one version each.
+        std::fs::create_dir_all(&dir).unwrap();
+        let versions: Vec<String> = ["a", "b", "c"]
+            .map(|slug| name(&new_folder(&dir, slug).unwrap()))
+            .map(|n| n.split('_').next().unwrap().to_owned())
+            .to_vec();
+        assert!(
+            versions[0] < versions[1] && versions[1] < versions[2],
+            "{versions:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
