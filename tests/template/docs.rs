@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use app::db::DatabaseUrl;
+use diesel_async::RunQueryDsl;
 
 use crate::helpers::{generate, have_cargo_generate, shared_target, target_dir};
 use crate::runbook::{self, Kind};
@@ -34,28 +35,54 @@ pub fn share_target(project: &Path) {
     std::os::unix::fs::symlink(target_dir(), project.join("target")).unwrap();
 }
 
-/// Drops the database the walk's `.env` names, and stops a private cluster the scripts may
+/// A database name, read by `sql_query`: the catalog has no table in `schema.rs`.
+#[derive(diesel::QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    datname: String,
+}
+
+/// Drops the database the project's `.env` names and the template databases its tests left
+/// (`<crate>_tpl_<hash>`, kept by the tests as a cache: a project generated for one run
+/// has no later run, and each new migration set makes another), and stops a private cluster the scripts may
 /// have started in the project's `.pg/`.
-pub struct Leftovers(pub PathBuf);
+pub struct Leftovers {
+    /// The generated project.
+    pub project: PathBuf,
+    /// Its crate name, as its tests prefix their database names (`notes_app`).
+    pub crate_name: String,
+}
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        let env = std::fs::read_to_string(self.0.join(".env")).unwrap_or_default();
+        let env = std::fs::read_to_string(self.project.join(".env")).unwrap_or_default();
         let url = (env.lines())
             .find_map(|l| l.strip_prefix("DATABASE_URL="))
             .map(|v| v.trim_matches('\'').to_owned());
         if let Some(url) = url.and_then(|u| DatabaseUrl::parse(&u).ok()) {
+            let prefix: String = self.crate_name.chars().take(20).collect();
             cleanup(async move {
                 let admin = url.with_database("postgres");
-                if let Ok(mut conn) = app::db::connect(&admin).await {
-                    let _ = app::db::drop_database(&mut conn, &url.database()).await;
+                let Ok(mut conn) = app::db::connect(&admin).await else {
+                    return;
+                };
+                let pattern = format!("{}\\_tpl\\_%", prefix.replace('_', "\\_"));
+                let templates: Vec<Name> =
+                    diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE $1")
+                        .bind::<diesel::sql_types::Text, _>(pattern)
+                        .load(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                for name in templates.iter().map(|n| n.datname.as_str()) {
+                    let _ = app::db::drop_database(&mut conn, name).await;
                 }
+                let _ = app::db::drop_database(&mut conn, &url.database()).await;
             });
         }
-        if self.0.join(".pg").exists() {
-            let _ = std::process::Command::new(self.0.join("scripts/pg.sh"))
+        if self.project.join(".pg").exists() {
+            let _ = std::process::Command::new(self.project.join("scripts/pg.sh"))
                 .args(["stop", ".pg"])
-                .current_dir(&self.0)
+                .current_dir(&self.project)
                 .output();
         }
     }
@@ -94,7 +121,10 @@ fn every_documented_command_runs_in_a_fresh_project() {
     let name = format!("readme-walk-{}", std::process::id());
     let project = generate(&name, "docs");
     share_target(&project);
-    let _leftovers = Leftovers(project.clone());
+    let _leftovers = Leftovers {
+        project: project.clone(),
+        crate_name: name.replace('-', "_"),
+    };
     let files: Vec<String> = (runbook::documents(&project).into_iter())
         .filter(|f| f != "docs/first-model.md")
         .collect();

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::docs::{foreign_settings, share_target};
+use crate::docs::{Leftovers, foreign_settings, share_target};
 use crate::helpers::{assert_success, generate, have, have_cargo_generate, shared_target};
 use crate::runbook::{self, Kind};
 use crate::support::TestDb;
@@ -65,6 +65,10 @@ fn the_first_model_walkthrough_works_in_a_generated_project() {
         .output()
         .unwrap();
     assert_success("scripts/init_db.sh", &init);
+    let _leftovers = Leftovers {
+        project: project.clone(),
+        crate_name: "notes_app".into(),
+    };
 
     let doc = std::fs::read_to_string(project.join("docs/first-model.md")).unwrap();
     let unset = foreign_settings();
