@@ -158,10 +158,13 @@ fn checked(line: &str) -> String {
     )
 }
 
-/// Where the failing line is written: beside the project, one file per block.
+/// Where the failing line is written: beside the project, one file per run (tests run
+/// blocks of the same name and line at once).
 fn tempfile_path(dir: &Path, block: &Block) -> std::path::PathBuf {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = format!(
-        ".runbook-{}-{}-{}",
+        ".runbook-{}-{run}-{}-{}",
         std::process::id(),
         block.file.replace('/', "_"),
         block.line
@@ -169,11 +172,20 @@ fn tempfile_path(dir: &Path, block: &Block) -> std::path::PathBuf {
     dir.parent().unwrap_or(dir).join(name)
 }
 
-/// The last 60 lines of some output.
+/// The last 60 lines of some output, after every line that tells why a test failed (a
+/// panic's message and the lines under it), which a backtrace would push out of the tail.
 fn tail(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
+    let mut shown: Vec<&str> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains("panicked at") {
+            shown.extend(lines.iter().skip(i).take(8));
+            shown.push("...");
+        }
+    }
+    shown.extend(&lines[lines.len().saturating_sub(60)..]);
+    shown.join("\n")
 }
 
 /// The Markdown files a project's docs check reads, in the order a reader meets them: the
