@@ -1,0 +1,150 @@
+//! The HTTP API over the models (the `http` feature): the router, its shared state, the
+//! layers every request passes, and a server that stops gracefully.
+//!
+//! Handlers are thin: an extractor checks a connection out of the pool ([`DbConn`]), the
+//! body is parsed into the models' validated types, one model function runs, and its
+//! `app::Error` becomes a status in one place ([`ApiError`]).
+//!
+//! Statuses for bad input, the same on every route: a body that is not JSON, or a path id
+//! that is not a number, is 400; JSON of the wrong shape (a missing field, a wrong type, an
+//! unknown field) or a value a rule refuses is 422; a body over [`BODY_LIMIT`] is 413.
+
+mod error;
+mod health;
+mod tasks;
+mod users;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::db::{self, DatabaseUrl, Pool, PooledConnection};
+use crate::migrations::Migrator;
+
+pub use error::ApiError;
+
+/// The largest request body accepted: every body of this API is a small JSON object.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler shares: the pool, and what `/readyz` compares the schema with.
+#[derive(Clone)]
+pub struct AppState {
+    pool: Pool,
+    schema: Arc<Schema>,
+}
+
+/// The migrations this build carries, and where to read the database's (past any pooler).
+struct Schema {
+    migrator: Migrator,
+    direct: DatabaseUrl,
+}
+
+impl AppState {
+    /// State over `pool`; `direct` is the server itself (`DATABASE_DIRECT_URL`), where
+    /// `/readyz` reads the applied migrations.
+    pub fn new(pool: Pool, direct: DatabaseUrl) -> crate::Result<AppState> {
+        let migrator = Migrator::embedded()?;
+        let schema = Arc::new(Schema { migrator, direct });
+        Ok(AppState { pool, schema })
+    }
+
+    /// The pool requests check connections out of.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+/// The API's routes with their layers: a request id (`x-request-id`, kept when the client
+/// sends one, echoed in the response), a `request` span carrying it, `timeout` for the
+/// whole request (503 past it) and [`BODY_LIMIT`].
+pub fn router(state: AppState, timeout: Duration) -> Router {
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(users::routes())
+        .merge(tasks::routes())
+        .fallback(|| async { ApiError::from(crate::Error::NotFound) })
+        .with_state(state)
+        .layer(layers)
+}
+
+/// The span each request runs in: whatever a handler logs (a 500 above all) carries the id.
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request.extensions().get::<RequestId>();
+    let id = id.and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        request_id = %id,
+    )
+}
+
+/// A connection of the pool for one request, back in the pool when the handler returns.
+/// No free connection within `DATABASE_POOL_TIMEOUT_SECS` is a 503.
+pub struct DbConn(pub PooledConnection);
+
+impl FromRequestParts<AppState> for DbConn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(DbConn(db::checkout(&state.pool).await?))
+    }
+}
+
+/// How [`serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every request in flight when the stop came finished.
+    All,
+    /// The grace period ran out with requests still running; they are abandoned.
+    TimedOut,
+}
+
+/// Serves `app` on `listener` until `stop` resolves, then accepts no more connections and
+/// gives the requests in flight up to `grace` to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<Drained> {
+    let (stopped, told) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop.await;
+        let _ = stopped.send(());
+    });
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    tokio::select! {
+        ended = &mut server => return ended.map(|()| Drained::All),
+        _ = told => {}
+    }
+    // axum waits for every connection without a bound: the bound is ours.
+    match tokio::time::timeout(grace, server).await {
+        Ok(ended) => ended.map(|()| Drained::All),
+        Err(_) => Ok(Drained::TimedOut),
+    }
+}
