@@ -4,10 +4,10 @@
 //! span, so with its request id) and answered without details.
 
 use axum::Json;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query};
-use axum::http::request::Parts;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Serialize;
@@ -155,5 +155,62 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Par
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
         Ok(Params(value))
+    }
+}
+
+/// The answers no handler wrote (413 past the body limit, 503 past the request timeout,
+/// 405 for a method a path lacks) in the API's error shape too.
+pub(super) async fn json_errors<B>(response: axum::http::Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let status = response.status();
+    let json = (response.headers().get(axum::http::header::CONTENT_TYPE))
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response.into_response();
+    }
+    let reason = status.canonical_reason().unwrap_or("error");
+    ApiError::new(status, reason.to_lowercase()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ApiError, StatusCode};
+    use crate::Error;
+
+    fn answer(err: Error) -> (StatusCode, String) {
+        let api = ApiError::from(err);
+        (api.status, serde_json::to_string(&api.body).unwrap())
+    }
+
+    #[test]
+    fn errors_become_statuses_and_never_leak_a_server_message() {
+        let ours = Error::invalid("tasks_priority_range", "priority is 1 to 5, not 9");
+        let (status, body) = answer(ours);
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            body.contains("not 9") && body.contains("tasks_priority_range"),
+            "{body}"
+        );
+        let theirs = Error::invalid(
+            "users_display_name_not_blank",
+            "new row for relation \"users\" violates check constraint \"users_display_name_not_blank\"",
+        );
+        let (_, body) = answer(theirs);
+        assert!(!body.contains("relation"), "{body}");
+        let (status, body) = answer(Error::Backup("pg_dump at /srv/secret failed".into()));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, r#"{"error":"internal error"}"#);
+        assert_eq!(
+            answer(Error::PoolTimeout).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(answer(Error::NotFound).0, StatusCode::NOT_FOUND);
+        let taken = Error::Conflict {
+            constraint: "users_email_key".into(),
+        };
+        assert_eq!(answer(taken).0, StatusCode::CONFLICT);
     }
 }

@@ -69,12 +69,13 @@ impl AppState {
 
 /// The API's routes with their layers: a request id (`x-request-id`, kept when the client
 /// sends one, echoed in the response), a `request` span carrying it, `timeout` for the
-/// whole request (503 past it) and [`BODY_LIMIT`].
+/// whole request (503 past it) and [`BODY_LIMIT`] (413), each answer in the error shape.
 pub fn router(state: AppState, timeout: Duration) -> Router {
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -93,7 +94,9 @@ pub fn router(state: AppState, timeout: Duration) -> Router {
 /// The span each request runs in: whatever a handler logs (a 500 above all) carries the id.
 fn request_span(request: &Request) -> tracing::Span {
     let id = request.extensions().get::<RequestId>();
-    let id = id.and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
+    let id = id
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-");
     tracing::info_span!(
         "request",
         method = %request.method(),

@@ -12,10 +12,9 @@ use crate::models::{NewTask, Priority, Task, TaskChanges, TaskStatus, Title};
 
 /// The routes of this file.
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/tasks", post(create)).route(
-        "/tasks/{id}",
-        get(find).patch(update).delete(soft_delete),
-    )
+    Router::new()
+        .route("/tasks", post(create))
+        .route("/tasks/{id}", get(find).patch(update).delete(soft_delete))
 }
 
 /// A task as the API shows it: the row without what only the server needs (its parent,

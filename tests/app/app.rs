@@ -148,7 +148,10 @@ fn serve(
     let mut child = support::default_signals(&mut command).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let addr = first.strip_prefix("listening on ").expect(&first).to_owned();
+    let addr = first
+        .strip_prefix("listening on ")
+        .expect(&first)
+        .to_owned();
     (Serving(child), addr, lines)
 }
 

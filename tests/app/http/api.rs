@@ -32,9 +32,18 @@ async fn new_task(server: &Server, owner: i64, title: &str) -> i64 {
 async fn health_answers_and_unknown_paths_are_404() {
     let db = TestDb::new().await;
     let server = Server::start(&db.url, &[]);
-    assert_eq!(get(&server, "/healthz").await, (200, json!({"status": "ok"})));
+    assert_eq!(
+        get(&server, "/healthz").await,
+        (200, json!({"status": "ok"}))
+    );
     assert_eq!(get(&server, "/readyz").await.0, 200);
     refused(get(&server, "/nowhere").await, 404, None);
+    // What the layers and the router answer by themselves has the same shape.
+    let client = reqwest::Client::new();
+    let put = client.put(server.url("/tasks/1")).send().await.unwrap();
+    refused(super::answer(put).await, 405, None);
+    let huge = json!({"email": "a".repeat(70 * 1024), "display_name": "Ann"});
+    refused(post(&server, "/users", huge).await, 413, None);
 }
 
 #[tokio::test]
@@ -51,13 +60,25 @@ async fn users_are_created_found_and_refused_with_their_constraint() {
 
     // The unique index ignores case.
     let again = json!({"email": "ANN@example.com", "display_name": "Ann"});
-    refused(post(&server, "/users", again).await, 409, Some("users_email_key"));
+    refused(
+        post(&server, "/users", again).await,
+        409,
+        Some("users_email_key"),
+    );
     let bad = json!({"email": "not an address", "display_name": "Ann"});
-    refused(post(&server, "/users", bad).await, 422, Some("users_email_format"));
+    refused(
+        post(&server, "/users", bad).await,
+        422,
+        Some("users_email_format"),
+    );
     // Refused by the database's CHECK: its message stays on the server.
     let blank = json!({"email": "bo@example.com", "display_name": "  "});
     let (status, body) = post(&server, "/users", blank).await;
-    refused((status, body.clone()), 422, Some("users_display_name_not_blank"));
+    refused(
+        (status, body.clone()),
+        422,
+        Some("users_display_name_not_blank"),
+    );
     assert!(!body.to_string().contains("relation"), "{body}");
     // Wrong shape: a field missing, of the wrong type, or unknown.
     for shape in [
@@ -73,7 +94,11 @@ async fn users_are_created_found_and_refused_with_their_constraint() {
         .post(server.url("/users"))
         .header("content-type", "application/json")
         .body("{\"email\":");
-    refused(super::answer(garbled.send().await.unwrap()).await, 400, None);
+    refused(
+        super::answer(garbled.send().await.unwrap()).await,
+        400,
+        None,
+    );
 
     refused(get(&server, "/users/999999999").await, 404, None);
     refused(get(&server, "/users/ann").await, 400, None);
@@ -88,11 +113,25 @@ async fn a_task_is_created_changed_and_soft_deleted() {
                       "description": "the HTTP part", "due_date": "2030-01-31"});
     let (status, task) = post(&server, "/tasks", body).await;
     assert_eq!(status, 201, "{task}");
-    let mut keys: Vec<&str> = task.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = task
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
     let shape = [
-        "checklist", "created_at", "description", "due_date", "id", "owner_id", "priority",
-        "status", "team_id", "title", "updated_at",
+        "checklist",
+        "created_at",
+        "description",
+        "due_date",
+        "id",
+        "owner_id",
+        "priority",
+        "status",
+        "team_id",
+        "title",
+        "updated_at",
     ];
     assert_eq!(keys, shape);
     assert_eq!(task["title"], "Write docs");
@@ -113,19 +152,34 @@ async fn a_task_is_created_changed_and_soft_deleted() {
     assert_eq!(changed["description"], Value::Null);
     assert_eq!(changed["title"], "Write docs");
     assert_eq!(changed["due_date"], "2030-01-31");
-    assert_eq!(send(&server, Method::PATCH, &path, json!({})).await, (200, changed));
+    assert_eq!(
+        send(&server, Method::PATCH, &path, json!({})).await,
+        (200, changed)
+    );
 
     let patch = |body| send(&server, Method::PATCH, &path, body);
     refused(patch(json!({"status": "someday"})).await, 422, None);
-    refused(patch(json!({"priority": 0})).await, 422, Some("tasks_priority_range"));
-    refused(patch(json!({"title": ""})).await, 422, Some("tasks_title_length"));
+    refused(
+        patch(json!({"priority": 0})).await,
+        422,
+        Some("tasks_priority_range"),
+    );
+    refused(
+        patch(json!({"title": ""})).await,
+        422,
+        Some("tasks_title_length"),
+    );
     refused(patch(json!({"owner_id": 1})).await, 422, None);
 
     let (status, body) = send(&server, Method::DELETE, &path, Value::Null).await;
     assert_eq!((status, body), (204, Value::Null));
     refused(get(&server, &path).await, 404, None);
     refused(patch(json!({"status": "todo"})).await, 404, None);
-    refused(send(&server, Method::DELETE, &path, Value::Null).await, 404, None);
+    refused(
+        send(&server, Method::DELETE, &path, Value::Null).await,
+        404,
+        None,
+    );
     refused(get(&server, "/tasks/999999999").await, 404, None);
 }
 
@@ -161,7 +215,10 @@ async fn pages_neither_skip_nor_repeat_while_tasks_are_inserted() {
     }
     let deleted = before.remove(5);
     let gone = format!("/tasks/{deleted}");
-    assert_eq!(send(&server, Method::DELETE, &gone, Value::Null).await.0, 204);
+    assert_eq!(
+        send(&server, Method::DELETE, &gone, Value::Null).await.0,
+        204
+    );
 
     // Another client inserts while the pages are read.
     let writer = async {
@@ -189,7 +246,10 @@ async fn pages_neither_skip_nor_repeat_while_tasks_are_inserted() {
         }
     };
     let ((), seen) = tokio::join!(writer, reader);
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "repeated or out of order: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "repeated or out of order: {seen:?}"
+    );
     for id in &before {
         assert!(seen.contains(id), "skipped {id}: {seen:?}");
     }
@@ -197,7 +257,11 @@ async fn pages_neither_skip_nor_repeat_while_tasks_are_inserted() {
 
     let (status, first) = get(&server, &format!("/users/{owner}/tasks")).await;
     assert_eq!(status, 200);
-    assert_eq!(first["items"].as_array().unwrap().len(), 20, "the default limit");
+    assert_eq!(
+        first["items"].as_array().unwrap().len(),
+        20,
+        "the default limit"
+    );
     let (_, nobody) = get(&server, "/users/999999999/tasks").await;
     assert_eq!(nobody, json!({"items": [], "next": null}));
     for limit in ["0", "101"] {

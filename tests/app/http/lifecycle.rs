@@ -13,14 +13,20 @@ use crate::support::{TestDb, flag, migrate, ok, stderr};
 async fn readyz_is_503_one_migration_behind_and_200_at_head() {
     let db = TestDb::new().await;
     let server = Server::start(&db.url, &[]);
-    assert_eq!(get(&server, "/readyz").await, (200, json!({"status": "ready"})));
+    assert_eq!(
+        get(&server, "/readyz").await,
+        (200, json!({"status": "ready"}))
+    );
 
     let down = migrate(Some(&db.url), &["downgrade"]);
     let reverted = ok(down).trim().trim_start_matches("reverted ").to_owned();
     let (status, body) = get(&server, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     let reason = body["error"].as_str().unwrap();
-    assert!(reason.contains("1 pending") && reason.contains(&reverted), "{reason}");
+    assert!(
+        reason.contains("1 pending") && reason.contains(&reverted),
+        "{reason}"
+    );
 
     let up = migrate(Some(&db.url), &["upgrade"]);
     assert!(up.status.success(), "{}", stderr(&up));
@@ -42,9 +48,13 @@ async fn sigterm_lets_a_request_in_flight_finish_and_leaves_no_session() {
     let db = TestDb::new().await;
     let server = Server::start(&db.url, &["--shutdown-timeout", "20s"]);
     let body = json!({"email": "ann@example.com", "display_name": "Ann"});
-    let owner = post(&server, "/users", body).await.1["id"].as_i64().unwrap();
+    let owner = post(&server, "/users", body).await.1["id"]
+        .as_i64()
+        .unwrap();
     let task = json!({"owner_id": owner, "title": "Slow"});
-    let id = post(&server, "/tasks", task).await.1["id"].as_i64().unwrap();
+    let id = post(&server, "/tasks", task).await.1["id"]
+        .as_i64()
+        .unwrap();
 
     // Our own session holds the task's row: the PATCH below waits for it.
     let mut conn = db.conn().await;
@@ -56,19 +66,32 @@ async fn sigterm_lets_a_request_in_flight_finish_and_leaves_no_session() {
         async move {
             let client = reqwest::Client::new();
             let done = json!({"status": "done"});
-            super::answer(client.request(Method::PATCH, url).json(&done).send().await.unwrap())
-                .await
+            super::answer(
+                client
+                    .request(Method::PATCH, url)
+                    .json(&done)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
         }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !someone_waits(&mut conn).await {
-        assert!(Instant::now() < deadline, "the PATCH never reached the lock");
+        assert!(
+            Instant::now() < deadline,
+            "the PATCH never reached the lock"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     server.terminate();
     // It stops accepting: a new connection is refused, while the PATCH still waits.
-    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while fresh.get(server.url("/healthz")).send().await.is_ok() {
         assert!(Instant::now() < deadline, "still accepting after SIGTERM");
@@ -84,7 +107,10 @@ async fn sigterm_lets_a_request_in_flight_finish_and_leaves_no_session() {
     assert_eq!(patched["status"], "done");
     let (exit, out) = server.exit_within(Duration::from_secs(15));
     assert!(exit.success(), "{exit:?} {out:?}");
-    assert!(out.iter().any(|l| l.starts_with("shutting down: draining")), "{out:?}");
+    assert!(
+        out.iter().any(|l| l.starts_with("shutting down: draining")),
+        "{out:?}"
+    );
     let alone = "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE \
                  datname = current_database() AND pid <> pg_backend_pid()) AS flag";
     // Each session said goodbye; the server ends a backend just after.
@@ -100,5 +126,33 @@ async fn sigterm_lets_a_request_in_flight_finish_and_leaves_no_session() {
 /// The task's status, read by the model API on a connection of the test's own.
 async fn stored_status(db: &TestDb, id: i64) -> &'static str {
     let conn = db.conn().await;
-    app::models::Task::find(&conn, id).await.unwrap().status.as_str()
+    app::models::Task::find(&conn, id)
+        .await
+        .unwrap()
+        .status
+        .as_str()
+}
+
+#[tokio::test]
+async fn a_request_past_the_timeout_is_answered_503() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db.url, &["--request-timeout", "300ms"]);
+    let body = json!({"email": "ann@example.com", "display_name": "Ann"});
+    let owner = post(&server, "/users", body).await.1["id"]
+        .as_i64()
+        .unwrap();
+    let task = json!({"owner_id": owner, "title": "Stuck"});
+    let id = post(&server, "/tasks", task).await.1["id"]
+        .as_i64()
+        .unwrap();
+    let mut conn = db.conn().await;
+    let lock = format!("BEGIN; SELECT 1 FROM tasks WHERE id = {id} FOR UPDATE");
+    conn.batch_execute(&lock).await.unwrap();
+    let change = json!({"title": "Moved"});
+    let started = Instant::now();
+    let (status, body) = super::send(&server, Method::PATCH, &format!("/tasks/{id}"), change).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, json!({"error": "service unavailable"}));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    conn.batch_execute("ROLLBACK").await.unwrap();
 }

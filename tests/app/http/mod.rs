@@ -127,7 +127,12 @@ pub async fn get(server: &Server, path: &str) -> (u16, Value) {
 }
 
 /// `method path` with this JSON body: its status and body.
-pub async fn send(server: &Server, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+pub async fn send(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
     let client = reqwest::Client::new();
     let request = client.request(method, server.url(path)).json(&body);
     answer(request.send().await.unwrap()).await
