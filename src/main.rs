@@ -1,7 +1,7 @@
 //! The application: how a service wires the data layer. Configuration from the environment,
 //! the pool, a start-up check that the schema is at head (or `--migrate` to bring it there),
-//! a few commands that use the models as request handlers would, and `serve`, the HTTP API
-//! (`app::http`) until Ctrl-C or SIGTERM, which lets requests in flight finish and then
+//! a few commands that use the models as request handlers would, and `serve`, which serves
+//! the HTTP API (`app::http`) until Ctrl-C or SIGTERM, lets the requests in flight finish and
 //! drains the pool.
 
 use std::net::SocketAddr;
