@@ -125,9 +125,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_timeout,
             request_timeout,
         } => {
-            let state = app::http::AppState::new(pool.clone(), direct)?;
-            let router = app::http::router(state, request_timeout);
-            serve(&pool, router, listen, shutdown_timeout).await
+            let state = app::http::AppState::new(pool.clone(), config.url.clone(), direct)?;
+            let router = app::http::router(state.clone(), request_timeout);
+            serve(&state, router, listen, shutdown_timeout).await
         }
         command => handle(&pool, command).await,
     };
@@ -228,7 +228,7 @@ async fn unit(conn: &mut AsyncPgConnection, command: Command) -> app::Result<Vec
 /// flight finish within `grace`. No health check on a timer: `/readyz` answers that on
 /// demand, for whoever routes traffic here.
 async fn serve(
-    pool: &Pool,
+    state: &app::http::AppState,
     router: axum::Router,
     listen: SocketAddr,
     grace: Duration,
@@ -249,11 +249,18 @@ async fn serve(
     };
     let drained = app::http::serve(listener, router, stopping, grace).await?;
     if drained == app::http::Drained::TimedOut {
+        // Abandoned is not enough: a statement waiting on a lock would commit after exit.
+        let held = state.cancel_running().await;
         tracing::warn!(
             grace_s = grace.as_secs_f64(),
-            "shutdown: requests still running after the grace period are abandoned"
+            held,
+            "shutdown: requests still running after the grace period are abandoned, their \
+             statements cancelled"
         );
     }
+    // Requests given up earlier (a timeout, a client gone) sent cancels of their own.
+    db::cancels_sent(Duration::from_secs(5)).await;
+    let pool = state.pool();
     outln!(
         "shutting down: draining {} pooled connections",
         pool.status().size

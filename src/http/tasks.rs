@@ -64,7 +64,7 @@ struct CreateTask {
 }
 
 async fn create(
-    DbConn(conn): DbConn,
+    conn: DbConn,
     Body(body): Body<CreateTask>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     let title = Title::parse(&body.title)?;
@@ -76,7 +76,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(task.into())))
 }
 
-async fn find(Id(id): Id, DbConn(conn): DbConn) -> Result<Json<TaskView>, ApiError> {
+async fn find(Id(id): Id, conn: DbConn) -> Result<Json<TaskView>, ApiError> {
     Ok(Json(Task::find(&conn, id).await?.into()))
 }
 
@@ -113,7 +113,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 async fn update(
     Id(id): Id,
-    DbConn(conn): DbConn,
+    conn: DbConn,
     Body(body): Body<ChangeTask>,
 ) -> Result<Json<TaskView>, ApiError> {
     let changes = TaskChanges {
@@ -132,7 +132,7 @@ async fn update(
 }
 
 /// A soft delete: the task is hidden, `Task::restore` brings it back.
-async fn soft_delete(Id(id): Id, DbConn(conn): DbConn) -> Result<StatusCode, ApiError> {
+async fn soft_delete(Id(id): Id, conn: DbConn) -> Result<StatusCode, ApiError> {
     Task::soft_delete(&conn, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -27,7 +27,7 @@ struct CreateUser {
 }
 
 async fn create(
-    DbConn(conn): DbConn,
+    conn: DbConn,
     Body(body): Body<CreateUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     let email = Email::parse(&body.email)?;
@@ -38,7 +38,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(User::create(&conn, &new).await?)))
 }
 
-async fn find(Id(id): Id, DbConn(conn): DbConn) -> Result<Json<User>, ApiError> {
+async fn find(Id(id): Id, conn: DbConn) -> Result<Json<User>, ApiError> {
     Ok(Json(User::find(&conn, id).await?))
 }
 
@@ -54,7 +54,7 @@ struct PageParams {
 async fn tasks(
     Id(id): Id,
     Params(params): Params<PageParams>,
-    DbConn(conn): DbConn,
+    conn: DbConn,
 ) -> Result<Json<Page<TaskView>>, ApiError> {
     let request = PageRequest::new(params.after, params.limit)?;
     let page = Task::list_for_owner(&conn, id, request).await?;

@@ -1,8 +1,10 @@
 //! The HTTP API over the real binary: `serve --listen 127.0.0.1:0` against a database of
 //! the test's own, called with a real client. `api` covers every route and status,
-//! `lifecycle` readiness and a graceful stop.
+//! `lifecycle` readiness and a graceful stop, `cancel` what a request given up leaves
+//! behind.
 
 mod api;
+mod cancel;
 mod lifecycle;
 
 use std::io::{BufRead, BufReader, Lines};
