@@ -85,13 +85,28 @@ impl From<Error> for ApiError {
                 tracing::warn!(error = %err, "no database connection for a request");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
             }
-            Error::Database(DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => {
-                tracing::warn!(error = %err, "the database connection closed mid-request");
+            Error::Database(ref e) if interrupted(e) => {
+                tracing::warn!(error = %err, "the database ended or cancelled the request's statement");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
             }
             other => ApiError::internal(&other),
         }
     }
+}
+
+/// Whether the server, not the request, ended the statement: its session closed or was
+/// terminated (57P01, `pg_terminate_backend`, a restart), or the statement was cancelled
+/// (57014: a cancel request, `statement_timeout`). Worth a retry, so 503. Read from the
+/// text: diesel-async keeps the SQLSTATE to itself.
+fn interrupted(err: &DieselError) -> bool {
+    let DieselError::DatabaseError(kind, info) = err else {
+        return false;
+    };
+    let message = info.message();
+    matches!(kind, DatabaseErrorKind::ClosedConnection)
+        || message.starts_with("terminating connection due to")
+        || message.starts_with("canceling statement due to")
+        || message.contains("connection closed")
 }
 
 impl From<JsonRejection> for ApiError {
@@ -118,7 +133,13 @@ impl From<PathRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        // Every 503 is passing (a busy pool, a timeout, a restart): try again in a second.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let headers = response.headers_mut();
+            headers.insert(axum::http::header::RETRY_AFTER, 1.into());
+        }
+        response
     }
 }
 
@@ -177,7 +198,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{ApiError, StatusCode};
+    use super::{ApiError, DatabaseErrorKind, DieselError, StatusCode};
     use crate::Error;
 
     fn answer(err: Error) -> (StatusCode, String) {
@@ -208,6 +229,17 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(answer(Error::NotFound).0, StatusCode::NOT_FOUND);
+        for message in [
+            "terminating connection due to administrator command",
+            "canceling statement due to user request",
+        ] {
+            let kind = DatabaseErrorKind::Unknown;
+            let err = DieselError::DatabaseError(kind, Box::new(message.to_owned()));
+            assert_eq!(
+                answer(Error::Database(err)).0,
+                StatusCode::SERVICE_UNAVAILABLE
+            );
+        }
         let taken = Error::Conflict {
             constraint: "users_email_key".into(),
         };

@@ -17,6 +17,7 @@
 mod conn;
 mod error;
 mod health;
+mod input;
 pub mod request_id;
 mod tasks;
 mod users;

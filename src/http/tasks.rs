@@ -4,9 +4,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, Body, Id};
+use super::input::{Day, Text, not_null, present};
 use super::{AppState, DbConn};
 use crate::models::{NewTask, Priority, Task, TaskChanges, TaskStatus, Title};
 
@@ -57,21 +58,21 @@ impl From<Task> for TaskView {
 #[serde(deny_unknown_fields)]
 struct CreateTask {
     owner_id: i64,
-    title: String,
+    title: Text,
     priority: Option<i64>,
-    description: Option<String>,
-    due_date: Option<NaiveDate>,
+    description: Option<Text>,
+    due_date: Option<Day>,
 }
 
 async fn create(
     conn: DbConn,
     Body(body): Body<CreateTask>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
-    let title = Title::parse(&body.title)?;
+    let title = Title::parse(&body.title.0)?;
     let mut new = NewTask::new(body.owner_id, &title);
     new.priority = body.priority.map(Priority::new).transpose()?;
-    new.description = body.description.as_deref();
-    new.due_date = body.due_date;
+    new.description = body.description.as_ref().map(|text| text.0.as_str());
+    new.due_date = body.due_date.map(|day| day.0);
     let task = Task::create(&conn, &new).await?;
     Ok((StatusCode::CREATED, Json(task.into())))
 }
@@ -81,17 +82,20 @@ async fn find(Id(id): Id, conn: DbConn) -> Result<Json<TaskView>, ApiError> {
 }
 
 /// The body of `PATCH /tasks/{id}`: a missing field is left alone; `null` clears
-/// `description` or `due_date`.
+/// `description` or `due_date`, and is refused for the others, which cannot be cleared.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChangeTask {
-    title: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    title: Option<Text>,
+    #[serde(default, deserialize_with = "not_null")]
     status: Option<Status>,
+    #[serde(default, deserialize_with = "not_null")]
     priority: Option<i64>,
     #[serde(default, deserialize_with = "present")]
-    description: Option<Option<String>>,
+    description: Option<Option<Text>>,
     #[serde(default, deserialize_with = "present")]
-    due_date: Option<Option<NaiveDate>>,
+    due_date: Option<Option<Day>>,
 }
 
 /// The labels of `task_status`, so an unknown one is refused as the wrong shape (422).
@@ -103,29 +107,21 @@ enum Status {
     Done,
 }
 
-/// A field that is present, `null` included: `Some(None)` for `null`, while an absent
-/// field keeps the `default` (`None`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    field: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(field).map(Some)
-}
-
 async fn update(
     Id(id): Id,
     conn: DbConn,
     Body(body): Body<ChangeTask>,
 ) -> Result<Json<TaskView>, ApiError> {
     let changes = TaskChanges {
-        title: body.title.as_deref().map(Title::parse).transpose()?,
+        title: body.title.map(|t| Title::parse(&t.0)).transpose()?,
         status: body.status.map(|status| match status {
             Status::Todo => TaskStatus::Todo,
             Status::InProgress => TaskStatus::InProgress,
             Status::Done => TaskStatus::Done,
         }),
         priority: body.priority.map(Priority::new).transpose()?,
-        description: body.description,
-        due_date: body.due_date,
+        description: body.description.map(|text| text.map(|t| t.0)),
+        due_date: body.due_date.map(|day| day.map(|d| d.0)),
         ..TaskChanges::default()
     };
     Ok(Json(Task::update(&conn, id, &changes).await?.into()))

@@ -6,6 +6,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::error::{ApiError, Body, Id, Params};
+use super::input::Text;
 use super::tasks::TaskView;
 use super::{AppState, DbConn};
 use crate::models::{Email, NewUser, Page, PageRequest, Task, User};
@@ -22,18 +23,18 @@ pub(super) fn routes() -> Router<AppState> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
-    email: String,
-    display_name: String,
+    email: Text,
+    display_name: Text,
 }
 
 async fn create(
     conn: DbConn,
     Body(body): Body<CreateUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
-    let email = Email::parse(&body.email)?;
+    let email = Email::parse(&body.email.0)?;
     let new = NewUser {
         email: &email,
-        display_name: &body.display_name,
+        display_name: &body.display_name.0,
     };
     Ok((StatusCode::CREATED, Json(User::create(&conn, &new).await?)))
 }

@@ -5,6 +5,7 @@
 
 mod api;
 mod cancel;
+mod input;
 mod lifecycle;
 
 use std::io::{BufRead, BufReader, Lines};
