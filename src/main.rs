@@ -74,10 +74,20 @@ enum Command {
         /// How long requests in flight at a stop may take to finish (`10s`, `500ms`).
         #[arg(long, default_value = "10s", value_parser = app::cli::duration)]
         shutdown_timeout: Duration,
-        /// The longest a request may take before it is answered 503.
-        #[arg(long, default_value = "30s", value_parser = app::cli::duration)]
+        /// The longest a request may take before it is answered 503 (above 0).
+        #[arg(long, default_value = "30s", value_parser = above_zero)]
         request_timeout: Duration,
     },
+}
+
+/// A duration as [`app::cli::duration`] reads it, 0 refused: a request timeout of 0 would
+/// answer every request 503.
+fn above_zero(text: &str) -> Result<Duration, String> {
+    let limit = app::cli::duration(text)?;
+    match limit.is_zero() {
+        true => Err(format!("{text:?}: must be above 0")),
+        false => Ok(limit),
+    }
 }
 
 #[tokio::main]
@@ -282,6 +292,7 @@ mod tests {
     fn serve_takes_an_address_and_durations() {
         assert!(Cli::try_parse_from(["app", "serve", "--listen", "localhost"]).is_err());
         assert!(Cli::try_parse_from(["app", "serve", "--shutdown-timeout", "5 parsecs"]).is_err());
+        assert!(Cli::try_parse_from(["app", "serve", "--request-timeout", "0s"]).is_err());
         let cli = Cli::try_parse_from(["app", "serve", "--listen", "127.0.0.1:0"]).unwrap();
         let Command::Serve { listen, .. } = cli.command else {
             panic!("not serve: {cli:?}");

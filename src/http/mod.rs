@@ -19,10 +19,10 @@ mod error;
 mod health;
 mod input;
 pub mod request_id;
+mod server;
 mod tasks;
 mod users;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,7 @@ use crate::migrations::Migrator;
 pub use conn::DbConn;
 pub use error::ApiError;
 pub use health::{READY_CACHE, READY_TIMEOUT};
+pub use server::{Drained, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, serve};
 
 /// The largest request body accepted: every body of this API is a small JSON object.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -122,39 +123,4 @@ fn request_span(request: &Request) -> tracing::Span {
         uri = %request.uri(),
         request_id = %id,
     )
-}
-
-/// How [`serve`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drained {
-    /// Every request in flight when the stop came finished.
-    All,
-    /// The grace period ran out with requests still running; they are abandoned.
-    TimedOut,
-}
-
-/// Serves `app` on `listener` until `stop` resolves, then accepts no more connections and
-/// gives the requests in flight up to `grace` to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    stop: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<Drained> {
-    let (stopped, told) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        stop.await;
-        let _ = stopped.send(());
-    });
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::pin!(server);
-    tokio::select! {
-        ended = &mut server => return ended.map(|()| Drained::All),
-        _ = told => {}
-    }
-    // axum waits for every connection without a bound: the bound is ours.
-    match tokio::time::timeout(grace, server).await {
-        Ok(ended) => ended.map(|()| Drained::All),
-        Err(_) => Ok(Drained::TimedOut),
-    }
 }

@@ -193,3 +193,33 @@ async fn a_hundred_readyz_at_once_cost_a_couple_of_sessions() {
         "{before} sessions before, {peak} at the peak"
     );
 }
+
+#[tokio::test]
+async fn headers_sent_a_line_at_a_time_neither_hold_a_connection_nor_a_stop() {
+    use std::io::Write;
+    let db = TestDb::new().await;
+    let server = Server::start(&db.url, &["--shutdown-timeout", "60s"]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    // A header line each 200 ms, until the server closes the connection.
+    let dripping = std::thread::spawn(move || {
+        let mut n = 0;
+        while slow.write_all(format!("x-{n}: y\r\n").as_bytes()).is_ok() && n < 200 {
+            n += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        n
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    server.terminate();
+    // The stop waits for the slow client no longer than the header timeout, not 60 s.
+    let limit = app::http::HEADER_READ_TIMEOUT + Duration::from_secs(5);
+    let (exit, out) = server.exit_within(limit);
+    assert!(exit.success(), "{exit:?} {out:?}");
+    let lines = dripping.join().unwrap();
+    assert!(lines < 200, "the connection stayed open");
+    assert!(started.elapsed() < limit + Duration::from_secs(2));
+}
