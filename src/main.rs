@@ -234,6 +234,9 @@ async fn unit(conn: &mut AsyncPgConnection, command: Command) -> app::Result<Vec
     })
 }
 
+/// The longest a stop waits, past its grace period, for the server to take its cancels.
+const CANCEL_WAIT: Duration = Duration::from_secs(2);
+
 /// Serves `router` on `listen` until Ctrl-C, SIGTERM or SIGHUP, then lets the requests in
 /// flight finish within `grace`. No health check on a timer: `/readyz` answers that on
 /// demand, for whoever routes traffic here.
@@ -258,9 +261,19 @@ async fn serve(
         );
     };
     let drained = app::http::serve(listener, router, stopping, grace).await?;
+    // Abandoned is not enough: a statement waiting on a lock would commit after exit. Its
+    // cancel, and those requests given up earlier sent (a timeout, a client gone), get
+    // CANCEL_WAIT between them: a frozen server cannot hold the exit.
+    let cancelled = tokio::time::timeout(CANCEL_WAIT, async {
+        let held = match drained {
+            app::http::Drained::TimedOut => state.cancel_running().await,
+            app::http::Drained::All => 0,
+        };
+        db::cancels_sent(CANCEL_WAIT).await;
+        held
+    });
+    let held = cancelled.await.unwrap_or(0);
     if drained == app::http::Drained::TimedOut {
-        // Abandoned is not enough: a statement waiting on a lock would commit after exit.
-        let held = state.cancel_running().await;
         tracing::warn!(
             grace_s = grace.as_secs_f64(),
             held,
@@ -268,8 +281,6 @@ async fn serve(
              statements cancelled"
         );
     }
-    // Requests given up earlier (a timeout, a client gone) sent cancels of their own.
-    db::cancels_sent(Duration::from_secs(5)).await;
     let pool = state.pool();
     outln!(
         "shutting down: draining {} pooled connections",

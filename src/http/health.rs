@@ -63,7 +63,7 @@ pub(super) async fn healthz() -> Json<Value> {
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     // Single flight: the calls that come during a check wait for it and share its answer.
     let mut last = state.readiness.last.lock().await;
-    if !last.at.is_some_and(|at| at.elapsed() < READY_CACHE) {
+    if last.at.is_none_or(|at| at.elapsed() >= READY_CACHE) {
         let check = not_ready(&state.pool, &state.readiness, &mut last.session);
         last.reason = match tokio::time::timeout(READY_TIMEOUT, check).await {
             Ok(reason) => reason,
