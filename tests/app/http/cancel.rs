@@ -97,3 +97,31 @@ async fn past_the_grace_period_a_write_is_cancelled_before_exit() {
     conn.batch_execute("COMMIT").await.unwrap();
     assert_eq!(title(&db, id).await, "Stuck");
 }
+
+#[tokio::test]
+async fn a_session_terminated_mid_request_is_503() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db.url, &[]);
+    let (id, mut conn) = locked_task(&server, &db).await;
+    let url = server.url(&format!("/tasks/{id}"));
+    let patch = tokio::spawn(async move {
+        let change = json!({"title": "Moved"});
+        let client = reqwest::Client::new();
+        let sent = client.request(Method::PATCH, url).json(&change).send();
+        super::answer(sent.await.unwrap()).await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !someone_waits(&mut conn).await {
+        assert!(
+            Instant::now() < deadline,
+            "the PATCH never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kill = "SELECT bool_and(pg_terminate_backend(pid)) AS flag FROM pg_stat_activity \
+                WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    assert!(flag(&mut conn, kill).await);
+    let (status, body) = patch.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    conn.batch_execute("COMMIT").await.unwrap();
+}
