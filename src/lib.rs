@@ -30,5 +30,8 @@ pub mod seed;
 // without it the library builds no subscriber, clap or progress bars.
 #[cfg(feature = "cli")]
 pub mod cli;
+// The HTTP API over the models, behind the `http` feature (which `cli` brings).
+#[cfg(feature = "http")]
+pub mod http;
 
 pub use error::{Error, Result};

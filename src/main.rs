@@ -1,8 +1,10 @@
 //! The application: how a service wires the data layer. Configuration from the environment,
 //! the pool, a start-up check that the schema is at head (or `--migrate` to bring it there),
-//! a few commands that use the models as request handlers would, and `serve`, which runs
-//! until Ctrl-C or SIGTERM and then drains the pool.
+//! a few commands that use the models as request handlers would, and `serve`, which serves
+//! the HTTP API (`app::http`) until Ctrl-C or SIGTERM, lets the requests in flight finish and
+//! drains the pool.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -63,14 +65,29 @@ enum Command {
         /// The task's id.
         id: i64,
     },
-    /// Run until Ctrl-C or SIGTERM, checking the database every few seconds, then drain the
-    /// pool: the shape of a server's main loop.
+    /// Serve the HTTP API until Ctrl-C or SIGTERM, then stop accepting, let the requests
+    /// in flight finish and drain the pool. Prints `listening on ADDR` once it accepts.
     Serve {
-        /// Seconds between health checks (1 to 86400); a check gives up after the
-        /// interval or 10 s, whichever is shorter.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-        every: u64,
+        /// Where to listen; port 0 takes a free one (the printed line says which).
+        #[arg(long, env = "APP_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// How long requests in flight at a stop may take to finish (`10s`, `500ms`).
+        #[arg(long, default_value = "10s", value_parser = app::cli::duration)]
+        shutdown_timeout: Duration,
+        /// The longest a request may take before it is answered 503 (above 0).
+        #[arg(long, default_value = "30s", value_parser = above_zero)]
+        request_timeout: Duration,
     },
+}
+
+/// A duration as [`app::cli::duration`] reads it, 0 refused: a request timeout of 0 would
+/// answer every request 503.
+fn above_zero(text: &str) -> Result<Duration, String> {
+    let limit = app::cli::duration(text)?;
+    match limit.is_zero() {
+        true => Err(format!("{text:?}: must be above 0")),
+        false => Ok(limit),
+    }
 }
 
 #[tokio::main]
@@ -112,7 +129,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let pool = db::build_pool(&config)?;
-    let result = handle(&pool, cli.command).await;
+    let result = match cli.command {
+        Command::Serve {
+            listen,
+            shutdown_timeout,
+            request_timeout,
+        } => {
+            let state = app::http::AppState::new(pool.clone(), config.url.clone(), direct)?;
+            let router = app::http::router(state.clone(), request_timeout);
+            serve(&state, router, listen, shutdown_timeout).await
+        }
+        command => handle(&pool, command).await,
+    };
     // Every connection goes back to the server with a goodbye before the process ends.
     pool.close();
     result
@@ -145,9 +173,6 @@ async fn at_head(url: &db::DatabaseUrl, migrate: Option<migrations::Config>) -> 
 }
 
 async fn handle(pool: &Pool, command: Command) -> anyhow::Result<()> {
-    if let Command::Serve { every } = command {
-        return serve(pool, Duration::from_secs(every)).await;
-    }
     let mut conn = db::checkout(pool).await.context("no database connection")?;
     // One command, one transaction: all or nothing, and behind a transaction pooler
     // (DATABASE_POOLER=transaction) the one way its statements stay on one server session.
@@ -205,57 +230,62 @@ async fn unit(conn: &mut AsyncPgConnection, command: Command) -> app::Result<Vec
             let task = Task::update(conn, id, &done).await?;
             vec![format!("task {} done", task.id)]
         }
-        Command::Serve { .. } => unreachable!("handled before a connection is taken"),
+        Command::Serve { .. } => unreachable!("run before any command"),
     })
 }
 
-/// Checks the database on a timer until Ctrl-C or SIGTERM. A failed check is reported and
-/// the loop goes on: the pool reconnects once the server is back. A check never outlasts its
-/// interval, and a signal stops the loop at once, mid-check too.
-async fn serve(pool: &Pool, every: Duration) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    // Both listeners exist before the first check: a signal that arrives during one is
-    // queued for them, never lost.
-    let mut interrupt = signal(SignalKind::interrupt()).context("listen for Ctrl-C")?;
-    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
-    // A frozen database is reported within 10 s, however long the interval.
-    let limit = every.min(Duration::from_secs(10));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    outln!("serving; Ctrl-C or SIGTERM stops");
-    let checks = async {
-        loop {
-            tick.tick().await;
-            match tokio::time::timeout(limit, health(pool)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %format!("{err:#}"), "health check failed");
-                }
-                Err(_) => tracing::warn!(
-                    limit_s = limit.as_secs(),
-                    "health check failed: no answer within {}s",
-                    limit.as_secs()
-                ),
-            }
-        }
+/// The longest a stop waits, past its grace period, for the server to take its cancels.
+const CANCEL_WAIT: Duration = Duration::from_secs(2);
+
+/// Serves `router` on `listen` until Ctrl-C, SIGTERM or SIGHUP, then lets the requests in
+/// flight finish within `grace`. No health check on a timer: `/readyz` answers that on
+/// demand, for whoever routes traffic here.
+async fn serve(
+    state: &app::http::AppState,
+    router: axum::Router,
+    listen: SocketAddr,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    // Listening before the port opens: a signal sent as soon as the line below is read is
+    // a stop, never the default action (an exit without draining).
+    let mut stop = app::cli::Stop::listen()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listen on {listen}"))?;
+    outln!("listening on {}", listener.local_addr()?);
+    let stopping = async move {
+        stop.wait().await;
+        outln!(
+            "shutting down: no new connections; requests in flight have {}s to finish",
+            grace.as_secs_f64()
+        );
     };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-        () = checks => {}
+    let drained = app::http::serve(listener, router, stopping, grace).await?;
+    // Abandoned is not enough: a statement waiting on a lock would commit after exit. Its
+    // cancel, and those requests given up earlier sent (a timeout, a client gone), get
+    // CANCEL_WAIT between them: a frozen server cannot hold the exit.
+    let cancelled = tokio::time::timeout(CANCEL_WAIT, async {
+        let held = match drained {
+            app::http::Drained::TimedOut => state.cancel_running().await,
+            app::http::Drained::All => 0,
+        };
+        db::cancels_sent(CANCEL_WAIT).await;
+        held
+    });
+    let held = cancelled.await.unwrap_or(0);
+    if drained == app::http::Drained::TimedOut {
+        tracing::warn!(
+            grace_s = grace.as_secs_f64(),
+            held,
+            "shutdown: requests still running after the grace period are abandoned, their \
+             statements cancelled"
+        );
     }
+    let pool = state.pool();
     outln!(
         "shutting down: draining {} pooled connections",
         pool.status().size
     );
-    Ok(())
-}
-
-async fn health(pool: &Pool) -> anyhow::Result<()> {
-    // The simple query protocol: one message, through any pooler.
-    use diesel_async::SimpleAsyncConnection;
-    let mut conn = db::checkout(pool).await?;
-    conn.batch_execute("SELECT 1").await?;
     Ok(())
 }
 
@@ -270,11 +300,14 @@ mod tests {
     }
 
     #[test]
-    fn serve_refuses_an_interval_out_of_range() {
-        for every in ["0", "86401"] {
-            assert!(Cli::try_parse_from(["app", "serve", "--every", every]).is_err());
-        }
-        let cli = Cli::try_parse_from(["app", "serve", "--every", "86400"]).unwrap();
-        assert!(matches!(cli.command, Command::Serve { every: 86_400 }));
+    fn serve_takes_an_address_and_durations() {
+        assert!(Cli::try_parse_from(["app", "serve", "--listen", "localhost"]).is_err());
+        assert!(Cli::try_parse_from(["app", "serve", "--shutdown-timeout", "5 parsecs"]).is_err());
+        assert!(Cli::try_parse_from(["app", "serve", "--request-timeout", "0s"]).is_err());
+        let cli = Cli::try_parse_from(["app", "serve", "--listen", "127.0.0.1:0"]).unwrap();
+        let Command::Serve { listen, .. } = cli.command else {
+            panic!("not serve: {cli:?}");
+        };
+        assert_eq!(listen.port(), 0);
     }
 }

@@ -16,7 +16,11 @@ mod url;
 pub use admin::{drop_database, ensure_database, quote_ident, table_counts};
 pub(crate) use connect::driver_error;
 pub use connect::{close_connections, connect, connect_client, connect_timeout, connection_error};
-pub use pool::{DbConfig, Pool, PooledConnection, Recycle, build_pool, checkout};
+pub(crate) use pool::cancel_in_background;
+pub use pool::{
+    DbConfig, Pool, PooledConnection, Recycle, build_pool, cancel_statement, cancels_sent,
+    checkout, in_flight,
+};
 pub use pooler::Pooler;
 pub(crate) use session::transaction_pooler;
 pub use session::{ensure_session, is_transaction_pooler};

@@ -172,8 +172,7 @@ fn discard_broken(
     conn: &mut AsyncPgConnection,
     metrics: &Metrics,
 ) -> std::result::Result<(), HookError<diesel_async::pooled_connection::PoolError>> {
-    let in_flight =
-        (conn.instrumentation().downcast_ref::<QueryTracing>()).map_or(0, QueryTracing::in_flight);
+    let in_flight = in_flight(conn);
     let why = if in_flight > 0 {
         cancel_in_background(url, conn.cancel_token());
         "a statement its caller gave up on may still be running"
@@ -192,23 +191,48 @@ fn discard_broken(
 }
 
 /// Asks the server, on a connection of its own, to cancel what `token`'s session runs;
-/// bounded by the connect timeout, and never awaited by the caller.
-fn cancel_in_background(url: &DatabaseUrl, token: tokio_postgres::CancelToken) {
+/// never awaited by the caller. [`cancels_sent`] waits for these before a program exits.
+pub(crate) fn cancel_in_background(url: &DatabaseUrl, token: tokio_postgres::CancelToken) {
+    // A drop while the runtime stops has nowhere to run the request: said, not panicked.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("pool: no runtime left to cancel an abandoned statement");
+        return;
+    };
     let url = url.clone();
-    tokio::spawn(async move {
-        let (Ok(limit), Ok((_, tls))) =
-            (super::connect_timeout(&url), super::tls::configure(&url.0))
-        else {
-            return;
-        };
-        match tokio::time::timeout(limit, token.cancel_query(tls)).await {
-            Ok(Ok(())) => tracing::debug!("pool: cancelled an abandoned statement"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "pool: could not cancel an abandoned statement")
-            }
-            Err(_) => tracing::warn!("pool: cancelling an abandoned statement got no answer"),
+    CANCELS.spawn_on(async move { cancel_statement(&url, token).await }, &runtime);
+}
+
+/// The cancel requests [`cancel_in_background`] sent and not yet answered.
+static CANCELS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Waits, up to `limit`, for the cancel requests sent so far: a process that exits first
+/// leaves the statements it gave up on running, and committing, on the server.
+pub async fn cancels_sent(limit: Duration) {
+    CANCELS.close();
+    let _ = tokio::time::timeout(limit, CANCELS.wait()).await;
+    CANCELS.reopen();
+}
+
+/// Asks the server, on a connection of its own, to cancel what `token`'s session runs,
+/// bounded by the connect timeout. A session running nothing ignores it.
+pub async fn cancel_statement(url: &DatabaseUrl, token: tokio_postgres::CancelToken) {
+    let (Ok(limit), Ok((_, tls))) = (super::connect_timeout(url), super::tls::configure(&url.0))
+    else {
+        return;
+    };
+    match tokio::time::timeout(limit, token.cancel_query(tls)).await {
+        Ok(Ok(())) => tracing::debug!("pool: cancelled an abandoned statement"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "pool: could not cancel an abandoned statement")
         }
-    });
+        Err(_) => tracing::warn!("pool: cancelling an abandoned statement got no answer"),
+    }
+}
+
+/// Statements sent on `conn` and not answered yet: above 0 when its caller gave up on one.
+pub fn in_flight(conn: &mut AsyncPgConnection) -> usize {
+    (conn.instrumentation().downcast_ref::<QueryTracing>()).map_or(0, QueryTracing::in_flight)
 }
 
 /// A connection from `pool`, with the wait traced: a `debug` event with `waited_ms` for

@@ -16,6 +16,7 @@ mod bugs;
 mod bulk;
 mod diesel_cli;
 mod field_types;
+mod http;
 mod indexes;
 mod inheritance;
 mod init_db;

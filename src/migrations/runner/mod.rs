@@ -128,6 +128,29 @@ impl Migrator {
         blocking(url, move |conn, _| this.status_on(conn)).await
     }
 
+    /// [`Migrator::status`] over an open session, handed back with the answer (`None` when
+    /// the thread reading it failed): for a caller that asks often, `/readyz`, and must not
+    /// open a session, nor probe for a pooler, each time.
+    pub async fn status_over(
+        &self,
+        conn: AsyncPgConnection,
+    ) -> (Result<Status>, Option<AsyncPgConnection>) {
+        let this = self.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut conn = Conn::from(conn);
+            (this.status_on(&mut conn), conn.into_inner())
+        });
+        match read.await {
+            Ok((status, conn)) => (status, Some(conn)),
+            Err(e) => (
+                Err(Error::Migration(format!(
+                    "the migration thread failed: {e}"
+                ))),
+                None,
+            ),
+        }
+    }
+
     /// What a downgrade to `target` would revert from `status`, newest first; refuses
     /// targets that would revert more than they name. `migrate downgrade` prints it first.
     pub fn plan_down(&self, status: &Status, target: &Target) -> Result<Vec<Migration>> {

@@ -1,0 +1,147 @@
+//! The HTTP API over the real binary: `serve --listen 127.0.0.1:0` against a database of
+//! the test's own, called with a real client. `api` covers every route and status,
+//! `lifecycle` readiness and a graceful stop, `cancel` what a request given up leaves
+//! behind.
+
+mod api;
+mod cancel;
+mod input;
+mod lifecycle;
+
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use app::db::DatabaseUrl;
+use serde_json::Value;
+
+use crate::support::default_signals;
+
+/// The application binary, named after the package.
+const APP: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
+
+/// A running `serve`, killed when dropped so a failing test leaves no server behind.
+pub struct Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, as the server printed it.
+    pub base: String,
+    lines: Lines<BufReader<ChildStdout>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `serve` on a free port with these extra flags, once it says where it listens.
+    pub fn start(url: &DatabaseUrl, flags: &[&str]) -> Server {
+        let mut command = Command::new(APP);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--url", url.expose()])
+            .args(flags)
+            .env_remove("DATABASE_URL")
+            .env_remove("APP_LISTEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = default_signals(&mut command).spawn().expect("start serve");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let keep = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let Some(addr) = first.strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve printed {first:?}; stderr: {:?}", log.lock().unwrap());
+        };
+        let base = format!("http://{addr}");
+        Server {
+            child,
+            base,
+            lines,
+            log,
+        }
+    }
+
+    /// The full URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM, as an orchestrator does.
+    pub fn terminate(&self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a child's pid we still own (not yet waited for).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits up to `limit` for the process to exit: its status and the rest of its stdout.
+    pub fn exit_within(mut self, limit: Duration) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + limit;
+        while self.running() {
+            assert!(
+                Instant::now() < deadline,
+                "serve still running after {limit:?}; stderr: {:?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = self.child.wait().unwrap();
+        let rest = (&mut self.lines).map_while(Result::ok).collect();
+        (status, rest)
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A status and its JSON body (`Value::Null` when empty).
+pub async fn answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = match text.is_empty() {
+        true => Value::Null,
+        false => serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}")),
+    };
+    (status, body)
+}
+
+/// `GET path`: its status and body.
+pub async fn get(server: &Server, path: &str) -> (u16, Value) {
+    answer(reqwest::get(server.url(path)).await.unwrap()).await
+}
+
+/// `method path` with this JSON body: its status and body.
+pub async fn send(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let request = client.request(method, server.url(path)).json(&body);
+    answer(request.send().await.unwrap()).await
+}
+
+/// `POST path` with this JSON body.
+pub async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    send(server, reqwest::Method::POST, path, body).await
+}
