@@ -16,6 +16,8 @@ mod url;
 pub use admin::{drop_database, ensure_database, quote_ident, table_counts};
 pub(crate) use connect::driver_error;
 pub use connect::{close_connections, connect, connect_client, connect_timeout, connection_error};
+// Only the HTTP server cancels a request's statement from outside the pool.
+#[cfg(feature = "http")]
 pub(crate) use pool::cancel_in_background;
 pub use pool::{
     DbConfig, Pool, PooledConnection, Recycle, build_pool, cancel_statement, cancels_sent,
