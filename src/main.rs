@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use app::db::replicas::{self, ReplicaConfig};
 use app::db::{self, DbConfig, Pool};
 use app::migrations::{self, Migrator};
 use app::models::{Email, NewTask, NewUser, Priority, Task, TaskChanges, TaskStatus, Title, User};
@@ -135,9 +136,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_timeout,
             request_timeout,
         } => {
-            let state = app::http::AppState::new(pool.clone(), config.url.clone(), direct)?;
+            let mut state = app::http::AppState::new(pool.clone(), config.url.clone(), direct)?;
+            // With DATABASE_REPLICA_URLS, reads go through the replica router and writes to
+            // its primary pool; the pool above then stays unused (pools connect lazily).
+            let replicas = ReplicaConfig::from_env()?;
+            if !replicas.urls.is_empty() {
+                let count = replicas.urls.len();
+                state = state.with_replicas(replicas::Router::new(&config, replicas)?);
+                tracing::info!(replicas = count, "reads go to replicas when fresh");
+            }
             let router = app::http::router(state.clone(), request_timeout);
-            serve(&state, router, listen, shutdown_timeout).await
+            let served = serve(&state, router, listen, shutdown_timeout).await;
+            state.pool().close();
+            served
         }
         command => handle(&pool, command).await,
     };

@@ -34,7 +34,7 @@ use diesel_async::TransactionManager;
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl};
 use tokio::time::timeout_at;
 
-use crate::db::{self, DbConfig, Pool, Pooler};
+use crate::db::{self, DatabaseUrl, DbConfig, Pool, Pooler};
 use crate::{Error, Result};
 pub use config::ReplicaConfig;
 use health::{Bounds, CHECK_EVERY, Claim, Health, Probe, Samples, Verdict};
@@ -50,6 +50,7 @@ struct Replica {
 /// Picks the server for each unit of work; see the module docs.
 pub struct Router {
     primary: Pool,
+    primary_url: DatabaseUrl,
     /// One connection to the primary for sampling its WAL position, apart from the pool
     /// the application uses: a busy primary must not make its replicas look stale.
     probe: Pool,
@@ -91,6 +92,7 @@ impl Router {
             .collect::<Result<_>>()?;
         Ok(Router {
             primary: db::build_pool(primary)?,
+            primary_url: primary.url.clone(),
             probe: db::build_pool(&DbConfig {
                 max_size: 1,
                 ..primary.clone()
@@ -117,6 +119,33 @@ impl Router {
             conn: db::checkout(&self.primary).await?,
             server: Server::Primary,
         })
+    }
+
+    /// The pool [`Router::write`] takes connections from.
+    pub fn primary_pool(&self) -> &Pool {
+        &self.primary
+    }
+
+    /// Where `server` is: the URL a cancel request for one of its sessions goes to.
+    pub fn url(&self, server: Server) -> &DatabaseUrl {
+        match server {
+            Server::Primary => &self.primary_url,
+            Server::Replica(i) => &self.config.urls[i],
+        }
+    }
+
+    /// The WAL position of everything committed on the primary so far, read on a
+    /// connection of its pool: after a write committed on another connection (a request's,
+    /// now back in the pool), it is at or past that commit. Bounded by
+    /// `DATABASE_REPLICA_TIMEOUT_MS`, checkout included.
+    pub async fn committed(&self) -> Result<WalPosition> {
+        let read = async {
+            let mut conn = db::checkout(&self.primary).await?;
+            self.position(&mut conn).await
+        };
+        tokio::time::timeout(self.config.timeout, read)
+            .await
+            .map_err(|_| self.primary_silent())?
     }
 
     /// The WAL position of everything committed on `conn`: take it on the primary after a

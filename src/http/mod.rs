@@ -18,6 +18,7 @@ mod conn;
 mod error;
 mod health;
 mod input;
+mod position;
 pub mod request_id;
 mod server;
 mod tasks;
@@ -38,21 +39,26 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::db::replicas::Router as Replicas;
 use crate::db::{DatabaseUrl, Pool};
 use crate::migrations::Migrator;
 
-pub use conn::DbConn;
+pub use conn::{DbConn, ReadConn};
 pub use error::ApiError;
 pub use health::{READY_CACHE, READY_TIMEOUT};
+pub use position::WAL_POSITION;
 pub use server::{Drained, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, serve};
 
 /// The largest request body accepted: every body of this API is a small JSON object.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// What every handler shares: the pool, and what `/readyz` compares the schema with.
+/// What every handler shares: the pool, the replicas if any, and what `/readyz` compares
+/// the schema with.
 #[derive(Clone)]
 pub struct AppState {
     pool: Pool,
+    /// Where reads go when there are replicas (`DATABASE_REPLICA_URLS`).
+    replicas: Option<Arc<Replicas>>,
     /// Where the pool connects: where a cancel request for one of its sessions goes.
     pool_url: DatabaseUrl,
     held: conn::Held,
@@ -67,10 +73,20 @@ impl AppState {
         let held = conn::Held::default();
         Ok(AppState {
             pool,
+            replicas: None,
             pool_url,
             held,
             readiness,
         })
+    }
+
+    /// Reads through `router` ([`ReadConn`]), writes on its primary, whose pool replaces
+    /// the one given to [`AppState::new`] (the same server: `router`'s primary must be
+    /// `pool_url`); write answers carry [`WAL_POSITION`].
+    pub fn with_replicas(mut self, router: Replicas) -> AppState {
+        self.pool = router.primary_pool().clone();
+        self.replicas = Some(Arc::new(router));
+        self
     }
 
     /// The pool requests check connections out of.
@@ -82,13 +98,14 @@ impl AppState {
     /// the grace period, so nothing they started commits after the process is gone.
     /// Returns how many connections requests held.
     pub async fn cancel_running(&self) -> usize {
-        self.held.cancel_all(&self.pool_url).await
+        self.held.cancel_all().await
     }
 }
 
 /// The API's routes with their layers: a request id (`x-request-id`, kept when the client
-/// sends a plain one, see [`request_id`], echoed in the response), a `request` span carrying it, `timeout` for the
-/// whole request (503 past it) and [`BODY_LIMIT`] (413), each answer in the error shape.
+/// sends a plain one, see [`request_id`], echoed in the response), a `request` span
+/// carrying it, with replicas [`WAL_POSITION`] on write answers, [`BODY_LIMIT`] (413)
+/// and `timeout` for the handler (503 past it); each error in the error shape.
 pub fn router(state: AppState, timeout: Duration) -> Router {
     let layers = ServiceBuilder::new()
         .layer(axum::middleware::map_request(request_id::drop_unfit))
@@ -96,6 +113,12 @@ pub fn router(state: AppState, timeout: Duration) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(axum::middleware::map_response(error::json_errors))
+        // Outside the timeout: a write that made it in time is not turned into a 503 by
+        // the round trip that reads its position (bounded on its own).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            position::stamp_writes,
+        ))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

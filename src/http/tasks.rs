@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, Body, Id};
 use super::input::{Day, Text, not_null, present};
-use super::{AppState, DbConn};
+use super::{AppState, DbConn, ReadConn};
 use crate::models::{NewTask, Priority, Task, TaskChanges, TaskStatus, Title};
 
 /// The routes of this file.
@@ -77,7 +77,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(task.into())))
 }
 
-async fn find(Id(id): Id, conn: DbConn) -> Result<Json<TaskView>, ApiError> {
+async fn find(Id(id): Id, conn: ReadConn) -> Result<Json<TaskView>, ApiError> {
     Ok(Json(Task::find(&conn, id).await?.into()))
 }
 

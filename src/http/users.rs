@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::error::{ApiError, Body, Id, Params};
 use super::input::Text;
 use super::tasks::TaskView;
-use super::{AppState, DbConn};
+use super::{AppState, DbConn, ReadConn};
 use crate::models::{Email, NewUser, Page, PageRequest, Task, User};
 
 /// The routes of this file.
@@ -39,7 +39,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(User::create(&conn, &new).await?)))
 }
 
-async fn find(Id(id): Id, conn: DbConn) -> Result<Json<User>, ApiError> {
+async fn find(Id(id): Id, conn: ReadConn) -> Result<Json<User>, ApiError> {
     Ok(Json(User::find(&conn, id).await?))
 }
 
@@ -55,7 +55,7 @@ struct PageParams {
 async fn tasks(
     Id(id): Id,
     Params(params): Params<PageParams>,
-    conn: DbConn,
+    conn: ReadConn,
 ) -> Result<Json<Page<TaskView>>, ApiError> {
     let request = PageRequest::new(params.after, params.limit)?;
     let page = Task::list_for_owner(&conn, id, request).await?;

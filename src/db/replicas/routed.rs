@@ -22,6 +22,13 @@ pub struct Routed {
     pub server: Server,
 }
 
+impl Routed {
+    /// The pooled connection alone (back in its pool when dropped).
+    pub fn into_inner(self) -> db::PooledConnection {
+        self.conn
+    }
+}
+
 impl Deref for Routed {
     type Target = AsyncPgConnection;
 

@@ -1,12 +1,13 @@
 //! The HTTP API over the real binary: `serve --listen 127.0.0.1:0` against a database of
 //! the test's own, called with a real client. `api` covers every route and status,
 //! `lifecycle` readiness and a graceful stop, `cancel` what a request given up leaves
-//! behind.
+//! behind, `replica` read-your-writes through a streaming replica.
 
 mod api;
 mod cancel;
 mod input;
 mod lifecycle;
+mod replica;
 
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{ChildStdout, Command, ExitStatus, Stdio};
@@ -33,6 +34,11 @@ pub struct Server {
 impl Server {
     /// Starts `serve` on a free port with these extra flags, once it says where it listens.
     pub fn start(url: &DatabaseUrl, flags: &[&str]) -> Server {
+        Server::start_with(url, flags, &[])
+    }
+
+    /// [`Server::start`] with these environment variables (`RUST_LOG` is `warn` unless set).
+    pub fn start_with(url: &DatabaseUrl, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(APP);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--url", url.expose()])
@@ -40,6 +46,7 @@ impl Server {
             .env_remove("DATABASE_URL")
             .env_remove("APP_LISTEN")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = default_signals(&mut command).spawn().expect("start serve");
