@@ -80,6 +80,14 @@ impl std::ops::Deref for DbConn {
     }
 }
 
+/// `&mut` for a transaction: `conn.transaction(async |conn| ...)` commits or rolls back
+/// before the handler answers.
+impl std::ops::DerefMut for DbConn {
+    fn deref_mut(&mut self) -> &mut PooledConnection {
+        &mut self.conn
+    }
+}
+
 impl Drop for DbConn {
     fn drop(&mut self) {
         let entry = self.held.tokens.lock().unwrap().remove(&self.id);

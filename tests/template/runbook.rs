@@ -94,8 +94,11 @@ const BLOCK_TIMEOUT_SECS: u32 = 1800;
 pub fn run(dir: &Path, block: &Block, env: &[(&str, &str)], unset: &[&str]) -> Result<(), String> {
     let failed_line = tempfile_path(dir, block);
     // Line 1 of the script is this preamble, so the block's line k is script line k + 1.
+    // A block that failed before stopping what it started in the background (a server)
+    // would leave it running, holding the output pipes open: its jobs end with it.
     let script = format!(
-        "trap 'echo \"$LINENO\" > \"$RUNBOOK_FAILED_LINE\"' ERR\n{}",
+        "trap 'echo \"$LINENO\" > \"$RUNBOOK_FAILED_LINE\"' ERR; \
+         trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}",
         block
             .text
             .lines()
@@ -265,4 +268,27 @@ fn a_command_must_print_what_its_comment_says() {
         err.contains("runbook: expected the output to hold: task 8: Write docs"),
         "{err}"
     );
+}
+
+/// A block that fails while a job it started in the background runs (a server) ends that
+/// job too: the runner returns at once, and nothing is left running.
+#[test]
+fn a_failing_block_stops_what_it_started_in_the_background() {
+    let dir = crate::support::TempDir::new("runbook-jobs");
+    let doc = "```sh\nsleep 300 &\necho $! > pid\nfalse\n```\n";
+    let started = std::time::Instant::now();
+    let err = run(&dir.0, &blocks("README.md", doc)[0], &[], &[]).unwrap_err();
+    assert!(err.starts_with("README.md:4: `false`"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "waited for the job"
+    );
+    // Killed, it may stay a zombie a moment, until whoever inherited it reaps it.
+    let pid = std::fs::read_to_string(dir.0.join("pid")).unwrap();
+    let gone = (0..100).any(|_| {
+        let state = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        state.map_or(true, |s| s.contains(") Z "))
+    });
+    assert!(gone, "the background job {pid} still runs");
 }

@@ -152,3 +152,45 @@ pub async fn send(
 pub async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     send(server, reqwest::Method::POST, path, body).await
 }
+
+/// Every Rust block of docs/http.md is an excerpt of `src/` as it is (its lines in a row,
+/// indentation aside): the page teaches the code, not a memory of it.
+#[test]
+fn the_excerpts_in_docs_http_are_the_code() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/http.md")).unwrap();
+    let sources: Vec<Vec<String>> = rust_files(&root.join("src"))
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .map(|text| lines_of(&text))
+        .collect();
+    let mut blocks = 0;
+    for block in doc.split("```rust\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        let want = lines_of(block);
+        let found = (sources.iter()).any(|source| source.windows(want.len()).any(|w| w == want));
+        assert!(found, "docs/http.md has an excerpt not in src/:\n{block}");
+        blocks += 1;
+    }
+    assert!(blocks >= 4, "{blocks} excerpts");
+}
+
+fn lines_of(text: &str) -> Vec<String> {
+    (text.lines().map(str::trim))
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
