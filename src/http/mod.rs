@@ -135,12 +135,14 @@ pub fn router(state: AppState, timeout: Duration) -> Router {
 }
 
 /// The span each request runs in: whatever a handler logs (a 500 above all) carries the id.
+/// At `warn`, so that it exists wherever warnings and errors are shown (`RUST_LOG=warn`
+/// too), not only at `info`.
 fn request_span(request: &Request) -> tracing::Span {
     let id = request.extensions().get::<RequestId>();
     let id = id
         .and_then(|id| id.header_value().to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!(
+    tracing::warn_span!(
         "request",
         method = %request.method(),
         uri = %request.uri(),

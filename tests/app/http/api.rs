@@ -271,3 +271,33 @@ async fn pages_neither_skip_nor_repeat_while_tasks_are_inserted() {
     let path = format!("/users/{owner}/tasks?limit=ten");
     refused(get(&server, &path).await, 422, None);
 }
+
+/// A failure the API does not expect (here a column renamed under the running server) is a
+/// 500 that says nothing of it; the log has the database's message and the request's id.
+#[tokio::test]
+async fn a_500_is_logged_with_the_request_id_and_answered_without_details() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new().await;
+    let server = Server::start(&db.url, &[]);
+    let owner = new_user(&server, "dee@example.com").await;
+    let id = new_task(&server, owner, "Renamed under us").await;
+    let mut conn = db.conn().await;
+    conn.batch_execute("ALTER TABLE tasks RENAME COLUMN title TO heading")
+        .await
+        .unwrap();
+
+    let response = reqwest::Client::new()
+        .get(server.url(&format!("/tasks/{id}")))
+        .header("x-request-id", "trace-500-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-500-me");
+    let (status, body) = super::answer(response).await;
+    assert_eq!((status, body), (500, json!({"error": "internal error"})));
+    let log = server.log();
+    let logged = log.iter().find(|l| l.contains("request failed"));
+    let logged = logged.unwrap_or_else(|| panic!("no error logged: {log:?}"));
+    assert!(logged.contains("trace-500-me"), "{logged}");
+    assert!(logged.contains("title"), "the database's message: {logged}");
+}
