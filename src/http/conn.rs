@@ -76,6 +76,13 @@ impl std::ops::Deref for DbConn {
     }
 }
 
+// For `conn.transaction(..)`, which needs the connection to itself.
+impl std::ops::DerefMut for DbConn {
+    fn deref_mut(&mut self) -> &mut PooledConnection {
+        &mut self.conn
+    }
+}
+
 impl Drop for DbConn {
     fn drop(&mut self) {
         let token = self.held.tokens.lock().unwrap().remove(&self.id);

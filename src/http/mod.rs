@@ -20,7 +20,9 @@ mod health;
 mod input;
 pub mod request_id;
 mod server;
+mod tags;
 mod tasks;
+mod teams;
 mod users;
 
 use std::sync::Arc;
@@ -106,6 +108,8 @@ pub fn router(state: AppState, timeout: Duration) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(users::routes())
         .merge(tasks::routes())
+        .merge(tags::routes())
+        .merge(teams::routes())
         .fallback(|| async { ApiError::from(crate::Error::NotFound) })
         .with_state(state)
         .layer(layers)
