@@ -34,9 +34,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TagPath {
             Ok(Path((id, name))) => Ok(TagPath(id, TagName::parse(&name)?)),
             // A name whose percent-encoding is not UTF-8 is a name out of format, not a
             // malformed path: the model's refusal, as for any other (the empty name is one).
-            Err(PathRejection::FailedToDeserializePathParams(e))
-                if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { key } if key == "name") =>
-            {
+            Err(PathRejection::FailedToDeserializePathParams(e)) if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { key } if key == "name") => {
                 Err(TagName::parse("").unwrap_err().into())
             }
             Err(other) => Err(other.into()),

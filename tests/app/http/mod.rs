@@ -1,12 +1,13 @@
 //! The HTTP API over the real binary: `serve --listen 127.0.0.1:0` against a database of
 //! the test's own, called with a real client. `api` covers every route and status,
 //! `lifecycle` readiness and a graceful stop, `cancel` what a request given up leaves
-//! behind.
+//! behind, `teams` teams, members and tags.
 
 mod api;
 mod cancel;
 mod input;
 mod lifecycle;
+mod teams;
 
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{ChildStdout, Command, ExitStatus, Stdio};
@@ -14,9 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use app::db::DatabaseUrl;
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::Value;
 
-use crate::support::default_signals;
+use crate::support::{default_signals, flag};
 
 /// The application binary, named after the package.
 const APP: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
@@ -33,13 +35,19 @@ pub struct Server {
 impl Server {
     /// Starts `serve` on a free port with these extra flags, once it says where it listens.
     pub fn start(url: &DatabaseUrl, flags: &[&str]) -> Server {
+        Server::start_logging(url, flags, "warn")
+    }
+
+    /// [`Server::start`] with this `RUST_LOG`: what [`Server::log`] then holds.
+    pub fn start_logging(url: &DatabaseUrl, flags: &[&str], rust_log: &str) -> Server {
         let mut command = Command::new(APP);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--url", url.expose()])
             .args(flags)
             .env_remove("DATABASE_URL")
             .env_remove("APP_LISTEN")
-            .env("RUST_LOG", "warn")
+            .env_remove("LOG_FORMAT")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = default_signals(&mut command).spawn().expect("start serve");
@@ -144,4 +152,30 @@ pub async fn send(
 /// `POST path` with this JSON body.
 pub async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     send(server, reqwest::Method::POST, path, body).await
+}
+
+/// Waits up to 10 s until a session of the test's database other than `conn`'s waits for a
+/// lock: a request of the server has reached a row `conn` holds.
+pub async fn until_blocked(conn: &mut AsyncPgConnection) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !someone_waits(conn).await {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a session of this database other than ours waits for a lock. Read afresh:
+/// inside a transaction `pg_stat_activity` keeps showing its first snapshot.
+async fn someone_waits(conn: &mut AsyncPgConnection) -> bool {
+    let fresh = "SELECT pg_stat_clear_snapshot()";
+    conn.batch_execute(fresh).await.unwrap();
+    flag(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND wait_event_type = 'Lock') AS flag",
+    )
+    .await
 }
