@@ -84,6 +84,30 @@ pub async fn eager(conn: &AsyncPgConnection, user_ids: &[i64]) -> Result<Vec<Use
         .collect())
 }
 
+/// The tags of each task, by name (selectinload for tasks already loaded, a page say): one
+/// query through the link table whatever the number of tasks, none for no tasks, fitted
+/// to them by `belonging_to` + `grouped_by`. The tasks keep their order.
+pub async fn with_tags(
+    mut conn: &AsyncPgConnection,
+    tasks: Vec<Task>,
+) -> Result<Vec<(Task, Vec<Tag>)>> {
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let links = TaskTag::belonging_to(&tasks)
+        .inner_join(tags::table)
+        .order((task_tags::task_id, tags::name))
+        .select((TaskTag::as_select(), Tag::as_select()))
+        .load::<(TaskTag, Tag)>(&mut conn)
+        .await?;
+    let per_task = links.grouped_by(&tasks);
+    Ok(tasks
+        .into_iter()
+        .zip(per_task)
+        .map(|(task, links)| (task, links.into_iter().map(|(_, tag)| tag).collect()))
+        .collect())
+}
+
 /// joinedload: one query, users LEFT JOIN tasks LEFT JOIN tags, folded in Rust. Fewer round
 /// trips, but each user row repeats once per task and tag: better for few children per parent.
 pub async fn joined(mut conn: &AsyncPgConnection, user_ids: &[i64]) -> Result<Vec<UserTasks>> {

@@ -167,6 +167,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// The segments of a path as a tuple (`/teams/{id}/members/{user_id}` as `(i64, i64)`);
+/// anything that does not parse answers in the API's error shape (400), as [`Id`] does.
+pub struct Segments<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Segments<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(value) = Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Segments(value))
+    }
+}
+
 /// `Query<T>` whose rejections answer in the API's error shape (422).
 pub struct Params<T>(pub T);
 

@@ -21,7 +21,9 @@ mod input;
 mod position;
 pub mod request_id;
 mod server;
+mod tags;
 mod tasks;
+mod teams;
 mod users;
 
 use std::sync::Arc;
@@ -129,6 +131,8 @@ pub fn router(state: AppState, timeout: Duration) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(users::routes())
         .merge(tasks::routes())
+        .merge(tags::routes())
+        .merge(teams::routes())
         .fallback(|| async { ApiError::from(crate::Error::NotFound) })
         .with_state(state)
         .layer(layers)

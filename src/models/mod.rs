@@ -20,7 +20,7 @@ pub use bug::{Bug, BugDetails, NewBug};
 pub use comment::{Comment, CommentOn};
 pub use notification_channel::{Channel, NotificationChannel};
 pub use page::{Limit, Page, PageRequest};
-pub use tag::{NewTag, Tag, TaskTag};
+pub use tag::{NewTag, Tag, TagName, TaskTag};
 pub use task::{
     NewTask, Priority, Task, TaskChanges, TaskStatus, TaskStatusUpdate, Title, TreeTask,
 };

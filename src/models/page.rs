@@ -151,4 +151,23 @@ impl Task {
             .await?;
         Ok(Page::from_rows(rows, page, |t| t.id))
     }
+
+    /// A page of a team's live tasks by id; an unknown team has an empty page. The index
+    /// `tasks_team_id_id_idx` (team_id, id) hands the rows over in order, as
+    /// `tasks_owner_id_id_idx` does for [`Task::list_for_owner`].
+    pub async fn list_for_team(
+        mut conn: &AsyncPgConnection,
+        team_id: i64,
+        page: PageRequest,
+    ) -> Result<Page<Task>> {
+        let rows = Task::live()
+            .filter(tasks::team_id.eq(team_id))
+            .filter(tasks::id.gt(page.after_id()))
+            .order(tasks::id)
+            .limit(page.limit.fetch())
+            .select(Task::as_select())
+            .load(&mut conn)
+            .await?;
+        Ok(Page::from_rows(rows, page, |t| t.id))
+    }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
 use crate::models::Task;
@@ -27,6 +27,38 @@ pub struct Tag {
 pub struct NewTag<'a> {
     /// Lowercase letters, digits and dashes.
     pub name: &'a str,
+}
+
+/// A tag name as `tags_name_format` allows it: 1 to 50 lowercase letters, digits and
+/// dashes, not starting with a dash. Checked before any SQL, so a name PostgreSQL would
+/// refuse with an error of its own (a NUL character) is refused like any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagName(String);
+
+impl TagName {
+    /// Checks the format; outside it is `Error::Invalid { constraint: "tags_name_format" }`.
+    pub fn parse(raw: &str) -> Result<TagName> {
+        let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        let mut chars = raw.chars();
+        // Every character is ASCII once these pass, so bytes count characters.
+        let fits = chars.next().is_some_and(plain)
+            && chars.all(|c| plain(c) || c == '-')
+            && raw.len() <= 50;
+        match fits {
+            true => Ok(TagName(raw.to_owned())),
+            // The name itself is not repeated: it may be anything a client sent.
+            false => Err(Error::invalid(
+                "tags_name_format",
+                "a tag name is 1 to 50 lowercase letters, digits and dashes, \
+                 not starting with a dash",
+            )),
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A row of `task_tags`: one tag on one task.
@@ -101,6 +133,42 @@ impl Tag {
             .execute(&mut conn)
             .await?;
         match deleted {
+            0 => Err(Error::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts the tag named `name` on a live task, creating the tag if missing, and returns
+    /// the task's tags by name: one transaction. Doing it twice is harmless; a task that
+    /// does not exist or is soft-deleted is `Error::NotFound`.
+    pub async fn tag_task(
+        conn: &mut AsyncPgConnection,
+        task_id: i64,
+        name: &TagName,
+    ) -> Result<Vec<Tag>> {
+        conn.transaction::<_, Error, _>(async |conn| {
+            let task = Task::find(conn, task_id).await?;
+            let tag = Tag::find_or_create(conn, name.as_str()).await?;
+            Tag::attach(conn, task.id, tag.id).await?;
+            Tag::of_task(conn, &task).await
+        })
+        .await
+    }
+
+    /// Takes the tag named `name` off the task in one statement; `Error::NotFound` when
+    /// it was not on it (or no such tag exists).
+    pub async fn untag_task(
+        mut conn: &AsyncPgConnection,
+        task_id: i64,
+        name: &TagName,
+    ) -> Result<()> {
+        let tag = tags::table
+            .filter(tags::name.eq(name.as_str()))
+            .select(tags::id);
+        let link = task_tags::table
+            .filter(task_tags::task_id.eq(task_id))
+            .filter(task_tags::tag_id.eq_any(tag));
+        match diesel::delete(link).execute(&mut conn).await? {
             0 => Err(Error::NotFound),
             _ => Ok(()),
         }

@@ -69,6 +69,21 @@ impl Role {
             Role::Member => "member",
         }
     }
+
+    /// The role stored as `name`; any other name is `Error::Invalid` naming
+    /// `team_members_role_check`, checked before any SQL.
+    pub fn parse(name: &str) -> Result<Role> {
+        match name {
+            "owner" => Ok(Role::Owner),
+            "admin" => Ok(Role::Admin),
+            "member" => Ok(Role::Member),
+            // The name itself is not repeated: it may be anything a client sent.
+            _ => Err(Error::invalid(
+                "team_members_role_check",
+                "a role is owner, admin or member",
+            )),
+        }
+    }
 }
 
 impl ToSql<Text, Pg> for Role {
@@ -91,7 +106,15 @@ impl FromSql<Text, Pg> for Role {
 
 /// A row of `team_members`: who is in which team, since when, as what.
 #[derive(
-    Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Associations, Insertable,
+    Debug,
+    Clone,
+    PartialEq,
+    Queryable,
+    Selectable,
+    Identifiable,
+    Associations,
+    Insertable,
+    Serialize,
 )]
 #[diesel(table_name = team_members, primary_key(team_id, user_id))]
 #[diesel(belongs_to(Team), belongs_to(User), check_for_backend(Pg))]

@@ -1,7 +1,7 @@
 //! The newtypes' checks, without a database: each refuses what its CHECK constraint
 //! refuses, and names that constraint.
 
-use super::{Email, Priority, Title};
+use super::{Email, Priority, Role, TagName, Title};
 use crate::Error;
 
 fn constraint(err: Error) -> String {
@@ -61,6 +61,45 @@ fn emails_are_trimmed_and_checked_as_the_check_constraint_does() {
         assert!(
             matches!(&err, Error::Invalid { constraint, .. } if constraint == "users_email_format"),
             "{bad:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn tag_names_are_what_tags_name_format_allows() {
+    for good in ["a", "urgent", "q3-2025", "9", &"x".repeat(50)] {
+        assert_eq!(TagName::parse(good).unwrap().as_str(), good);
+    }
+    for bad in [
+        "",
+        "-a",
+        "Urgent",
+        "a b",
+        "a_b",
+        "../etc",
+        "a/b",
+        "a\0b",
+        "é",
+        &"x".repeat(51),
+        &"x".repeat(10_000),
+    ] {
+        let err = TagName::parse(bad).unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { constraint, .. } if constraint == "tags_name_format"),
+            "{bad:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn roles_are_the_three_team_members_role_check_allows() {
+    for role in [Role::Owner, Role::Admin, Role::Member] {
+        assert_eq!(Role::parse(role.as_str()).unwrap(), role);
+    }
+    for bad in ["", "Owner", "guest", "member "] {
+        assert_eq!(
+            constraint(Role::parse(bad).unwrap_err()),
+            "team_members_role_check"
         );
     }
 }

@@ -224,3 +224,93 @@ async fn an_owners_page_is_read_from_its_index_in_order() {
     assert_eq!(page.items.len(), 20);
     assert!(page.items.iter().all(|t| t.id > 50_000 && t.owner_id == 1));
 }
+
+#[tokio::test]
+async fn a_teams_pages_hold_only_its_live_tasks() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let ann = user(&mut conn, "ann@example.com").await;
+    let red = Team::create(&conn, &NewTeam { name: "Red" }).await.unwrap();
+    let blue = Team::create(&conn, &NewTeam { name: "Blue" })
+        .await
+        .unwrap();
+    let mut reds = Vec::new();
+    for i in 0..7 {
+        let title = Title::parse(&format!("Red {i}")).unwrap();
+        let mut new = NewTask::new(ann.id, &title);
+        new.team_id = Some(red.id);
+        reds.push(Task::create(&conn, &new).await.unwrap().id);
+        // Tasks of another team, and of none, in between.
+        let title = Title::parse(&format!("Blue {i}")).unwrap();
+        let mut new = NewTask::new(ann.id, &title);
+        new.team_id = Some(blue.id);
+        Task::create(&conn, &new).await.unwrap();
+        task(&mut conn, &ann, &format!("No team {i}")).await;
+    }
+    for deleted in [reds[1], reds[6]] {
+        Task::soft_delete(&conn, deleted).await.unwrap();
+    }
+
+    let pages = walk(2, |p| Task::list_for_team(&conn, red.id, p)).await;
+    assert_eq!(sizes(&pages), [2, 2, 1]);
+    let live: Vec<i64> = [0, 2, 3, 4, 5].iter().map(|&i| reds[i]).collect();
+    assert_eq!(
+        ids(&pages, |t| t.id),
+        live,
+        "no soft-deleted, no other team's"
+    );
+    assert!(
+        pages
+            .iter()
+            .flat_map(|p| &p.items)
+            .all(|t| t.team_id == Some(red.id))
+    );
+    let nobody = Task::list_for_team(&conn, 999_999, PageRequest::default());
+    assert_eq!(nobody.await.unwrap().items.len(), 0, "an unknown team");
+}
+
+#[tokio::test]
+async fn a_teams_page_is_read_from_its_index_in_order() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    // 100,000 tasks, one in seven soft-deleted, in 40 teams: the first team holds every
+    // 200th (500, spread over the whole table), the others about 2,500 each.
+    for sql in [
+        "INSERT INTO users (email, display_name) VALUES ('ann@example.com', 'Ann')",
+        "INSERT INTO teams (name) SELECT 'Team ' || g FROM generate_series(1, 40) g",
+        "INSERT INTO tasks (owner_id, team_id, title, deleted_at) \
+         SELECT (SELECT min(id) FROM users), \
+                (SELECT min(id) FROM teams) + CASE WHEN g % 200 = 0 THEN 0 ELSE 1 + g % 39 END, \
+                'Task ' || g, CASE WHEN g % 7 = 0 THEN now() END \
+         FROM generate_series(1, 100000) g",
+        "ANALYZE",
+    ] {
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+    }
+    let team: i64 = diesel::sql_query("SELECT min(id) AS n FROM teams")
+        .get_result::<Min>(&mut conn)
+        .await
+        .unwrap()
+        .n;
+    // Deep in the table too: the primary key, walked from `after`, would skip about 200
+    // rows of other teams per row of this one.
+    for after in [i64::MIN, 50_000] {
+        // The statement Task::list_for_team sends.
+        let q = Task::live()
+            .filter(tasks::team_id.eq(team))
+            .filter(tasks::id.gt(after))
+            .order(tasks::id)
+            .limit(21)
+            .select(Task::as_select());
+        let plan = plan(&mut conn, q).await.unwrap();
+        let used = indexes_used(&plan);
+        assert_eq!(used, ["tasks_team_id_id_idx"], "after {after}:\n{plan:#}");
+        assert!(!sorts(&plan), "rows come in id order:\n{plan:#}");
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Min {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}

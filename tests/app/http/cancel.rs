@@ -7,7 +7,6 @@ use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use reqwest::Method;
 use serde_json::json;
 
-use super::lifecycle::someone_waits;
 use super::{Server, post};
 use crate::support::{TestDb, flag};
 
@@ -79,14 +78,7 @@ async fn past_the_grace_period_a_write_is_cancelled_before_exit() {
             .send()
             .await
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !someone_waits(&mut conn).await {
-        assert!(
-            Instant::now() < deadline,
-            "the PATCH never reached the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::until_blocked(&mut conn).await;
     server.terminate();
     let (exit, out) = server.exit_within(Duration::from_secs(15));
     assert!(exit.success(), "{exit:?} {out:?}");
@@ -110,14 +102,7 @@ async fn a_session_terminated_mid_request_is_503() {
         let sent = client.request(Method::PATCH, url).json(&change).send();
         super::answer(sent.await.unwrap()).await
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !someone_waits(&mut conn).await {
-        assert!(
-            Instant::now() < deadline,
-            "the PATCH never reached the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::until_blocked(&mut conn).await;
     let kill = "SELECT bool_and(pg_terminate_backend(pid)) AS flag FROM pg_stat_activity \
                 WHERE datname = current_database() AND wait_event_type = 'Lock'";
     assert!(flag(&mut conn, kill).await);

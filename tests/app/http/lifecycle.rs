@@ -42,19 +42,6 @@ async fn readyz_is_503_one_migration_behind_and_200_at_head() {
     assert_eq!(get(&server, "/readyz").await.0, 200);
 }
 
-/// Whether a session of this database other than ours waits for a lock. Read afresh:
-/// inside a transaction `pg_stat_activity` keeps showing its first snapshot.
-pub(super) async fn someone_waits(conn: &mut diesel_async::AsyncPgConnection) -> bool {
-    let fresh = "SELECT pg_stat_clear_snapshot()";
-    conn.batch_execute(fresh).await.unwrap();
-    flag(
-        conn,
-        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
-         AND pid <> pg_backend_pid() AND wait_event_type = 'Lock') AS flag",
-    )
-    .await
-}
-
 #[tokio::test]
 async fn sigterm_lets_a_request_in_flight_finish_and_leaves_no_session() {
     let db = TestDb::new().await;
@@ -89,14 +76,7 @@ async fn sigterm_lets_a_request_in_flight_finish_and_leaves_no_session() {
             .await
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !someone_waits(&mut conn).await {
-        assert!(
-            Instant::now() < deadline,
-            "the PATCH never reached the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::until_blocked(&mut conn).await;
 
     server.terminate();
     // It stops accepting: a new connection is refused, while the PATCH still waits.

@@ -1,13 +1,15 @@
 //! The HTTP API over the real binary: `serve --listen 127.0.0.1:0` against a database of
 //! the test's own, called with a real client. `api` covers every route and status,
 //! `lifecycle` readiness and a graceful stop, `cancel` what a request given up leaves
-//! behind, `replica` read-your-writes through a streaming replica.
+//! behind, `replica` read-your-writes through a streaming replica, `teams` teams, members
+//! and tags.
 
 mod api;
 mod cancel;
 mod input;
 mod lifecycle;
 mod replica;
+mod teams;
 
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{ChildStdout, Command, ExitStatus, Stdio};
@@ -15,9 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use app::db::DatabaseUrl;
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::Value;
 
-use crate::support::default_signals;
+use crate::support::{default_signals, flag};
 
 /// The application binary, named after the package.
 const APP: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
@@ -37,7 +40,8 @@ impl Server {
         Server::start_with(url, flags, &[])
     }
 
-    /// [`Server::start`] with these environment variables (`RUST_LOG` is `warn` unless set).
+    /// [`Server::start`] with these environment variables (`RUST_LOG` is `warn` unless set:
+    /// what [`Server::log`] then holds).
     pub fn start_with(url: &DatabaseUrl, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(APP);
         command
@@ -45,6 +49,7 @@ impl Server {
             .args(flags)
             .env_remove("DATABASE_URL")
             .env_remove("APP_LISTEN")
+            .env_remove("LOG_FORMAT")
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -151,6 +156,32 @@ pub async fn send(
 /// `POST path` with this JSON body.
 pub async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     send(server, reqwest::Method::POST, path, body).await
+}
+
+/// Waits up to 10 s until a session of the test's database other than `conn`'s waits for a
+/// lock: a request of the server has reached a row `conn` holds.
+pub async fn until_blocked(conn: &mut AsyncPgConnection) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !someone_waits(conn).await {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a session of this database other than ours waits for a lock. Read afresh:
+/// inside a transaction `pg_stat_activity` keeps showing its first snapshot.
+async fn someone_waits(conn: &mut AsyncPgConnection) -> bool {
+    let fresh = "SELECT pg_stat_clear_snapshot()";
+    conn.batch_execute(fresh).await.unwrap();
+    flag(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND wait_event_type = 'Lock') AS flag",
+    )
+    .await
 }
 
 /// Every Rust block of docs/http.md is an excerpt of `src/` as it is (its lines in a row,
