@@ -7,6 +7,8 @@ use chrono::NaiveDate;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
+use crate::models::PageRequest;
+
 /// Text without a NUL character.
 pub(super) struct Text(pub String);
 
@@ -72,5 +74,20 @@ mod tests {
         assert!(serde_json::from_str::<Day>(r#""-4713-11-23""#).is_err());
         assert!(serde_json::from_str::<Day>(r#""-4713-11-24""#).is_ok());
         assert!(serde_json::from_str::<Day>(r#""2026-01-31""#).is_ok());
+    }
+}
+
+/// `?limit=20&after=ID`, both optional: the query of every keyset page.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PageParams {
+    limit: Option<i64>,
+    after: Option<i64>,
+}
+
+impl PageParams {
+    /// The model's page request: `limit` outside 1..=100 is refused (422) before any SQL.
+    pub(super) fn request(&self) -> crate::Result<PageRequest> {
+        PageRequest::new(self.after, self.limit)
     }
 }

@@ -12,11 +12,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, Body, Id, Params, Segments};
-use super::input::Text;
+use super::input::{PageParams, Text};
 use super::tasks::TaskView;
 use super::{AppState, DbConn, ReadConn};
 use crate::loaders;
-use crate::models::{NewTeam, Page, PageRequest, Role, Tag, Task, Team, TeamMember};
+use crate::models::{NewTeam, Page, Role, Tag, Task, Team, TeamMember};
 
 /// The routes of this file.
 pub(super) fn routes() -> Router<AppState> {
@@ -108,14 +108,6 @@ impl From<(Task, Vec<Tag>)> for TaggedTaskView {
     }
 }
 
-/// `?limit=20&after=ID`, both optional.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageParams {
-    limit: Option<i64>,
-    after: Option<i64>,
-}
-
 /// A page of the team's live tasks with their tags: two statements whatever the page's
 /// size (the page, then the tags of all its tasks); an unknown team has an empty page,
 /// as an unknown user has in `GET /users/{id}/tasks`.
@@ -124,7 +116,7 @@ async fn tasks(
     Params(params): Params<PageParams>,
     conn: ReadConn,
 ) -> Result<Json<Page<TaggedTaskView>>, ApiError> {
-    let request = PageRequest::new(params.after, params.limit)?;
+    let request = params.request()?;
     let page = Task::list_for_team(&conn, id, request).await?;
     let items = loaders::with_tags(&conn, page.items).await?;
     Ok(Json(Page {

@@ -6,10 +6,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::error::{ApiError, Body, Id, Params};
-use super::input::Text;
+use super::input::{PageParams, Text};
 use super::tasks::TaskView;
 use super::{AppState, DbConn, ReadConn};
-use crate::models::{Email, NewUser, Page, PageRequest, Task, User};
+use crate::models::{Email, NewUser, Page, Task, User};
 
 /// The routes of this file.
 pub(super) fn routes() -> Router<AppState> {
@@ -43,21 +43,13 @@ async fn find(Id(id): Id, conn: ReadConn) -> Result<Json<User>, ApiError> {
     Ok(Json(User::find(&conn, id).await?))
 }
 
-/// `?limit=20&after=ID`, both optional.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageParams {
-    limit: Option<i64>,
-    after: Option<i64>,
-}
-
 /// A page of the user's live tasks; an unknown user has an empty one, as in the model.
 async fn tasks(
     Id(id): Id,
     Params(params): Params<PageParams>,
     conn: ReadConn,
 ) -> Result<Json<Page<TaskView>>, ApiError> {
-    let request = PageRequest::new(params.after, params.limit)?;
+    let request = params.request()?;
     let page = Task::list_for_owner(&conn, id, request).await?;
     Ok(Json(Page {
         items: page.items.into_iter().map(TaskView::from).collect(),

@@ -3,24 +3,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Server, get, post, send};
+use super::{Server, get, new_user, post, refused, send};
 use crate::support::TestDb;
-
-/// Asserts an error answer: this status, and the constraint named (or none).
-#[track_caller]
-fn refused(answer: (u16, Value), status: u16, constraint: Option<&str>) {
-    let (got, body) = answer;
-    assert_eq!(got, status, "{body}");
-    assert!(body["error"].is_string(), "{body}");
-    assert_eq!(body["constraint"].as_str(), constraint, "{body}");
-}
-
-async fn new_user(server: &Server, email: &str) -> i64 {
-    let body = json!({"email": email, "display_name": "Ann"});
-    let (status, user) = post(server, "/users", body).await;
-    assert_eq!(status, 201, "{user}");
-    user["id"].as_i64().unwrap()
-}
 
 async fn new_task(server: &Server, owner: i64, title: &str) -> i64 {
     let (status, task) = post(server, "/tasks", json!({"owner_id": owner, "title": title})).await;

@@ -158,6 +158,23 @@ pub async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     send(server, reqwest::Method::POST, path, body).await
 }
 
+/// Asserts an error answer: this status, and the constraint named (or none).
+#[track_caller]
+pub fn refused(answer: (u16, Value), status: u16, constraint: Option<&str>) {
+    let (got, body) = answer;
+    assert_eq!(got, status, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(body["constraint"].as_str(), constraint, "{body}");
+}
+
+/// A user made through `POST /users`: its id.
+pub async fn new_user(server: &Server, email: &str) -> i64 {
+    let body = serde_json::json!({"email": email, "display_name": "Ann"});
+    let (status, user) = post(server, "/users", body).await;
+    assert_eq!(status, 201, "{user}");
+    user["id"].as_i64().unwrap()
+}
+
 /// Waits up to 10 s until a session of the test's database other than `conn`'s waits for a
 /// lock: a request of the server has reached a row `conn` holds.
 pub async fn until_blocked(conn: &mut AsyncPgConnection) {

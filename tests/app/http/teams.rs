@@ -8,24 +8,8 @@ use app::models::{NewTask, Task, Title};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Server, get, post};
+use super::{Server, get, new_user, post, refused};
 use crate::support::{TestDb, count};
-
-/// Asserts an error answer: this status, and the constraint named (or none).
-#[track_caller]
-fn refused(answer: (u16, Value), status: u16, constraint: Option<&str>) {
-    let (got, body) = answer;
-    assert_eq!(got, status, "{body}");
-    assert!(body["error"].is_string(), "{body}");
-    assert_eq!(body["constraint"].as_str(), constraint, "{body}");
-}
-
-async fn new_user(server: &Server, email: &str) -> i64 {
-    let body = json!({"email": email, "display_name": "Ann"});
-    let (status, user) = post(server, "/users", body).await;
-    assert_eq!(status, 201, "{user}");
-    user["id"].as_i64().unwrap()
-}
 
 async fn new_team(server: &Server, name: &str) -> i64 {
     let (status, team) = post(server, "/teams", json!({"name": name})).await;
