@@ -74,7 +74,10 @@ fn bench_script_http_reports_every_workload_against_pgbench() {
         "GET /users/{id}/tasks",
         "POST /tasks",
     ];
-    for expected in ["requests/s", "p99 ms", "vs pgbench"].iter().chain(&workloads) {
+    for expected in ["requests/s", "p99 ms", "vs pgbench"]
+        .iter()
+        .chain(&workloads)
+    {
         assert!(table.contains(expected), "{expected:?} not in\n{table}");
     }
     assert!(
