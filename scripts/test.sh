@@ -21,6 +21,8 @@ export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
 need_cargo_generate
 need_diesel_cli
 need_pgbouncer
+# The HTTP bench's test skips without it (tests/app/bench_script.rs), unless REQUIRE_WRK=1.
+need_wrk || true
 need_actionlint
 # Installed above: the checks that need them fail instead of skipping.
 export REQUIRE_DIESEL_CLI=1 REQUIRE_CARGO_GENERATE=1 REQUIRE_ACTIONLINT=1

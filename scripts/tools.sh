@@ -16,3 +16,17 @@ need_diesel_cli() {
   cargo install diesel_cli --version "$DIESEL_CLI_VERSION" --no-default-features \
     --features "$feature" --locked
 }
+
+# wrk (Debian's package), the HTTP load generator of `scripts/bench.sh http`, installed when
+# missing and apt-get can (as root); otherwise says how and fails, since the bench needs it.
+need_wrk() {
+  if command -v wrk >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    printf '==> wrk is not installed: apt-get install wrk (Debian, Ubuntu), brew install wrk\n' >&2
+    return 1
+  fi
+  printf '==> installing wrk (apt-get, once)\n' >&2
+  # A fresh image has no package lists yet: update only when the install cannot find it.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+}

@@ -16,6 +16,7 @@ use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use serde::Serialize;
 
 mod batches;
+mod http;
 mod oltp;
 mod stream;
 
@@ -32,10 +33,13 @@ const WORKLOADS: [&str; 9] = [
     "insert_stream",
 ];
 
-/// Compare bulk writes, loading, concurrent OLTP and a streamed insert on a scratch database.
+/// Compare bulk writes, loading, concurrent OLTP and a streamed insert on a scratch database;
+/// `bench http` drives the HTTP API instead.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Tasks to write per bulk workload (and in the table the OLTP workloads read).
     #[arg(long, default_value_t = 100_000)]
     rows: usize,
@@ -79,6 +83,13 @@ struct Args {
     stream_child: Option<usize>,
     #[command(flatten)]
     logging: app::cli::Logging,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// Drive the HTTP API (a release `serve` on a seeded scratch database) with wrk:
+    /// GET /tasks/{id}, GET /users/{id}/tasks, POST /tasks, against pgbench's point reads.
+    Http(http::HttpArgs),
 }
 
 impl Args {
@@ -150,10 +161,20 @@ async fn main() -> std::process::ExitCode {
     if let Err(code) = app::cli::refuse_bad_dotenv("bench", dotenv) {
         return code;
     }
-    let result = match (args.logging.init("warn"), args.stream_child) {
+    // The bench times every statement itself, and makes many slow on purpose (a 100,000-row
+    // insert, a dozen clients on two cores): the slow-query warnings (`app::instrument`,
+    // DATABASE_SLOW_QUERY_MS) would interleave with its table, dozens of them. RUST_LOG
+    // brings them back.
+    let result = match (
+        args.logging.init("warn,app::instrument=error"),
+        args.stream_child,
+    ) {
         (Err(e), _) => Err(e.into()),
         (Ok(()), Some(n)) => stream::child(n, args.users).await,
-        (Ok(()), None) => run(args).await,
+        (Ok(()), None) => match args.mode {
+            Some(Mode::Http(http)) => http::run(http).await,
+            None => run(args).await,
+        },
     };
     app::cli::finish("bench", result.map(|()| std::process::ExitCode::SUCCESS)).await
 }
@@ -180,15 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Results> {
     migrations::run_pending(url).await?;
     let mut conn = db::connect(url).await?;
-    let users: Vec<UserRow> = (0..args.users)
-        .map(|i| {
-            Ok(UserRow {
-                email: Email::parse(&format!("bench{i}@example.com"))?,
-                display_name: format!("Bench {i}"),
-            })
-        })
-        .collect::<Result<_, Error>>()?;
-    bulk::insert(&mut conn, &users).await?;
+    seed_users(&mut conn, args.users).await?;
     let mut results = Results::default();
     batches::run(args, url, &mut conn, &mut results).await?;
     oltp::run(args, url, &mut conn, &mut results).await?;
@@ -196,6 +209,20 @@ async fn bench(args: &Args, url: &DatabaseUrl) -> anyhow::Result<Results> {
         stream::run(args, url, &mut conn, &mut results).await?;
     }
     Ok(results)
+}
+
+/// Inserts `n` users, ids 1 to `n` on a fresh table: the owners of every workload's tasks.
+async fn seed_users(conn: &mut AsyncPgConnection, n: usize) -> anyhow::Result<()> {
+    let users: Vec<UserRow> = (0..n)
+        .map(|i| {
+            Ok(UserRow {
+                email: Email::parse(&format!("bench{i}@example.com"))?,
+                display_name: format!("Bench {i}"),
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    bulk::insert(conn, &users).await?;
+    Ok(())
 }
 
 /// Seconds one server-side statement takes to make the same change: the floor our indexes,

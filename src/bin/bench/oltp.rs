@@ -172,6 +172,32 @@ pub async fn run(
     Ok(())
 }
 
+/// The pgbench script of point reads (`Task::find`'s statement, as captured) over `rows`
+/// tasks: the floor `bench http` measures the API against.
+pub async fn point_read_script(
+    url: &DatabaseUrl,
+    rows: usize,
+    users: usize,
+) -> anyhow::Result<String> {
+    Ok(script(Op::PointRead, url, rows, users).await?.0)
+}
+
+/// pgbench running `script` (see [`point_read_script`]) from `clients` connections for
+/// `secs` seconds: transactions per second, p50 and p99 in ms.
+pub fn pgbench_point_reads(
+    url: &DatabaseUrl,
+    script: &str,
+    clients: usize,
+    secs: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let m = pgbench(url, script, clients, secs)?.measurement(Op::PointRead, "pgbench", clients);
+    Ok((
+        m.ops_per_s.unwrap_or(0.0),
+        m.p50_ms.unwrap_or(0.0),
+        m.p99_ms.unwrap_or(0.0),
+    ))
+}
+
 /// For each technique in `rounds` (in order of first appearance), its median round by
 /// ops/s, marked with how many rounds there were.
 fn medians(rounds: Results, count: u64, results: &mut Results) {

@@ -199,6 +199,23 @@ pub fn pgbouncer_present() -> bool {
     found
 }
 
+/// True if `wrk` is installed; otherwise says the test is skipped, or fails when
+/// REQUIRE_WRK=1.
+pub fn wrk_present() -> bool {
+    let found = std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("REQUIRE_WRK").as_deref() != Ok("1"),
+            "REQUIRE_WRK=1 but wrk was not found (apt-get install wrk)"
+        );
+        eprintln!("skipped: wrk not found (apt-get install wrk)");
+    }
+    found
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         // A frozen server cannot be stopped.
