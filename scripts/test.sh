@@ -21,11 +21,10 @@ export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
 need_cargo_generate
 need_diesel_cli
 need_pgbouncer
-# The HTTP bench's test skips without it (tests/app/bench_script.rs), unless REQUIRE_WRK=1.
-need_wrk || true
+need_wrk
 need_actionlint
 # Installed above: the checks that need them fail instead of skipping.
-export REQUIRE_DIESEL_CLI=1 REQUIRE_CARGO_GENERATE=1 REQUIRE_ACTIONLINT=1
+export REQUIRE_DIESEL_CLI=1 REQUIRE_CARGO_GENERATE=1 REQUIRE_ACTIONLINT=1 REQUIRE_WRK=1
 
 PG_EXTRA_OPTS="-c fsync=off -c max_connections=200" pg_server_or_private
 export DATABASE_URL=$server

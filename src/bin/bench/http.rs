@@ -35,6 +35,10 @@ pub struct HttpArgs {
     /// How long each measurement runs (whole seconds: wrk's unit).
     #[arg(long, default_value = "10s", value_parser = app::cli::duration)]
     duration: Duration,
+    /// Rounds at each connection count, interleaved (pgbench, then every workload, again):
+    /// each row is the median round, so a burst of other load moves one round, not the ratio.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    rounds: u64,
     /// The service binary to run `serve` from [default: the one beside this binary]
     #[arg(long, value_name = "BIN")]
     server: Option<PathBuf>,
@@ -59,6 +63,34 @@ struct Row {
     p99_ms: f64,
     /// requests_per_s over pgbench's transactions per second at the same connections.
     vs_pgbench: Option<f64>,
+    /// Each round's requests per second, in the order they ran.
+    rounds: Vec<f64>,
+    /// The rounds' spread: (fastest - slowest) / median, in percent.
+    spread_pct: f64,
+}
+
+impl Row {
+    /// The median of `runs` (by rate), with every round kept beside it.
+    fn median(workload: &'static str, connections: usize, runs: &[wrk::Run]) -> Row {
+        let mut sorted: Vec<&wrk::Run> = runs.iter().collect();
+        sorted.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        let mid = sorted[sorted.len() / 2];
+        let (low, high) = (sorted[0].rate, sorted[sorted.len() - 1].rate);
+        Row {
+            workload,
+            connections,
+            requests_per_s: mid.rate,
+            p50_ms: mid.p50_ms,
+            p99_ms: mid.p99_ms,
+            vs_pgbench: None,
+            rounds: runs.iter().map(|r| r.rate).collect(),
+            spread_pct: if mid.rate > 0.0 {
+                100.0 * (high - low) / mid.rate
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +98,7 @@ struct Report {
     rows: u64,
     users: u64,
     seconds: u64,
+    rounds: u64,
     results: Vec<Row>,
 }
 
@@ -89,6 +122,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         rows: args.rows,
         users: args.users,
         seconds: wrk::seconds(args.duration),
+        rounds: args.rounds,
         results: result?,
     };
     print_table(&report.results);
@@ -163,36 +197,51 @@ async fn measure(
     let mut results = Vec::new();
     for &connections in &args.connections {
         let connections = connections as usize;
-        let (url, script) = (url.clone(), script.clone());
         let secs = wrk::seconds(args.duration);
-        let floor = tokio::task::spawn_blocking(move || {
-            super::oltp::pgbench_point_reads(&url, &script, connections, secs)
-        })
-        .await??;
-        results.push(Row {
-            workload: PGBENCH,
-            connections,
-            requests_per_s: floor.0,
-            p50_ms: floor.1,
-            p99_ms: floor.2,
-            vs_pgbench: Some(1.0),
-        });
-        for (workload, file) in &scripts {
-            let run = wrk::run(file, &base, connections, args.duration).await?;
-            if run.errors > 0 {
-                bail!(
-                    "{workload} at {connections} connections: {} requests failed (serve's log above says why)",
-                    run.errors
+        let mut floors = Vec::new();
+        let mut runs: Vec<Vec<wrk::Run>> = scripts.iter().map(|_| Vec::new()).collect();
+        for round in 1..=args.rounds {
+            let (url, script) = (url.clone(), script.clone());
+            let floor = tokio::task::spawn_blocking(move || {
+                super::oltp::pgbench_point_reads(&url, &script, connections, secs)
+            })
+            .await??;
+            app::errln!(
+                "{PGBENCH:<22} C={connections:<3} round {round}: {:>9.0} tx/s",
+                floor.0
+            );
+            floors.push(wrk::Run {
+                rate: floor.0,
+                p50_ms: floor.1,
+                p99_ms: floor.2,
+                errors: 0,
+            });
+            for ((workload, file), runs) in scripts.iter().zip(&mut runs) {
+                let run = wrk::run(file, &base, connections, args.duration).await?;
+                if run.errors > 0 {
+                    bail!(
+                        "{workload} at {connections} connections: {} requests failed (serve's log above says why)",
+                        run.errors
+                    );
+                }
+                app::errln!(
+                    "{workload:<22} C={connections:<3} round {round}: {:>9.0} req/s",
+                    run.rate
                 );
+                runs.push(run);
             }
-            app::errln!("{workload:<22} C={connections:<3} {:>9.0} req/s", run.rate);
+        }
+        let floor = Row::median(PGBENCH, connections, &floors);
+        let reference = floor.requests_per_s;
+        results.push(Row {
+            vs_pgbench: Some(1.0),
+            ..floor
+        });
+        for ((workload, _), runs) in scripts.iter().zip(&runs) {
+            let row = Row::median(workload, connections, runs);
             results.push(Row {
-                workload,
-                connections,
-                requests_per_s: run.rate,
-                p50_ms: run.p50_ms,
-                p99_ms: run.p99_ms,
-                vs_pgbench: (floor.0 > 0.0).then(|| run.rate / floor.0),
+                vs_pgbench: (reference > 0.0).then(|| row.requests_per_s / reference),
+                ..row
             });
         }
     }
@@ -220,20 +269,22 @@ impl Drop for TempDir {
 
 fn print_table(rows: &[Row]) {
     outln!(
-        "\n{:<22} {:>11} {:>11} {:>8} {:>8} {:>11}",
+        "\n{:<22} {:>11} {:>11} {:>8} {:>8} {:>8} {:>11}",
         "workload",
         "connections",
         "requests/s",
+        "spread",
         "p50 ms",
         "p99 ms",
         "vs pgbench"
     );
     for row in rows {
         outln!(
-            "{:<22} {:>11} {:>11.0} {:>8.2} {:>8.2} {:>11}",
+            "{:<22} {:>11} {:>11.0} {:>7.0}% {:>8.2} {:>8.2} {:>11}",
             row.workload,
             row.connections,
             row.requests_per_s,
+            row.spread_pct,
             row.p50_ms,
             row.p99_ms,
             row.vs_pgbench.map_or("-".into(), |r| format!("{r:.2}x"))
