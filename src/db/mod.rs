@@ -24,6 +24,6 @@ pub use pool::{
     checkout, in_flight,
 };
 pub use pooler::Pooler;
-pub(crate) use session::transaction_pooler;
 pub use session::{ensure_session, is_transaction_pooler};
+pub(crate) use session::{standby, transaction_pooler};
 pub use url::{DatabaseUrl, MAX_NAME_BYTES, direct_url_from, mask, tool_connection, url_from};

@@ -274,10 +274,9 @@ fn host_list(list: &str) -> std::result::Result<Vec<String>, String> {
             return Err(format!("host {n} of the list, {entry:?}, has no host name"));
         }
         if let Some(port) = port {
-            let number = (port.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| port.parse::<u16>().ok())
-                .flatten();
-            if !number.is_some_and(|p| p > 0) {
+            // Digits only: u16's parse would take "+5432".
+            let digits = port.bytes().all(|b| b.is_ascii_digit());
+            if !digits || !matches!(port.parse::<u16>(), Ok(1..)) {
                 return Err(format!(
                     "host {n} of the list, {entry:?}: the port must be a number from 1 to 65535"
                 ));
