@@ -13,7 +13,7 @@ mod session;
 mod tls;
 mod url;
 
-pub use admin::{drop_database, ensure_database, quote_ident, table_counts};
+pub use admin::{drop_database, ensure_database, quote_ident, refuse_standby, table_counts};
 pub(crate) use connect::driver_error;
 pub use connect::{close_connections, connect, connect_client, connect_timeout, connection_error};
 // Only the HTTP server cancels a request's statement from outside the pool.
