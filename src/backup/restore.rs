@@ -61,6 +61,7 @@ pub async fn restore(
         &mut admin,
         crate::db::instrument::QueryTracing::new(std::time::Duration::MAX),
     );
+    db::refuse_standby(&mut admin, url).await?;
     lock_restores_of(&mut admin, stem, &name).await?;
     drop_stale(&mut admin, stem).await?;
     let current = current_state(&mut admin, &name).await?;

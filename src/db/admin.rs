@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::fns::pg_is_in_recovery;
 use super::{DatabaseUrl, connect};
 use crate::Result;
 
@@ -21,11 +22,14 @@ struct Exists {
 }
 
 /// Creates the database named in `url` if it does not exist; returns whether it created it.
-/// Connects to the `postgres` maintenance database of the same server to do so.
+/// Connects to the `postgres` maintenance database of the same server to do so; refuses a
+/// standby.
 pub async fn ensure_database(url: &DatabaseUrl) -> Result<bool> {
     let name = url.database();
     let admin_url = url.with_database("postgres");
     let mut admin = connect(&admin_url).await?;
+    // A standby would refuse the CREATE with a bare "read-only transaction".
+    refuse_standby(&mut admin, url).await?;
     let exists = |name: String| {
         diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
             .bind::<Text, _>(name)
@@ -50,6 +54,18 @@ pub async fn ensure_database(url: &DatabaseUrl) -> Result<bool> {
             }
         }
     }
+}
+
+/// Refuses `url`'s server, asked on `conn`, when it is a standby (in recovery): work that
+/// writes says so before it starts rather than failing on its first write.
+pub async fn refuse_standby(conn: &mut AsyncPgConnection, url: &DatabaseUrl) -> Result<()> {
+    if diesel::select(pg_is_in_recovery())
+        .get_result::<bool>(conn)
+        .await?
+    {
+        return Err(super::standby(url));
+    }
+    Ok(())
 }
 
 /// `DROP DATABASE IF EXISTS … WITH (FORCE)`: gone, its sessions terminated. For databases

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 /// `connect_timeout`, else `DATABASE_CONNECT_TIMEOUT_SECS`, else 10 s: each within
 /// [`settings::CONNECT_TIMEOUT_SECS`].
 pub fn connect_timeout(url: &DatabaseUrl) -> Result<Duration> {
-    let params = tls::params(&url.0);
+    let params = tls::params(url.first());
     let in_url = params.iter().rev().find(|(k, _)| k == "connect_timeout");
     let secs = match in_url {
         Some((_, v)) => {
@@ -84,6 +84,14 @@ pub(super) async fn connect_through(
 /// first packet to a usable session (a server that accepts and never answers included). Its
 /// driver runs on a task that sends Terminate when the client is dropped;
 /// [`close_connections`] lets those tasks finish before a program exits.
+///
+/// A host list (`h1:5432,h2:5433`) is tried host by host, in order, each attempt bounded by
+/// the connect timeout on its own, as libpq does. tokio-postgres tries a list too, but
+/// applies `connect_timeout` only to each TCP connect, not to the start-up and login that
+/// follow (its `connect_once`): one host that accepts and never answers would hold every
+/// later host back. So each host is handed to the driver alone, with the URL's
+/// `target_session_attrs`, which the driver checks on that host (`SHOW
+/// transaction_read_only`); the first host that takes the session is used.
 pub async fn connect_client(url: &DatabaseUrl) -> Result<tokio_postgres::Client> {
     Ok(open(url).await?.0)
 }
@@ -91,7 +99,40 @@ pub async fn connect_client(url: &DatabaseUrl) -> Result<tokio_postgres::Client>
 /// [`connect_client`], and the bound it used, for the set-up that follows.
 async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration)> {
     let limit = connect_timeout(url)?;
-    let (config, tls) = tls::configure(&url.0).map_err(|reason| Error::BadUrl {
+    let bad = |reason| Error::BadUrl {
+        url: url.to_string(),
+        reason,
+    };
+    if !url.is_multi_host() {
+        return Ok((open_host(url, url.first(), limit).await?, limit));
+    }
+    let mut failed = Vec::new();
+    for (host, one) in url.each_host().map_err(bad)? {
+        match open_host(url, &one, limit).await {
+            Ok(client) => return Ok((client, limit)),
+            // The same for every host: said once.
+            Err(e @ Error::BadUrl { .. }) => return Err(e),
+            Err(Error::Connection { reason, .. }) => failed.push(format!("{host}: {reason}")),
+            Err(e) => failed.push(format!("{host}: {e}")),
+        }
+    }
+    Err(Error::Connection {
+        url: url.to_string(),
+        reason: format!(
+            "no host of the list took the session: {}",
+            failed.join("; ")
+        ),
+    })
+}
+
+/// One attempt at one host, `one` (the URL itself, or one host of its list), bounded by
+/// `limit`; errors name `url`, masked.
+async fn open_host(
+    url: &DatabaseUrl,
+    one: &url::Url,
+    limit: Duration,
+) -> Result<tokio_postgres::Client> {
+    let (config, tls) = tls::configure(one).map_err(|reason| Error::BadUrl {
         url: url.to_string(),
         reason,
     })?;
@@ -107,7 +148,7 @@ async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration)> {
     DRIVERS.spawn(async move {
         let _ = connection.await;
     });
-    Ok((client, limit))
+    Ok(client)
 }
 
 /// The tasks that drive open connections.

@@ -64,6 +64,11 @@ diesel::define_sql_function! {
 }
 
 diesel::define_sql_function! {
+    /// `pg_is_in_recovery()`: true on a standby, which takes no writes.
+    fn pg_is_in_recovery() -> Bool;
+}
+
+diesel::define_sql_function! {
     /// `pg_backend_pid()`: the server process of this session.
     fn pg_backend_pid() -> Integer;
 }

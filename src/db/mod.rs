@@ -13,7 +13,7 @@ mod session;
 mod tls;
 mod url;
 
-pub use admin::{drop_database, ensure_database, quote_ident, table_counts};
+pub use admin::{drop_database, ensure_database, quote_ident, refuse_standby, table_counts};
 pub(crate) use connect::driver_error;
 pub use connect::{close_connections, connect, connect_client, connect_timeout, connection_error};
 // Only the HTTP server cancels a request's statement from outside the pool.
@@ -24,6 +24,6 @@ pub use pool::{
     checkout, in_flight,
 };
 pub use pooler::Pooler;
-pub(crate) use session::transaction_pooler;
 pub use session::{ensure_session, is_transaction_pooler};
+pub(crate) use session::{standby, transaction_pooler};
 pub use url::{DatabaseUrl, MAX_NAME_BYTES, direct_url_from, mask, tool_connection, url_from};

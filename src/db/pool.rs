@@ -217,8 +217,10 @@ pub async fn cancels_sent(limit: Duration) {
 /// Asks the server, on a connection of its own, to cancel what `token`'s session runs,
 /// bounded by the connect timeout. A session running nothing ignores it.
 pub async fn cancel_statement(url: &DatabaseUrl, token: tokio_postgres::CancelToken) {
-    let (Ok(limit), Ok((_, tls))) = (super::connect_timeout(url), super::tls::configure(&url.0))
-    else {
+    let (Ok(limit), Ok((_, tls))) = (
+        super::connect_timeout(url),
+        super::tls::configure(url.first()),
+    ) else {
         return;
     };
     match tokio::time::timeout(limit, token.cancel_query(tls)).await {

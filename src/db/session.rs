@@ -86,6 +86,16 @@ async fn read_mark(
     }))
 }
 
+/// The refusal of writing work (migrations, `init_db`) on `url`, a standby: it would fail
+/// on its first write, and a host list without `target_session_attrs=read-write` may land
+/// on a standby when the primary is first in the list no more.
+pub(crate) fn standby(url: &DatabaseUrl) -> Error {
+    Error::Migration(format!(
+        "{url} is a standby (in recovery): migrations must run on the primary; with a \
+         multi-host URL add target_session_attrs=read-write"
+    ))
+}
+
 /// The refusal of work that needs a whole session (migrations) on `url`, a transaction
 /// pooler.
 pub(crate) fn transaction_pooler(url: &DatabaseUrl) -> Error {

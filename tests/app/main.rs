@@ -25,6 +25,7 @@ mod loaders;
 mod migrate;
 mod mixins;
 mod models;
+mod multihost;
 mod no_libpq;
 mod operator_input;
 mod pgbouncer;

@@ -10,7 +10,9 @@ use diesel::prelude::*;
 use super::failure::Failure;
 use super::status::HISTORY_DDL;
 use super::{Config, Conn, Migrator};
-use crate::db::fns::{pg_advisory_lock, pg_advisory_unlock, pg_try_advisory_lock};
+use crate::db::fns::{
+    pg_advisory_lock, pg_advisory_unlock, pg_is_in_recovery, pg_try_advisory_lock,
+};
 use crate::db::{self, DatabaseUrl};
 use crate::{Error, Result};
 
@@ -57,6 +59,16 @@ impl Migrator {
         tracing::debug!("migration lock released");
         result
     }
+}
+
+/// Refuses a standby before anything is locked or written: on one every write fails, the
+/// history tables' creation first. Asked on the session that would do the work, the one a
+/// host list led to.
+pub(super) fn refuse_standby(conn: &mut Conn, url: &DatabaseUrl) -> Result<()> {
+    if diesel::select(pg_is_in_recovery()).get_result::<bool>(conn)? {
+        return Err(db::standby(url));
+    }
+    Ok(())
 }
 
 /// The runner's timeouts, set before the migration's own SQL: a migration that needs

@@ -32,7 +32,7 @@ pub use target::{Direction, Target, Version};
 
 use self::dirty::refuse_dirty;
 use self::failure::Failure;
-use self::lock::{concurrent_timeouts_sql, timeouts_sql};
+use self::lock::{concurrent_timeouts_sql, refuse_standby, timeouts_sql};
 use self::status::{Mark, diesel_history, sums};
 use self::step::{Step, write_sum};
 use self::target::{find, select_down, select_up};
@@ -162,6 +162,8 @@ impl Migrator {
     pub async fn upgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
         let this = self.clone();
         blocking(url, move |conn, url| {
+            // Even with nothing pending: a deploy pointed at a standby is told so.
+            refuse_standby(conn, url)?;
             let all = &this.migrations;
             let status = this.status_on(conn)?;
             // A dirty mark is refused before "nothing to apply": the schema is not at any
@@ -200,6 +202,7 @@ impl Migrator {
     pub async fn downgrade(&self, url: &DatabaseUrl, target: Target) -> Result<Vec<String>> {
         let this = self.clone();
         blocking(url, move |conn, url| {
+            refuse_standby(conn, url)?;
             // Checked before the lock too, so a refused target writes nothing at all.
             this.plan_down(&this.status_on(conn)?, &target)?;
             this.locked(conn, url, |conn| {
@@ -228,6 +231,7 @@ impl Migrator {
         let keep = move |v: &str| upto.as_deref().is_some_and(|upto| v <= upto);
         let this = self.clone();
         blocking(url, move |conn, url| {
+            refuse_standby(conn, url)?;
             this.locked(conn, url, |conn| {
                 conn.transaction::<_, Error, _>(|conn| {
                     let status = this.status_on(conn)?;
