@@ -141,6 +141,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // its primary pool; the pool above then stays unused (pools connect lazily).
             let replicas = ReplicaConfig::from_env()?;
             if !replicas.urls.is_empty() {
+                // A read that waits for a replica must leave time for the primary to serve
+                // it: past the request timeout it would be a 503 instead.
+                let longest = replicas.wait.max(replicas.timeout);
+                if longest >= request_timeout {
+                    bail!(
+                        "DATABASE_REPLICA_WAIT_MS and DATABASE_REPLICA_TIMEOUT_MS ({} ms at \
+                         most) must be shorter than --request-timeout ({} ms): a read waiting \
+                         for a replica would time out before the primary could serve it",
+                        longest.as_millis(),
+                        request_timeout.as_millis()
+                    );
+                }
                 let count = replicas.urls.len();
                 state = state.with_replicas(replicas::Router::new(&config, replicas)?);
                 tracing::info!(replicas = count, "reads go to replicas when fresh");
@@ -264,14 +276,27 @@ async fn serve(
         .await
         .with_context(|| format!("listen on {listen}"))?;
     outln!("listening on {}", listener.local_addr()?);
-    let stopping = async move {
-        stop.wait().await;
-        outln!(
-            "shutting down: no new connections; requests in flight have {}s to finish",
-            grace.as_secs_f64()
-        );
+    // A second signal cuts the grace period short: an operator who presses Ctrl-C again
+    // means it.
+    let hurry = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stopping = {
+        let hurry = std::sync::Arc::clone(&hurry);
+        async move {
+            stop.wait().await;
+            outln!(
+                "shutting down: no new connections; requests in flight have {}s to finish \
+                 (a second Ctrl-C or SIGTERM stops them now)",
+                grace.as_secs_f64()
+            );
+            tokio::spawn(async move {
+                stop.wait().await;
+                outln!("shutting down now: a second signal");
+                hurry.notify_one();
+            });
+        }
     };
-    let drained = app::http::serve(listener, router, stopping, grace).await?;
+    let hurried = async move { hurry.notified().await };
+    let drained = app::http::serve(listener, router, stopping, grace, hurried).await?;
     // Abandoned is not enough: a statement waiting on a lock would commit after exit. Its
     // cancel, and those requests given up earlier sent (a timeout, a client gone), get
     // CANCEL_WAIT between them: a frozen server cannot hold the exit.

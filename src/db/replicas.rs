@@ -25,7 +25,7 @@ mod lsn;
 mod routed;
 mod sql;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -54,8 +54,9 @@ pub struct Router {
     /// One connection to the primary for sampling its WAL position, apart from the pool
     /// the application uses: a busy primary must not make its replicas look stale.
     probe: Pool,
-    /// Behind a transaction pooler, where `position()` cannot use the caller's connection:
-    /// a pool of its own, so a caller holding a primary connection cannot starve it.
+    /// Behind a transaction pooler, where `position()` cannot use the caller's connection,
+    /// and to check a position a read asks for: a pool of its own, so a caller holding a
+    /// primary connection cannot starve it.
     positions: Pool,
     samples: Mutex<Samples>,
     /// One sample of the primary at a time; the other requests use it.
@@ -64,6 +65,9 @@ pub struct Router {
     config: ReplicaConfig,
     pooler: Pooler,
     next: AtomicUsize,
+    /// The highest WAL position the primary is known to have written: positions handed
+    /// out, and its insert position when a read asked for more.
+    written: AtomicU64,
 }
 
 /// Locks a mutex whose data stays valid even if a holder panicked.
@@ -104,6 +108,7 @@ impl Router {
             config: replicas,
             pooler: primary.pooler,
             next: AtomicUsize::new(0),
+            written: AtomicU64::new(0),
         })
     }
 
@@ -194,7 +199,9 @@ impl Router {
             return Err(Error::InTransaction(IN_TRANSACTION));
         }
         let (block, segment) = (row.block.max(0) as u64, row.segment.max(0) as u64);
-        Ok(WalPosition::commit_end(row.lsn, block, segment))
+        let at = WalPosition::commit_end(row.lsn, block, segment);
+        self.written.fetch_max(at.offset(), Ordering::Relaxed);
+        Ok(at)
     }
 
     /// A connection for a read that may be slightly stale: a fresh replica, else the primary.
@@ -207,9 +214,19 @@ impl Router {
     }
 
     /// A connection for a read that must see everything committed up to `seen`: a replica
-    /// that has replayed it within the configured wait, else the primary.
+    /// that has replayed it within the configured wait, else the primary. A position the
+    /// primary has not written (another cluster's, a forged one) goes to the primary at
+    /// once.
     pub async fn read_after(&self, seen: &WalPosition) -> Result<Routed> {
         let started = Instant::now();
+        if !self.reached(*seen, started + self.config.timeout).await {
+            tracing::warn!(
+                position = %seen,
+                "a read waits for a WAL position the primary has not written (another \
+                 cluster's, or forged): it reads from the primary"
+            );
+            return self.write().await;
+        }
         let wait = Replay {
             seen: *seen,
             until: started + self.config.wait,
@@ -222,6 +239,28 @@ impl Router {
             Some(routed) => Ok(routed),
             None => self.write().await,
         }
+    }
+
+    /// Whether the primary has written up to `seen`. A position past its insert position
+    /// comes from elsewhere (another cluster, a forged header): no replica will replay it,
+    /// and waiting for one would hold a replica connection for the whole wait. Costs a round
+    /// trip only for a position past any this router has seen; an unanswered one counts as
+    /// reached (the replicas are then tried as before).
+    async fn reached(&self, seen: WalPosition, deadline: Instant) -> bool {
+        if seen.offset() <= AtomicU64::load(&self.written, Ordering::Relaxed) {
+            return true;
+        }
+        const SQL: &str = "SELECT pg_current_wal_insert_lsn() AS lsn";
+        let read = async {
+            let mut conn = checkout_by(&self.positions, deadline).await?.ok()?;
+            let row = timeout_at(deadline.into(), fetch::<Lsn>(&mut conn, self.pooler, SQL));
+            row.await.ok()?.ok()?.lsn
+        };
+        let Some(lsn) = read.await else {
+            return true;
+        };
+        self.written.fetch_max(lsn.offset(), Ordering::Relaxed);
+        seen <= lsn
     }
 
     fn bounds(&self) -> Bounds {

@@ -4,7 +4,8 @@
 //! span, so with its request id) and answered without details.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -117,6 +118,13 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        // 413 past the body limit, 400 for a body that broke off.
+        ApiError::new(rejection.status(), rejection.body_text())
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> ApiError {
         // A query string that names a number but holds none (`?limit=ten`) is input of the
@@ -143,16 +151,44 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections answer in the API's error shape.
+/// `Json<T>` whose rejections answer in the API's error shape, and which takes a JSON
+/// object only: serde would also fill a struct from an array of its fields in order
+/// (`[1, "title"]`), a shape no client should come to rely on.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = Json::<T>::from_request(request, state).await?;
+        if !json_content_type(request.headers()) {
+            let message = "expected a request with `content-type: application/json`";
+            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message));
+        }
+        let bytes = Bytes::from_request(request, state).await?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') {
+            let message = "the body must be a JSON object, not an array";
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message));
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(Body(value))
     }
+}
+
+/// `application/json`, or a `+json` type, as axum's `Json` accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let kind = headers.get(axum::http::header::CONTENT_TYPE);
+    let Some(kind) = kind.and_then(|k| k.to_str().ok()) else {
+        return false;
+    };
+    let essence = kind
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// The `{id}` of a path, as a number; anything else answers in the API's error shape (400).

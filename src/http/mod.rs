@@ -107,7 +107,9 @@ impl AppState {
 /// The API's routes with their layers: a request id (`x-request-id`, kept when the client
 /// sends a plain one, see [`request_id`], echoed in the response), a `request` span
 /// carrying it, with replicas [`WAL_POSITION`] on write answers, [`BODY_LIMIT`] (413)
-/// and `timeout` for the handler (503 past it); each error in the error shape.
+/// and `timeout` for the API's handlers (503 past it; the health checks have bounds of
+/// their own, so a short timeout cannot hide `/readyz`'s reason); each error in the error
+/// shape.
 pub fn router(state: AppState, timeout: Duration) -> Router {
     let layers = ServiceBuilder::new()
         .layer(axum::middleware::map_request(request_id::drop_unfit))
@@ -121,18 +123,20 @@ pub fn router(state: AppState, timeout: Duration) -> Router {
             state.clone(),
             position::stamp_writes,
         ))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT));
+    let api = Router::new()
+        .merge(users::routes())
+        .merge(tasks::routes())
+        .merge(tags::routes())
+        .merge(teams::routes())
+        .route_layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .merge(users::routes())
-        .merge(tasks::routes())
-        .merge(tags::routes())
-        .merge(teams::routes())
+        .merge(api)
         .fallback(|| async { ApiError::from(crate::Error::NotFound) })
         .with_state(state)
         .layer(layers)

@@ -48,11 +48,10 @@ pub(super) async fn stamp_writes(
     response
 }
 
-/// The write the client has seen, from the request's [`WAL_POSITION`] header, if any.
+/// The write the client has seen, from the request's [`WAL_POSITION`] headers, if any.
+/// Sent more than once (a proxy that appends, a client that merges), the latest write
+/// counts: the largest position, so no read is served from before any of them.
 pub(super) fn seen(parts: &Parts) -> Result<Option<WalPosition>, ApiError> {
-    let Some(value) = parts.headers.get(&WAL_POSITION) else {
-        return Ok(None);
-    };
     // The value is not echoed: it is the client's text, and the format says enough.
     let bad = || {
         let message = format!(
@@ -61,6 +60,11 @@ pub(super) fn seen(parts: &Parts) -> Result<Option<WalPosition>, ApiError> {
         );
         ApiError::new(StatusCode::BAD_REQUEST, message)
     };
-    let text = value.to_str().map_err(|_| bad())?;
-    text.parse().map(Some).map_err(|_| bad())
+    let mut latest = None;
+    for value in parts.headers.get_all(&WAL_POSITION) {
+        let text = value.to_str().map_err(|_| bad())?;
+        let at: WalPosition = text.trim().parse().map_err(|_| bad())?;
+        latest = latest.max(Some(at));
+    }
+    Ok(latest)
 }

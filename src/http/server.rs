@@ -25,17 +25,20 @@ pub const MAX_CONNECTIONS: usize = 512;
 pub enum Drained {
     /// Every request in flight when the stop came finished.
     All,
-    /// The grace period ran out with requests still running; they are abandoned.
+    /// The grace period ran out (or was cut short) with requests still running; they are
+    /// abandoned.
     TimedOut,
 }
 
 /// Serves `app` on `listener` until `stop` resolves, then accepts no more connections and
-/// gives the requests in flight up to `grace` to finish. Idle connections close at once.
+/// gives the requests in flight up to `grace` to finish, or until `hurry` resolves (an
+/// operator's second Ctrl-C). Idle connections close at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     stop: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    hurry: impl Future<Output = ()>,
 ) -> std::io::Result<Drained> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -70,8 +73,11 @@ pub async fn serve(
         });
     }
     drop(listener);
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => Ok(Drained::All),
-        Err(_) => Ok(Drained::TimedOut),
+    tokio::select! {
+        drained = tokio::time::timeout(grace, graceful.shutdown()) => match drained {
+            Ok(()) => Ok(Drained::All),
+            Err(_) => Ok(Drained::TimedOut),
+        },
+        () = hurry => Ok(Drained::TimedOut),
     }
 }

@@ -55,6 +55,8 @@ fn emails_are_trimmed_and_checked_as_the_check_constraint_does() {
         "a@b.",
         "a@@b.io",
         "a b@c.io",
+        "\u{202e}oi.b@a",
+        "a\u{7}@b.io",
         &(longest + "x"),
     ] {
         let err = Email::parse(bad).unwrap_err();

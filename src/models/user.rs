@@ -25,11 +25,14 @@ use crate::{Error, Result};
 pub struct Email(String);
 
 impl Email {
-    /// Trims and checks the address: one `@`, a dot in the domain, no spaces, ≤ 254 bytes.
+    /// Trims and checks the address: one `@`, a dot in the domain, no spaces, no control
+    /// or direction-changing characters (an address that displays as another), ≤ 254 bytes.
     pub fn parse(raw: &str) -> Result<Email> {
         let email = raw.trim();
         let valid = email.len() <= 254
-            && !email.chars().any(char::is_whitespace)
+            && !email
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || bidi(c))
             && match email.split_once('@') {
                 Some((local, domain)) => {
                     !local.is_empty()
@@ -43,9 +46,12 @@ impl Email {
         if valid {
             Ok(Email(email.to_owned()))
         } else {
+            // The input is the client's: shown escaped, and no more than a screen line of it.
+            let shown: String = raw.chars().take(80).collect();
+            let cut = if shown.len() < raw.len() { "..." } else { "" };
             Err(Error::invalid(
                 "users_email_format",
-                format!("{raw:?} is not an email address"),
+                format!("{shown:?}{cut} is not an email address"),
             ))
         }
     }
@@ -54,6 +60,11 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Unicode's explicit direction marks, embeddings, overrides and isolates.
+fn bidi(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 impl ToSql<Text, Pg> for Email {

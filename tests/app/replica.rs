@@ -500,3 +500,26 @@ async fn a_replica_whose_pool_is_busy_is_not_left_out() {
     drop((held, meanwhile));
     assert_eq!(router.read().await.unwrap().server, Server::Replica(0));
 }
+
+/// A position the primary has not written (forged, or another cluster's) does not hold a
+/// replica connection for the whole wait: the read goes to the primary at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_the_primary_never_wrote_reads_from_the_primary_at_once() {
+    let Some(pair) = pair("future", patient).await else {
+        return;
+    };
+    let seen = write_user(&pair.router, "fay@example.com").await;
+    let started = std::time::Instant::now();
+    let future = app::db::replicas::WalPosition::new(u64::MAX);
+    let read = pair.router.read_after(&future).await.unwrap();
+    assert_eq!(read.server, Server::Primary);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "waited {took:?} (the wait is 30 s)"
+    );
+    drop(read);
+    // A position it wrote is still waited for, and served by the replica.
+    let read = pair.router.read_after(&seen).await.unwrap();
+    assert_eq!(read.server, Server::Replica(0));
+}

@@ -90,6 +90,51 @@ async fn past_the_grace_period_a_write_is_cancelled_before_exit() {
     assert_eq!(title(&db, id).await, "Stuck");
 }
 
+/// A second SIGTERM (or Ctrl-C) cuts the grace period short: the write waiting on a lock
+/// is cancelled and the process exits at once, not a minute later.
+#[tokio::test]
+async fn a_second_signal_stops_at_once_and_cancels_what_runs() {
+    let db = TestDb::new().await;
+    let flags = ["--shutdown-timeout", "60s", "--request-timeout", "60s"];
+    let server = Server::start(&db.url, &flags);
+    let (id, mut conn) = locked_task(&server, &db).await;
+    let url = server.url(&format!("/tasks/{id}"));
+    let patch = tokio::spawn(async move {
+        let change = json!({"title": "Moved"});
+        let client = reqwest::Client::new();
+        client
+            .request(Method::PATCH, url)
+            .json(&change)
+            .send()
+            .await
+    });
+    super::until_blocked(&mut conn).await;
+    server.terminate();
+    // The first signal is seen (the server stops accepting) before the second is sent.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fresh.get(server.url("/healthz")).send().await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    server.terminate();
+    let (exit, out) = server.exit_within(Duration::from_secs(15));
+    assert!(exit.success(), "{exit:?} {out:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        out.iter().any(|l| l.starts_with("shutting down now")),
+        "{out:?}"
+    );
+    let _ = patch.await;
+    until(&mut conn, NO_ONE_WAITS, "the abandoned UPDATE still waits").await;
+    conn.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(title(&db, id).await, "Stuck");
+}
+
 #[tokio::test]
 async fn a_session_terminated_mid_request_is_503() {
     let db = TestDb::new().await;

@@ -75,3 +75,41 @@ async fn a_request_id_is_kept_only_when_plain() {
         assert!(app::http::request_id::is_fit(got.as_bytes()), "{got}");
     }
 }
+
+/// A body must be a JSON object: serde would fill a struct from an array of its fields, a
+/// shape no client should rely on; without `content-type: application/json` it is 415.
+#[tokio::test]
+async fn a_body_that_is_an_array_or_not_declared_json_is_refused() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db.url, &[]);
+    let client = reqwest::Client::new();
+    let (status, body) = post(&server, "/users", json!(["arr@example.com", "Arr"])).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("JSON object"),
+        "{body}"
+    );
+    let (status, body) = post(&server, "/tasks", json!([1, "from an array", null])).await;
+    assert_eq!(status, 422, "{body}");
+    let plain = client
+        .post(server.url("/users"))
+        .header("content-type", "text/plain")
+        .body(r#"{"email":"p@example.com","display_name":"P"}"#)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = super::answer(plain).await;
+    assert_eq!(status, 415, "{body}");
+    // Nothing was written: the first user made now gets the first id.
+    let (status, user) = post(
+        &server,
+        "/users",
+        json!({"email": "ok@example.com", "display_name": "Ok"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    assert_eq!(
+        super::get(&server, "/users/1").await.1["email"],
+        "ok@example.com"
+    );
+}

@@ -113,6 +113,15 @@ async fn a_read_that_sends_the_write_position_back_sees_the_write_on_a_paused_re
         let (status, body, _) = call(&server, reqwest::Method::GET, &page, None, Some(&seen)).await;
         assert_eq!((status, body["items"].as_array().unwrap().len()), (200, 1));
     }
+    // Sent twice (a proxy that appends one), the latest write counts, whatever the order.
+    let twice = reqwest::Client::new()
+        .get(server.url(&path))
+        .header(HEADER, "0/0")
+        .header(HEADER, &seen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 200);
     // Without it: the paused replica, where the task does not exist yet.
     let (status, body) = get(&server, &path).await;
     assert_eq!(
@@ -180,4 +189,33 @@ async fn without_replicas_writes_carry_no_position_and_reads_accept_one() {
     let (status, _, _) = call(&server, reqwest::Method::GET, &path, None, Some("16/")).await;
     assert_eq!(status, 400);
     assert_eq!(post(&server, "/users", json!({})).await.0, 422);
+}
+
+/// A read that waits for a replica must leave the primary time to serve it: a wait or a
+/// replica timeout as long as the request timeout is refused at start, naming both.
+#[tokio::test]
+async fn a_replica_wait_past_the_request_timeout_is_refused_at_start() {
+    let db = TestDb::new().await;
+    let out = std::process::Command::new(super::APP)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--request-timeout",
+            "1s",
+        ])
+        .args(["--url", db.url.expose()])
+        .env_remove("DATABASE_URL")
+        .env(
+            "DATABASE_REPLICA_URLS",
+            "postgres://postgres@127.0.0.1:1/nowhere",
+        )
+        .env("DATABASE_REPLICA_WAIT_MS", "5000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("DATABASE_REPLICA_WAIT_MS"), "{stderr}");
+    assert!(stderr.contains("--request-timeout (1000 ms)"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
 }
