@@ -67,7 +67,7 @@ async fn a_read_that_sends_the_write_position_back_sees_the_write_on_a_paused_re
             ("DATABASE_REPLICA_URLS", replica_url.as_str()),
             ("DATABASE_REPLICA_MAX_LAG_MS", "3600000"),
             ("DATABASE_REPLICA_WAIT_MS", "300"),
-            ("DATABASE_REPLICA_TIMEOUT_MS", "30000"),
+            ("DATABASE_REPLICA_TIMEOUT_MS", "20000"),
             ("RUST_LOG", "warn,app::http=debug"),
         ],
     );
