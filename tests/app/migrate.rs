@@ -1109,13 +1109,15 @@ async fn until_sleeping(conn: &mut AsyncPgConnection, db: &TestDb, child: &std::
         "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{scratch}' \
          AND query LIKE '%pg_sleep(600)%'"
     );
-    for _ in 0..600 {
+    // Every migration before it runs first: on a machine busy building (a generated
+    // project's tests beside the template's), that took more than a minute once.
+    for _ in 0..3000 {
         if number(conn, &sleeping).await == 1 {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("{scratch} never reached the sleeping migration");
+    panic!("{scratch} never reached the sleeping migration in 5 minutes");
 }
 
 fn send(child: &std::process::Child, signal: &str) {
