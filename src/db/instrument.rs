@@ -30,6 +30,9 @@ pub struct QueryTracing {
     running: VecDeque<Running>,
     transactions: Vec<Span>,
     counter: Option<QueryCounter>,
+    /// Why this connection must not be reused, once a statement said its server went away
+    /// or is read-only (see [`crate::Error::Unavailable`]): the pool reads it back.
+    lost: Option<String>,
 }
 
 /// A statement sent and not answered yet.
@@ -49,6 +52,7 @@ impl QueryTracing {
             running: VecDeque::new(),
             transactions: Vec::new(),
             counter: None,
+            lost: None,
         }
     }
 
@@ -65,6 +69,14 @@ impl QueryTracing {
     /// request): its answer is still to come, so the connection is not handed out again.
     pub(crate) fn in_flight(&self) -> usize {
         self.running.len()
+    }
+
+    /// Why the connection is no use any more, if a statement on it said so: lost or
+    /// terminated (a crash, a failover), or refused a write on a server now read-only. The
+    /// socket may still look open (a standby answers; a goodbye not read yet), so the pool
+    /// asks this too, not only whether the connection is closed.
+    pub(crate) fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
     }
 }
 
@@ -292,6 +304,9 @@ impl Instrumentation for QueryTracing {
                 running.span.record("ms", ms);
                 if let Some(error) = error {
                     running.span.record("error", tracing::field::display(error));
+                    if self.lost.is_none() {
+                        self.lost = crate::error::unavailable(error);
+                    }
                 }
                 // One event per statement, which any subscriber prints (spans need span
                 // processing): a warning when slow, else at debug. Field values are only

@@ -143,7 +143,20 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
                 // Our errors show the URL masked.
                 Err(e) => tracing::warn!(error = %e, "pool: could not open a connection"),
             }
-            opened.map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+            opened.map_err(|e| match e {
+                // deadpool carries only diesel's error types: a closed connection with our
+                // reason is how `Error::from` tells a server that is down (worth a retry)
+                // from one that refused us.
+                Error::Unavailable { reason } => {
+                    diesel::ConnectionError::CouldntSetupConfiguration(
+                        diesel::result::Error::DatabaseError(
+                            diesel::result::DatabaseErrorKind::ClosedConnection,
+                            Box::new(reason),
+                        ),
+                    )
+                }
+                other => diesel::ConnectionError::BadConnection(other.to_string()),
+            })
         })
     });
     let manager = AsyncDieselConnectionManager::new_with_config(config.url.expose(), setup);
@@ -166,7 +179,9 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
 /// connection goes: deadpool drops one that fails a hook (or the check) silently. A
 /// connection with a statement still in flight goes too (its caller gave up on it: a
 /// timeout, a dropped request), and the server is asked to cancel that statement: the next
-/// borrower would otherwise wait behind it, or for ever behind a frozen server.
+/// borrower would otherwise wait behind it, or for ever behind a frozen server. So does one
+/// whose last error said its server went away or turned read-only (a failover): the next
+/// checkout opens a connection through the URL, whose host list finds the new primary.
 fn discard_broken(
     url: &DatabaseUrl,
     conn: &mut AsyncPgConnection,
@@ -176,6 +191,13 @@ fn discard_broken(
     let why = if in_flight > 0 {
         cancel_in_background(url, conn.cancel_token());
         "a statement its caller gave up on may still be running"
+    } else if let Some(lost) = lost(conn) {
+        tracing::warn!(
+            age_s = metrics.age().as_secs(),
+            reused = metrics.recycle_count,
+            "pool: discarding a connection: {lost}"
+        );
+        return Err(HookError::message("connection not reusable"));
     } else if conn.is_broken() {
         "the server closed it or a broken transaction left it unusable"
     } else {
@@ -230,6 +252,13 @@ pub async fn cancel_statement(url: &DatabaseUrl, token: tokio_postgres::CancelTo
         }
         Err(_) => tracing::warn!("pool: cancelling an abandoned statement got no answer"),
     }
+}
+
+/// Why `conn` must not be reused, if one of its statements said its server went away or
+/// turned read-only (an `Error::Unavailable`).
+fn lost(conn: &mut AsyncPgConnection) -> Option<String> {
+    let tracing = conn.instrumentation().downcast_ref::<QueryTracing>()?;
+    tracing.lost().map(str::to_owned)
 }
 
 /// Statements sent on `conn` and not answered yet: above 0 when its caller gave up on one.
