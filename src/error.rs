@@ -106,6 +106,7 @@ impl From<DieselError> for Error {
             info.constraint_name().unwrap_or("unknown").to_owned()
         };
         if let Some(reason) = unavailable(&err) {
+            UNAVAILABLE_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Error::Unavailable { reason };
         }
         match err {
@@ -130,6 +131,15 @@ impl From<DieselError> for Error {
             other => Error::Database(other),
         }
     }
+}
+
+/// How many [`Error::Unavailable`]s Diesel's errors have become in this process: the pool
+/// checks each idle connection once after it moves (see `db::build_pool`).
+static UNAVAILABLE_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The count [`UNAVAILABLE_SEEN`] holds now.
+pub(crate) fn unavailable_seen() -> u64 {
+    UNAVAILABLE_SEEN.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Why `err` says the server is gone or cannot take writes, if it does (see

@@ -51,7 +51,7 @@ pub(super) async fn connect_through(
 ) -> Result<AsyncPgConnection> {
     // Read first: a bad DATABASE_SLOW_QUERY_MS is refused before a session is opened.
     let tracing = super::instrument::QueryTracing::from_env()?;
-    let (client, limit) = open(url).await?;
+    let (client, limit, read_only) = open(url).await?;
     let bounced = pooler == Pooler::Transaction;
     if bounced {
         // diesel-async's set-up prepares and then runs its SETs, two round trips a
@@ -71,7 +71,7 @@ pub(super) async fn connect_through(
     // Every statement from here on is a tracing event (and span); slow ones a warning.
     // diesel-async's own set-up above ran under the process's default instrumentation,
     // which the binaries make this same bridge (cli::Logging::init).
-    diesel_async::AsyncConnection::set_instrumentation(&mut conn, tracing);
+    diesel_async::AsyncConnection::set_instrumentation(&mut conn, tracing.began(read_only));
     if bounced {
         use diesel_async::SimpleAsyncConnection;
         conn.batch_execute("COMMIT").await?;
@@ -96,15 +96,17 @@ pub async fn connect_client(url: &DatabaseUrl) -> Result<tokio_postgres::Client>
     Ok(open(url).await?.0)
 }
 
-/// [`connect_client`], and the bound it used, for the set-up that follows.
-async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration)> {
+/// [`connect_client`], the bound it used, for the set-up that follows, and whether the
+/// session began read-only (see `open_host`).
+async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration, bool)> {
     let limit = connect_timeout(url)?;
     let bad = |reason| Error::BadUrl {
         url: url.to_string(),
         reason,
     };
     if !url.is_multi_host() {
-        return Ok((open_host(url, url.first(), limit).await?, limit));
+        let (client, read_only) = open_host(url, url.first(), limit).await?;
+        return Ok((client, limit, read_only));
     }
     let mut failed = Vec::new();
     // Whether every host failed for a passing reason (down, starting, a standby where
@@ -113,7 +115,7 @@ async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration)> {
     let mut passing = true;
     for (host, one) in url.each_host().map_err(bad)? {
         match open_host(url, &one, limit).await {
-            Ok(client) => return Ok((client, limit)),
+            Ok((client, read_only)) => return Ok((client, limit, read_only)),
             // The same for every host: said once.
             Err(e @ Error::BadUrl { .. }) => return Err(e),
             Err(Error::Connection { reason, .. }) => {
@@ -152,7 +154,7 @@ async fn open_host(
     url: &DatabaseUrl,
     one: &url::Url,
     limit: Duration,
-) -> Result<tokio_postgres::Client> {
+) -> Result<(tokio_postgres::Client, bool)> {
     let (config, tls) = tls::configure(one).map_err(|reason| Error::BadUrl {
         url: url.to_string(),
         reason,
@@ -166,10 +168,15 @@ async fn open_host(
         }
         Err(_) => return Err(timed_out(url, limit)),
     };
+    // What the server reported as the session began (PostgreSQL 14 on): a standby, or a
+    // server set read-only. The pool tells a server that turned read-only later from one
+    // that was so from the start (a replica), which is no failover.
+    let on = |name| connection.parameter(name) == Some("on");
+    let read_only = on("in_hot_standby") || on("default_transaction_read_only");
     DRIVERS.spawn(async move {
         let _ = connection.await;
     });
-    Ok(client)
+    Ok((client, read_only))
 }
 
 /// The tasks that drive open connections.

@@ -10,7 +10,7 @@ use diesel_async::pooled_connection::deadpool::{Hook, Pool as DeadPool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::connect::connect_through;
 use super::instrument::{self, QueryTracing};
@@ -170,6 +170,9 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
         .pre_recycle(Hook::sync_fn(move |conn, metrics| {
             discard_broken(&url, conn, metrics)
         }))
+        .pre_recycle(Hook::async_fn(move |conn, metrics| {
+            Box::pin(check_after_unavailable(conn, metrics, wait))
+        }))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| Error::Pool(e.to_string()))
@@ -252,6 +255,54 @@ pub async fn cancel_statement(url: &DatabaseUrl, token: tokio_postgres::CancelTo
         }
         Err(_) => tracing::warn!("pool: cancelling an abandoned statement got no answer"),
     }
+}
+
+/// After the process met an [`Error::Unavailable`] (a failover's first errors), each idle
+/// connection answers one question before its next reuse: is its server still there, and
+/// as writable as when the session began? One that fails or turned read-only (a fenced or
+/// demoted primary) goes, and the next is opened through the URL. The error may have
+/// reached another connection, or this one's in a statement's rows, where the bridge does
+/// not see it; connections that met none pay nothing.
+async fn check_after_unavailable(
+    conn: &mut AsyncPgConnection,
+    metrics: &Metrics,
+    limit: Duration,
+) -> std::result::Result<(), HookError<diesel_async::pooled_connection::PoolError>> {
+    let Some(tracing) = conn.instrumentation().downcast_mut::<QueryTracing>() else {
+        return Ok(());
+    };
+    if !tracing.due_for_check() {
+        return Ok(());
+    }
+    let began_read_only = tracing.began_read_only();
+    // Settings and recovery state: functions without a DSL form here.
+    let sql = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' \
+               AS flag";
+    // Bounded as the Verified check is (deadpool's recycle timeout does not cover hooks): a
+    // frozen server must not hold a checkout.
+    let check = diesel::sql_query(sql).get_result::<ReadOnly>(conn);
+    let read_only = tokio::time::timeout(limit, check).await;
+    let why = match read_only {
+        Ok(Ok(ReadOnly { flag })) if flag && !began_read_only => {
+            "its server is read-only now (a standby, or a primary fenced or demoted)".to_owned()
+        }
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => format!("its server did not answer a check: {e}"),
+        Err(_) => format!("its server did not answer a check within {limit:?}"),
+    };
+    tracing::warn!(
+        age_s = metrics.age().as_secs(),
+        reused = metrics.recycle_count,
+        "pool: discarding a connection after a failover error: {why}"
+    );
+    Err(HookError::message("connection not reusable"))
+}
+
+/// The answer of [`check_after_unavailable`]'s question.
+#[derive(diesel::QueryableByName)]
+struct ReadOnly {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    flag: bool,
 }
 
 /// Why `conn` must not be reused, if one of its statements said its server went away or
