@@ -47,7 +47,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The server could not be reached or refused the login.
+    /// The server refused the session for a reason a retry will not change: a wrong
+    /// password, a missing database, a TLS failure. A server that cannot be reached at all is
+    /// [`Error::Unavailable`].
     #[error("cannot connect to {url}: {reason}")]
     Connection {
         /// The URL with its password masked.
@@ -61,9 +63,21 @@ pub enum Error {
          or DATABASE_POOL_TIMEOUT_SECS, or hold connections for less time"
     )]
     PoolTimeout,
-    /// The pool could not open a connection.
+    /// The pool could not open a connection, for a reason a retry will not change.
     #[error("connection pool: {0}")]
     Pool(String),
+    /// No server could do the work just now, and a retry may succeed: the connection was
+    /// lost or terminated mid-statement (a crash, a restart, a failover), the server is a
+    /// standby and refused a write (read-only), or no host of the URL took a session within
+    /// the connect timeout. The pool drops the connection that saw it; the next checkout
+    /// opens another through the URL. A write whose connection was lost may or may not have
+    /// committed: retry only work that is idempotent (see [`crate::db::retry`]). Not a
+    /// [`Error::PoolTimeout`], which says the application holds every connection.
+    #[error("database unavailable: {reason}")]
+    Unavailable {
+        /// What happened, with any URL masked.
+        reason: String,
+    },
     /// A setting in the environment does not parse; the message names it and its value.
     #[error("configuration: {0}")]
     Config(String),
@@ -91,6 +105,10 @@ impl From<DieselError> for Error {
         let name = |info: &dyn diesel::result::DatabaseErrorInformation| {
             info.constraint_name().unwrap_or("unknown").to_owned()
         };
+        if let Some(reason) = unavailable(&err) {
+            UNAVAILABLE_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Error::Unavailable { reason };
+        }
         match err {
             DieselError::NotFound => Error::NotFound,
             DieselError::DatabaseError(kind, ref info) => match kind {
@@ -115,6 +133,50 @@ impl From<DieselError> for Error {
     }
 }
 
+/// How many [`Error::Unavailable`]s Diesel's errors have become in this process: the pool
+/// checks each idle connection once after it moves (see `db::build_pool`).
+static UNAVAILABLE_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The count [`UNAVAILABLE_SEEN`] holds now.
+pub(crate) fn unavailable_seen() -> u64 {
+    UNAVAILABLE_SEEN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Why `err` says the server is gone or cannot take writes, if it does (see
+/// [`Error::Unavailable`]); `None` for everything else. Read from the kind where Diesel has
+/// one and else from the text: diesel-async keeps the SQLSTATE to itself. A cancelled
+/// statement ("canceling statement due to ...": a cancel request, `statement_timeout`) is
+/// not here: the server is fine, and the same statement would run as long again.
+pub(crate) fn unavailable(err: &DieselError) -> Option<String> {
+    let DieselError::DatabaseError(kind, info) = err else {
+        // A COMMIT whose connection broke: its outcome is unknown, said as such.
+        if let DieselError::RollbackErrorOnCommit { commit_error, .. } = err {
+            let reason = unavailable(commit_error)?;
+            return Some(format!("{reason} (during COMMIT: it may have committed)"));
+        }
+        return None;
+    };
+    let message = info.message();
+    let lost = matches!(kind, DatabaseErrorKind::ClosedConnection)
+        // 57P01 (admin shutdown: pg_terminate_backend, a fast or immediate stop), 57P02
+        // (crash of another server process).
+        || message.starts_with("terminating connection")
+        // tokio-postgres's own words for a socket that closed or failed under it.
+        || (matches!(kind, DatabaseErrorKind::UnableToSendCommand)
+            && (message.contains("connection closed")
+                || message.starts_with("error communicating with the server")));
+    if lost {
+        return Some(format!("the connection to the server was lost: {message}"));
+    }
+    // 25006: a write on a server in recovery (a standby, or a primary demoted to one).
+    if matches!(kind, DatabaseErrorKind::ReadOnlyTransaction) {
+        return Some(format!(
+            "the server refused a write, being read-only (a standby?): {message}"
+        ));
+    }
+    None
+}
+
 /// A NOT NULL constraint's name, as PostgreSQL 18 names them (`tasks_title_not_null`); older
 /// servers report the table and column but no name.
 pub(crate) fn not_null(table: Option<&str>, column: Option<&str>) -> String {
@@ -135,9 +197,96 @@ impl Error {
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for Error {
     fn from(err: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
         use deadpool::managed::{PoolError, TimeoutType};
+        use diesel::ConnectionError::CouldntSetupConfiguration;
+        use diesel_async::pooled_connection::PoolError::{ConnectionError, QueryError};
         match err {
             PoolError::Timeout(TimeoutType::Wait) => Error::PoolTimeout,
+            // Opening a connection, or the Verified check, ran out of time: no server
+            // answers.
+            PoolError::Timeout(which) => Error::Unavailable {
+                reason: format!(
+                    "the pool got no usable connection in time ({which:?} timeout: \
+                     DATABASE_POOL_TIMEOUT_SECS)"
+                ),
+            },
+            // db::build_pool hands an unreachable server over this way: a closed
+            // connection carrying our reason (see its set-up).
+            PoolError::Backend(ConnectionError(CouldntSetupConfiguration(
+                DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info),
+            ))) => Error::Unavailable {
+                reason: info.message().to_owned(),
+            },
+            // A Verified check that failed: the query's own error.
+            PoolError::Backend(QueryError(e)) => match Error::from(e) {
+                unavailable @ Error::Unavailable { .. } => unavailable,
+                other => Error::Pool(other.to_string()),
+            },
             other => Error::Pool(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(kind: DatabaseErrorKind, message: &str) -> Error {
+        Error::from(DieselError::DatabaseError(
+            kind,
+            Box::new(message.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn a_lost_or_read_only_server_is_unavailable_and_nothing_else_is() {
+        use DatabaseErrorKind::*;
+        for (kind, message) in [
+            (
+                Unknown,
+                "terminating connection due to administrator command",
+            ),
+            (
+                Unknown,
+                "terminating connection due to immediate shutdown command",
+            ),
+            (ClosedConnection, "server closed the connection"),
+            (UnableToSendCommand, "connection closed"),
+            (
+                UnableToSendCommand,
+                "error communicating with the server: reset",
+            ),
+            (
+                ReadOnlyTransaction,
+                "cannot execute INSERT in a read-only transaction",
+            ),
+        ] {
+            let err = db(kind, message);
+            assert!(
+                matches!(err, Error::Unavailable { .. }),
+                "{message}: {err:?}"
+            );
+            assert!(
+                err.to_string().starts_with("database unavailable: "),
+                "{err}"
+            );
+            assert!(err.to_string().contains(message), "{err}");
+        }
+        for (kind, message) in [
+            (Unknown, "canceling statement due to statement timeout"),
+            (UnableToSendCommand, "error encoding message to server"),
+            (Unknown, "relation \"x\" does not exist"),
+        ] {
+            let err = db(kind, message);
+            assert!(matches!(err, Error::Database(_)), "{message}: {err:?}");
+        }
+        let commit = DieselError::RollbackErrorOnCommit {
+            rollback_error: Box::new(DieselError::BrokenTransactionManager),
+            commit_error: Box::new(DieselError::DatabaseError(
+                ClosedConnection,
+                Box::new("connection closed".to_owned()),
+            )),
+        };
+        let err = Error::from(commit).to_string();
+        assert!(err.contains("it may have committed"), "{err}");
     }
 }

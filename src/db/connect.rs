@@ -51,7 +51,7 @@ pub(super) async fn connect_through(
 ) -> Result<AsyncPgConnection> {
     // Read first: a bad DATABASE_SLOW_QUERY_MS is refused before a session is opened.
     let tracing = super::instrument::QueryTracing::from_env()?;
-    let (client, limit) = open(url).await?;
+    let (client, limit, read_only) = open(url).await?;
     let bounced = pooler == Pooler::Transaction;
     if bounced {
         // diesel-async's set-up prepares and then runs its SETs, two round trips a
@@ -71,7 +71,7 @@ pub(super) async fn connect_through(
     // Every statement from here on is a tracing event (and span); slow ones a warning.
     // diesel-async's own set-up above ran under the process's default instrumentation,
     // which the binaries make this same bridge (cli::Logging::init).
-    diesel_async::AsyncConnection::set_instrumentation(&mut conn, tracing);
+    diesel_async::AsyncConnection::set_instrumentation(&mut conn, tracing.began(read_only));
     if bounced {
         use diesel_async::SimpleAsyncConnection;
         conn.batch_execute("COMMIT").await?;
@@ -96,32 +96,55 @@ pub async fn connect_client(url: &DatabaseUrl) -> Result<tokio_postgres::Client>
     Ok(open(url).await?.0)
 }
 
-/// [`connect_client`], and the bound it used, for the set-up that follows.
-async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration)> {
+/// [`connect_client`], the bound it used, for the set-up that follows, and whether the
+/// session began read-only (see `open_host`).
+async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration, bool)> {
     let limit = connect_timeout(url)?;
     let bad = |reason| Error::BadUrl {
         url: url.to_string(),
         reason,
     };
     if !url.is_multi_host() {
-        return Ok((open_host(url, url.first(), limit).await?, limit));
+        let (client, read_only) = open_host(url, url.first(), limit).await?;
+        return Ok((client, limit, read_only));
     }
     let mut failed = Vec::new();
+    // Whether every host failed for a passing reason (down, starting, a standby where
+    // read-write was asked): then the list as a whole is unavailable, worth a retry, as
+    // during a failover. One host refusing the login makes it a configuration error.
+    let mut passing = true;
     for (host, one) in url.each_host().map_err(bad)? {
         match open_host(url, &one, limit).await {
-            Ok(client) => return Ok((client, limit)),
+            Ok((client, read_only)) => return Ok((client, limit, read_only)),
             // The same for every host: said once.
             Err(e @ Error::BadUrl { .. }) => return Err(e),
-            Err(Error::Connection { reason, .. }) => failed.push(format!("{host}: {reason}")),
-            Err(e) => failed.push(format!("{host}: {e}")),
+            Err(Error::Connection { reason, .. }) => {
+                passing = false;
+                failed.push(format!("{host}: {reason}"));
+            }
+            Err(Error::Unavailable { reason }) => {
+                let said = format!("cannot connect to {url}: ");
+                let cause = reason.strip_prefix(&said).unwrap_or(&reason);
+                failed.push(format!("{host}: {cause}"));
+            }
+            Err(e) => {
+                passing = false;
+                failed.push(format!("{host}: {e}"));
+            }
         }
     }
-    Err(Error::Connection {
-        url: url.to_string(),
-        reason: format!(
-            "no host of the list took the session: {}",
-            failed.join("; ")
-        ),
+    let reason = format!(
+        "no host of the list took the session: {}",
+        failed.join("; ")
+    );
+    Err(match passing {
+        true => Error::Unavailable {
+            reason: format!("cannot connect to {url}: {reason}"),
+        },
+        false => Error::Connection {
+            url: url.to_string(),
+            reason,
+        },
     })
 }
 
@@ -131,7 +154,7 @@ async fn open_host(
     url: &DatabaseUrl,
     one: &url::Url,
     limit: Duration,
-) -> Result<tokio_postgres::Client> {
+) -> Result<(tokio_postgres::Client, bool)> {
     let (config, tls) = tls::configure(one).map_err(|reason| Error::BadUrl {
         url: url.to_string(),
         reason,
@@ -145,10 +168,15 @@ async fn open_host(
         }
         Err(_) => return Err(timed_out(url, limit)),
     };
+    // What the server reported as the session began (PostgreSQL 14 on): a standby, or a
+    // server set read-only. The pool tells a server that turned read-only later from one
+    // that was so from the start (a replica), which is no failover.
+    let on = |name| connection.parameter(name) == Some("on");
+    let read_only = on("in_hot_standby") || on("default_transaction_read_only");
     DRIVERS.spawn(async move {
         let _ = connection.await;
     });
-    Ok(client)
+    Ok((client, read_only))
 }
 
 /// The tasks that drive open connections.
@@ -169,12 +197,12 @@ fn is_timeout(err: &tokio_postgres::Error) -> bool {
     io.is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
 }
 
+/// No answer in time: the server may be down, frozen or starting, so worth a retry.
 fn timed_out(url: &DatabaseUrl, limit: Duration) -> Error {
-    Error::Connection {
-        url: url.to_string(),
+    Error::Unavailable {
         reason: format!(
-            "no answer within {}s (connect_timeout in the URL or DATABASE_CONNECT_TIMEOUT_SECS \
-             sets the limit)",
+            "cannot connect to {url}: no answer within {}s (connect_timeout in the URL or \
+             DATABASE_CONNECT_TIMEOUT_SECS sets the limit)",
             limit.as_secs()
         ),
     }
@@ -192,12 +220,38 @@ pub fn connection_error(url: &DatabaseUrl, err: diesel::ConnectionError) -> Erro
     }
 }
 
-/// A tokio-postgres failure on `url` as ours: the masked URL and the whole cause chain.
+/// A tokio-postgres failure on `url` as ours: the masked URL and the whole cause chain;
+/// [`Error::Unavailable`] when a retry may succeed (see [`passing`]).
 pub(crate) fn driver_error(url: &DatabaseUrl, err: &tokio_postgres::Error) -> Error {
-    Error::Connection {
-        url: url.to_string(),
-        reason: error_chain(err),
+    let reason = error_chain(err);
+    match passing(err) {
+        true => Error::Unavailable {
+            reason: format!("cannot connect to {url}: {reason}"),
+        },
+        false => Error::Connection {
+            url: url.to_string(),
+            reason,
+        },
     }
+}
+
+/// Whether a failure to open a session may pass by itself: nothing listens (refused, no
+/// socket), the socket broke or closed, the server is starting or stopping (57P03, 57P01,
+/// 57P02), or it is a standby where `target_session_attrs=read-write` wants a primary
+/// (tokio-postgres says so as an I/O error, "database does not allow writes"). A refused
+/// login, a missing database or a TLS failure will not pass.
+fn passing(err: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if let Some(code) = err.code() {
+        let starting_or_stopping = [
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+        ];
+        return starting_or_stopping.contains(code);
+    }
+    let io = std::error::Error::source(err).and_then(|e| e.downcast_ref::<std::io::Error>());
+    io.is_some() || err.is_closed() || err.to_string().starts_with("timeout waiting")
 }
 
 /// An error and its sources on one line: "error connecting to server: Connection refused".

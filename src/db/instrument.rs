@@ -30,6 +30,13 @@ pub struct QueryTracing {
     running: VecDeque<Running>,
     transactions: Vec<Span>,
     counter: Option<QueryCounter>,
+    /// Why this connection must not be reused, once a statement said its server went away
+    /// or is read-only (see [`crate::Error::Unavailable`]): the pool reads it back.
+    lost: Option<String>,
+    /// Whether the session began read-only (a replica): then read-only later is no news.
+    began_read_only: bool,
+    /// [`crate::error::unavailable_seen`] when the pool last checked this connection.
+    checked_at: u64,
 }
 
 /// A statement sent and not answered yet.
@@ -49,6 +56,9 @@ impl QueryTracing {
             running: VecDeque::new(),
             transactions: Vec::new(),
             counter: None,
+            lost: None,
+            began_read_only: false,
+            checked_at: crate::error::unavailable_seen(),
         }
     }
 
@@ -65,6 +75,34 @@ impl QueryTracing {
     /// request): its answer is still to come, so the connection is not handed out again.
     pub(crate) fn in_flight(&self) -> usize {
         self.running.len()
+    }
+
+    /// Why the connection is no use any more, if a statement on it said so: lost or
+    /// terminated (a crash, a failover), or refused a write on a server now read-only. The
+    /// socket may still look open (a standby answers; a goodbye not read yet), so the pool
+    /// asks this too, not only whether the connection is closed.
+    pub(crate) fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+
+    /// This bridge for a session that began read-only, or not.
+    pub(crate) fn began(mut self, read_only: bool) -> Self {
+        self.began_read_only = read_only;
+        self
+    }
+
+    /// Whether the session began read-only.
+    pub(crate) fn began_read_only(&self) -> bool {
+        self.began_read_only
+    }
+
+    /// True once after the process met an `Error::Unavailable` that this connection has not
+    /// been checked since: a failover's errors may arrive on another connection, or in a
+    /// statement's rows, past this bridge (diesel-async reports a statement finished before
+    /// its rows, and an error among them, arrive).
+    pub(crate) fn due_for_check(&mut self) -> bool {
+        let seen = crate::error::unavailable_seen();
+        std::mem::replace(&mut self.checked_at, seen) != seen
     }
 }
 
@@ -292,6 +330,9 @@ impl Instrumentation for QueryTracing {
                 running.span.record("ms", ms);
                 if let Some(error) = error {
                     running.span.record("error", tracing::field::display(error));
+                    if self.lost.is_none() {
+                        self.lost = crate::error::unavailable(error);
+                    }
                 }
                 // One event per statement, which any subscriber prints (spans need span
                 // processing): a warning when slow, else at debug. Field values are only

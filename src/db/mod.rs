@@ -9,6 +9,7 @@ pub mod instrument;
 mod pool;
 mod pooler;
 pub mod replicas;
+mod retry;
 mod session;
 mod tls;
 mod url;
@@ -24,6 +25,7 @@ pub use pool::{
     checkout, in_flight,
 };
 pub use pooler::Pooler;
+pub use retry::{RetryPolicy, retry};
 pub use session::{ensure_session, is_transaction_pooler};
 pub(crate) use session::{standby, transaction_pooler};
 pub use url::{DatabaseUrl, MAX_NAME_BYTES, direct_url_from, mask, tool_connection, url_from};

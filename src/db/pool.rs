@@ -10,7 +10,7 @@ use diesel_async::pooled_connection::deadpool::{Hook, Pool as DeadPool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::connect::connect_through;
 use super::instrument::{self, QueryTracing};
@@ -143,7 +143,20 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
                 // Our errors show the URL masked.
                 Err(e) => tracing::warn!(error = %e, "pool: could not open a connection"),
             }
-            opened.map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+            opened.map_err(|e| match e {
+                // deadpool carries only diesel's error types: a closed connection with our
+                // reason is how `Error::from` tells a server that is down (worth a retry)
+                // from one that refused us.
+                Error::Unavailable { reason } => {
+                    diesel::ConnectionError::CouldntSetupConfiguration(
+                        diesel::result::Error::DatabaseError(
+                            diesel::result::DatabaseErrorKind::ClosedConnection,
+                            Box::new(reason),
+                        ),
+                    )
+                }
+                other => diesel::ConnectionError::BadConnection(other.to_string()),
+            })
         })
     });
     let manager = AsyncDieselConnectionManager::new_with_config(config.url.expose(), setup);
@@ -157,6 +170,9 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
         .pre_recycle(Hook::sync_fn(move |conn, metrics| {
             discard_broken(&url, conn, metrics)
         }))
+        .pre_recycle(Hook::async_fn(move |conn, metrics| {
+            Box::pin(check_after_unavailable(conn, metrics, wait))
+        }))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| Error::Pool(e.to_string()))
@@ -166,7 +182,9 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
 /// connection goes: deadpool drops one that fails a hook (or the check) silently. A
 /// connection with a statement still in flight goes too (its caller gave up on it: a
 /// timeout, a dropped request), and the server is asked to cancel that statement: the next
-/// borrower would otherwise wait behind it, or for ever behind a frozen server.
+/// borrower would otherwise wait behind it, or for ever behind a frozen server. So does one
+/// whose last error said its server went away or turned read-only (a failover): the next
+/// checkout opens a connection through the URL, whose host list finds the new primary.
 fn discard_broken(
     url: &DatabaseUrl,
     conn: &mut AsyncPgConnection,
@@ -176,6 +194,13 @@ fn discard_broken(
     let why = if in_flight > 0 {
         cancel_in_background(url, conn.cancel_token());
         "a statement its caller gave up on may still be running"
+    } else if let Some(lost) = lost(conn) {
+        tracing::warn!(
+            age_s = metrics.age().as_secs(),
+            reused = metrics.recycle_count,
+            "pool: discarding a connection: {lost}"
+        );
+        return Err(HookError::message("connection not reusable"));
     } else if conn.is_broken() {
         "the server closed it or a broken transaction left it unusable"
     } else {
@@ -230,6 +255,61 @@ pub async fn cancel_statement(url: &DatabaseUrl, token: tokio_postgres::CancelTo
         }
         Err(_) => tracing::warn!("pool: cancelling an abandoned statement got no answer"),
     }
+}
+
+/// After the process met an [`Error::Unavailable`] (a failover's first errors), each idle
+/// connection answers one question before its next reuse: is its server still there, and
+/// as writable as when the session began? One that fails or turned read-only (a fenced or
+/// demoted primary) goes, and the next is opened through the URL. The error may have
+/// reached another connection, or this one's in a statement's rows, where the bridge does
+/// not see it; connections that met none pay nothing.
+async fn check_after_unavailable(
+    conn: &mut AsyncPgConnection,
+    metrics: &Metrics,
+    limit: Duration,
+) -> std::result::Result<(), HookError<diesel_async::pooled_connection::PoolError>> {
+    let Some(tracing) = conn.instrumentation().downcast_mut::<QueryTracing>() else {
+        return Ok(());
+    };
+    if !tracing.due_for_check() {
+        return Ok(());
+    }
+    let began_read_only = tracing.began_read_only();
+    // Settings and recovery state: functions without a DSL form here.
+    let sql = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' \
+               AS flag";
+    // Bounded as the Verified check is (deadpool's recycle timeout does not cover hooks): a
+    // frozen server must not hold a checkout.
+    let check = diesel::sql_query(sql).get_result::<ReadOnly>(conn);
+    let read_only = tokio::time::timeout(limit, check).await;
+    let why = match read_only {
+        Ok(Ok(ReadOnly { flag })) if flag && !began_read_only => {
+            "its server is read-only now (a standby, or a primary fenced or demoted)".to_owned()
+        }
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => format!("its server did not answer a check: {e}"),
+        Err(_) => format!("its server did not answer a check within {limit:?}"),
+    };
+    tracing::warn!(
+        age_s = metrics.age().as_secs(),
+        reused = metrics.recycle_count,
+        "pool: discarding a connection after a failover error: {why}"
+    );
+    Err(HookError::message("connection not reusable"))
+}
+
+/// The answer of [`check_after_unavailable`]'s question.
+#[derive(diesel::QueryableByName)]
+struct ReadOnly {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    flag: bool,
+}
+
+/// Why `conn` must not be reused, if one of its statements said its server went away or
+/// turned read-only (an `Error::Unavailable`).
+fn lost(conn: &mut AsyncPgConnection) -> Option<String> {
+    let tracing = conn.instrumentation().downcast_ref::<QueryTracing>()?;
+    tracing.lost().map(str::to_owned)
 }
 
 /// Statements sent on `conn` and not answered yet: above 0 when its caller gave up on one.

@@ -82,6 +82,11 @@ impl From<Error> for ApiError {
                 "refers to a row that does not exist",
                 constraint,
             ),
+            // A failover, a restart: the client may try again (Retry-After, below).
+            Error::Unavailable { .. } => {
+                tracing::warn!(error = %err, "the database was unavailable for a request");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+            }
             Error::PoolTimeout | Error::Pool(_) | Error::Connection { .. } => {
                 tracing::warn!(error = %err, "no database connection for a request");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
@@ -289,6 +294,13 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE
             );
         }
+        let failover = Error::Unavailable {
+            reason: "the server refused a write, being read-only (a standby?)".into(),
+        };
+        let api = ApiError::from(failover);
+        assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+        let response = axum::response::IntoResponse::into_response(api);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
         let taken = Error::Conflict {
             constraint: "users_email_key".into(),
         };

@@ -15,6 +15,7 @@ mod bench_script;
 mod bugs;
 mod bulk;
 mod diesel_cli;
+mod failover;
 mod field_types;
 mod http;
 mod indexes;

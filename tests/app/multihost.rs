@@ -24,7 +24,7 @@ fn behind(first: &str, url: &DatabaseUrl) -> DatabaseUrl {
 
 /// `hosts` (each `host:port` as the clusters' URLs write it) as one list on `postgres`,
 /// with `attrs` as `target_session_attrs`.
-fn list(hosts: &[&DatabaseUrl], attrs: &str) -> DatabaseUrl {
+pub(crate) fn list(hosts: &[&DatabaseUrl], attrs: &str) -> DatabaseUrl {
     use url::Position::{AfterPort, BeforeHost};
     let each: Vec<String> = (hosts.iter())
         .map(|url| url::Url::parse(url.expose()).unwrap()[BeforeHost..AfterPort].to_owned())

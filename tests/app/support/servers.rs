@@ -163,6 +163,40 @@ impl Cluster {
         self.signal("CONT");
     }
 
+    /// Kills the server as a crash would (`pg_ctl -m immediate stop`): no checkpoint, every
+    /// session cut off at once; the files stay. Takes the cluster's directory, so it runs on
+    /// a thread of its own (`spawn_blocking`).
+    pub fn crash_in(dir: &std::path::Path) {
+        Cluster::pg_ctl(dir, &["-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Promotes the standby in `dir` to a primary (`pg_ctl promote`), waiting until it takes
+    /// writes.
+    pub fn promote_in(dir: &std::path::Path) {
+        Cluster::pg_ctl(dir, &["-w", "-t", "60", "promote"]);
+    }
+
+    /// Runs `pg_ctl -D <dir>/data args` as the cluster's owner, through `scripts/pg.sh`'s own
+    /// functions (which find the binaries and the account).
+    fn pg_ctl(dir: &std::path::Path, args: &[&str]) {
+        let script = concat!(
+            ". ",
+            env!("CARGO_MANIFEST_DIR"),
+            r#"/scripts/pg.sh && dir=$1 && shift && pg_as_owner "$(pg_bindir)/pg_ctl" -D "$dir/data" "$@""#
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", script, "pg_ctl"])
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Stops the server, keeping its files.
     pub fn stop(&self) {
         let out = pg_sh(&["stop", self.0.to_str().unwrap()], &[]);
