@@ -279,9 +279,19 @@ async fn a_500_is_logged_with_the_request_id_and_answered_without_details() {
     assert_eq!(response.headers()["x-request-id"], "trace-500-me");
     let (status, body) = super::answer(response).await;
     assert_eq!((status, body), (500, json!({"error": "internal error"})));
-    let log = server.log();
-    let logged = log.iter().find(|l| l.contains("request failed"));
-    let logged = logged.unwrap_or_else(|| panic!("no error logged: {log:?}"));
+    // The server's stderr is read on a thread of its own: the line may trail the answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let logged = loop {
+        let log = server.log();
+        if let Some(line) = log.iter().find(|l| l.contains("request failed")) {
+            break line.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error logged: {log:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(logged.contains("trace-500-me"), "{logged}");
     assert!(logged.contains("title"), "the database's message: {logged}");
 }

@@ -144,11 +144,23 @@ async fn a_read_that_sends_the_write_position_back_sees_the_write_on_a_paused_re
         .await
         .unwrap();
     replayed(&replica_url, changed).await;
-    let before = replica_reads(&server);
-    let seen = changed.to_string();
-    let (status, body, _) = call(&server, reqwest::Method::GET, &path, None, Some(&seen)).await;
+    let response = reqwest::Client::new()
+        .get(server.url(&path))
+        .header(HEADER, changed.to_string())
+        .header("x-request-id", "after-resume")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = answer(response).await;
     assert_eq!((status, &body["title"]), (200, &json!("renamed")));
-    assert_eq!(replica_reads(&server), before + 1, "{:?}", server.log());
+    // The request's own log line (stderr is read on a thread: it may trail the answer).
+    let on_replica =
+        |l: &String| l.contains("request_id=after-resume") && l.contains("read on a replica");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.log().iter().any(on_replica) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A failed write carries no position; a position that is not one is a 400.
     let body = json!({"email": "ann@example.com", "display_name": "Ann"});
