@@ -381,7 +381,14 @@ pg_formation_start() {
 pg_formation_create() {
   local dir=$1 bindir=$2 common monitor_uri port
   common=(--pgctl "$bindir/pg_ctl" --hostname 127.0.0.1 --listen 127.0.0.1 --auth trust --no-ssl)
-  pg_as_owner mkdir -p "$dir/config" "$dir/share" "$dir/run"
+  # pg_autoctl makes these as it starts, and so does a `pg_autoctl show` run meanwhile:
+  # two of them racing to make one fail with "File exists". Made first, they race no more.
+  local node xdg
+  for node in monitor node1 node2; do
+    for xdg in config share run; do
+      pg_as_owner mkdir -p "$dir/$xdg/pg_autoctl$dir/$node"
+    done
+  done
 
   port=$(pg_free_port) || return 1
   pg_as_owner mkdir "$dir/monitor"
