@@ -14,6 +14,15 @@
 #                scripts/pg.sh bouncer UPSTREAM_DIR DIR [transaction|session]
 #                                          start pgbouncer in DIR in front of that cluster
 #                scripts/pg.sh bouncer-stop DIR
+#                scripts/pg.sh formation DIR
+#                                          start a pg_auto_failover monitor and two nodes
+#                                          (primary + synchronous standby) in DIR, print
+#                                          the formation's multi-host URL
+#                scripts/pg.sh autoctl DIR ARGS...
+#                                          run pg_autoctl ARGS against that formation's
+#                                          monitor (e.g. perform failover, show state)
+#                scripts/pg.sh formation-stop DIR
+#                                          stop that formation and remove DIR
 #                scripts/pg.sh url         print the server URL steps 1-2 find, or fail
 # Sourced, it defines pg_resolve, pg_server_or_private, pg_private_start, pg_private_stop and
 # friends.
@@ -233,6 +242,225 @@ pg_private_stop() {
   pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
+# pg_auto_failover (Debian: postgresql-15-auto-failover, pg-auto-failover-cli): a monitor
+# and two nodes on one machine, each its own cluster on a free TCP port under one
+# directory. Everything pg_autoctl keeps (its config, state and pid files) stays under that
+# directory too, through the XDG variables it reads: formations started side by side share
+# nothing.
+
+# How long a formation may take to become healthy, in seconds.
+PAF_TIMEOUT=${PAF_TIMEOUT:-120}
+
+# Runs pg_autoctl ARGS as the clusters' account with the formation in DIR's environment.
+pg_autoctl_in() {
+  local dir=$1
+  shift
+  pg_as_owner env "${pg_autoctl_env[@]/\%DIR%/$dir}" pg_autoctl "$@"
+}
+
+# What pg_autoctl reads from the environment, %DIR% standing for the formation's directory.
+pg_autoctl_env=(XDG_CONFIG_HOME=%DIR%/config XDG_DATA_HOME=%DIR%/share
+  XDG_RUNTIME_DIR=%DIR%/run PGHOST=%DIR%)
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on, picked at random so formations
+# started at once rarely try the same one (a port taken in between makes its start fail).
+pg_free_port() {
+  local i port
+  for i in $(seq 50); do
+    port=$((20000 + RANDOM % 12000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  echo "pg.sh: no free TCP port found" >&2
+  return 1
+}
+
+# Waits up to the formation's deadline for COMMAND to succeed; on time out says WHAT was
+# awaited and fails.
+pg_formation_wait() {
+  local what=$1
+  shift
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$pg_formation_deadline" ]; then
+      echo "pg.sh: $what within ${PAF_TIMEOUT}s" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# True when the formation in DIR has a primary and a secondary, each in its assigned state.
+pg_formation_healthy() {
+  local dir=$1
+  pg_autoctl_in "$dir" show state --pgdata "$dir/monitor" 2>/dev/null | awk -F'|' '
+    function trim(s) { gsub(/^ +| +$/, "", s); return s }
+    NF >= 7 && trim($6) == trim($7) { seen[trim($6)]++ }
+    END { exit !(seen["primary"] == 1 && seen["secondary"] == 1) }'
+}
+
+# An empty cluster in DIR for pg_autoctl to take over, with what it would choose otherwise
+# changed: shared_buffers (it sizes them from the machine's memory, gigabytes for each of
+# three servers) and the socket directory (the formation's own, not a shared one).
+# postgresql.auto.conf wins over pg_autoctl's own settings file, and pg_basebackup copies it
+# to the standby.
+pg_formation_initdb() {
+  local dir=$1 bindir=$2 root=$3
+  pg_as_owner "$bindir/initdb" -D "$dir" -U postgres -A trust -E UTF8 --locale=C --no-sync \
+    >"$dir.initdb.log" 2>&1 || {
+    echo "pg.sh: initdb failed, see $dir.initdb.log" >&2
+    return 1
+  }
+  printf "shared_buffers = '32MB'\nunix_socket_directories = '%s'\n" "$root" |
+    pg_as_owner tee -a "$dir/postgresql.auto.conf" >/dev/null
+}
+
+# Starts `pg_autoctl create ... --run` as a service of its own, in the background, its
+# output in LOG.
+pg_autoctl_service() {
+  local dir=$1 log=$2
+  shift 2
+  # setsid: the service outlives this script and the signals sent to its caller's group,
+  # as a server pg_ctl starts does.
+  pg_as_owner setsid env "${pg_autoctl_env[@]/\%DIR%/$dir}" pg_autoctl "$@" --run \
+    </dev/null >"$log" 2>&1 &
+}
+
+# Starts a pg_auto_failover formation in DIR (a monitor and two nodes; the standby
+# synchronous, pg_autoctl's default number_sync_standbys) and prints its URI, a host list
+# with target_session_attrs=read-write. Stops everything it started if it fails.
+pg_formation_start() {
+  local dir=$1 bindir
+  if ! command -v pg_autoctl >/dev/null 2>&1; then
+    echo "pg.sh: pg_autoctl is not installed (Debian: apt-get install postgresql-15-auto-failover pg-auto-failover-cli)" >&2
+    return 1
+  fi
+  if ! bindir=$(pg_bindir); then
+    pg_no_server_help
+    return 1
+  fi
+  if [ ! -f "$("$bindir/pg_config" --sharedir)/extension/pgautofailover.control" ]; then
+    echo "pg.sh: the pgautofailover extension is not installed for $bindir (Debian: apt-get install postgresql-$("$bindir/pg_config" --version | sed -E 's/[^0-9]*([0-9]+).*/\1/')-auto-failover)" >&2
+    return 1
+  fi
+  if [ -e "$dir/monitor" ]; then
+    echo "pg.sh: $dir already holds a formation (pg.sh formation-stop $dir first)" >&2
+    return 1
+  fi
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  # The nodes' sockets live in DIR: .s.PGSQL.NNNNN must fit a Unix socket path.
+  if [ ${#dir} -gt 90 ]; then
+    echo "pg.sh: $dir is too long for a Unix socket path (90 characters at most)" >&2
+    return 1
+  fi
+  if [ "$(id -u)" -eq 0 ]; then
+    chown "$(pg_cluster_user)" "$dir"
+    if ! pg_as_owner test -w "$dir"; then
+      echo "pg.sh: $(pg_cluster_user) cannot reach $dir (pg_autoctl refuses to run as root); use a directory under /tmp" >&2
+      return 1
+    fi
+  fi
+  pg_formation_deadline=$((SECONDS + PAF_TIMEOUT))
+  if ! pg_formation_create "$dir" "$bindir"; then
+    local log
+    for log in "$dir"/*.log; do
+      [ -f "$log" ] || continue
+      echo "--- $log (last lines)" >&2
+      tail -n 15 "$log" >&2
+    done
+    pg_formation_stop "$dir"
+    return 1
+  fi
+  pg_autoctl_in "$dir" show uri --pgdata "$dir/monitor" --formation default
+}
+
+# The steps of pg_formation_start: the monitor, a first node (the primary), a second (its
+# standby), each waited for.
+pg_formation_create() {
+  local dir=$1 bindir=$2 common monitor_uri port
+  common=(--pgctl "$bindir/pg_ctl" --hostname 127.0.0.1 --listen 127.0.0.1 --auth trust --no-ssl)
+  # pg_autoctl makes these as it starts, and so does a `pg_autoctl show` run meanwhile:
+  # two of them racing to make one fail with "File exists". Made first, they race no more.
+  local node xdg
+  for node in monitor node1 node2; do
+    for xdg in config share run; do
+      pg_as_owner mkdir -p "$dir/$xdg/pg_autoctl$dir/$node"
+    done
+  done
+
+  port=$(pg_free_port) || return 1
+  pg_as_owner mkdir "$dir/monitor"
+  pg_formation_initdb "$dir/monitor" "$bindir" "$dir" || return 1
+  pg_autoctl_service "$dir" "$dir/monitor.log" create monitor --pgdata "$dir/monitor" \
+    --pgport "$port" "${common[@]}"
+  pg_formation_wait "the monitor did not start" \
+    pg_autoctl_in "$dir" show uri --pgdata "$dir/monitor" --formation monitor || return 1
+  pg_formation_wait "the monitor did not answer" "$bindir/pg_isready" -q -h 127.0.0.1 -p "$port" || return 1
+  monitor_uri=$(pg_autoctl_in "$dir" show uri --pgdata "$dir/monitor" --formation monitor) || return 1
+
+  # The first node registers alone ("single") before the second joins as its standby.
+  port=$(pg_free_port) || return 1
+  pg_as_owner mkdir "$dir/node1"
+  pg_formation_initdb "$dir/node1" "$bindir" "$dir" || return 1
+  pg_autoctl_service "$dir" "$dir/node1.log" create postgres --pgdata "$dir/node1" \
+    --pgport "$port" --name node1 --monitor "$monitor_uri" "${common[@]}"
+  pg_formation_wait "the first node did not become the primary" \
+    pg_formation_state_is "$dir" node1 single || return 1
+
+  port=$(pg_free_port) || return 1
+  pg_autoctl_service "$dir" "$dir/node2.log" create postgres --pgdata "$dir/node2" \
+    --pgport "$port" --name node2 --monitor "$monitor_uri" "${common[@]}"
+  pg_formation_wait "the formation did not reach primary + secondary" \
+    pg_formation_healthy "$dir"
+}
+
+# True when NODE of the formation in DIR is in STATE, reported and assigned.
+pg_formation_state_is() {
+  local dir=$1 node=$2 state=$3
+  pg_autoctl_in "$dir" show state --pgdata "$dir/monitor" 2>/dev/null | awk -F'|' -v node="$node" -v state="$state" '
+    function trim(s) { gsub(/^ +| +$/, "", s); return s }
+    trim($1) == node && trim($6) == state && trim($7) == state { found = 1 }
+    END { exit !found }'
+}
+
+# Stops the formation in DIR (each pg_autoctl service and its Postgres) and removes DIR.
+# Bounded: what has not stopped after a fast stop is killed.
+pg_formation_stop() {
+  local dir=$1 node pid i
+  [ -d "$dir" ] || return 0
+  dir=$(cd "$dir" && pwd)
+  for node in node2 node1 monitor; do
+    [ -d "$dir/$node" ] || continue
+    pg_autoctl_in "$dir" stop --pgdata "$dir/$node" --fast >/dev/null 2>&1 || true
+  done
+  for node in node2 node1 monitor; do
+    for i in $(seq 100); do
+      pg_formation_pids "$dir" "$node" >/dev/null || break
+      sleep 0.1
+    done
+    for pid in $(pg_formation_pids "$dir" "$node"); do
+      kill -9 "$pid" 2>/dev/null || true
+    done
+  done
+  rm -rf "$dir"
+}
+
+# Prints the pids still running for NODE of the formation in DIR: its pg_autoctl service
+# (from its pid file) and its postmaster (from postmaster.pid); fails when there are none.
+pg_formation_pids() {
+  local dir=$1 node=$2 file pid found=1
+  for file in "$dir/run/pg_autoctl$dir/$node/pg_autoctl.pid" "$dir/$node/postmaster.pid"; do
+    pid=$(head -n 1 "$file" 2>/dev/null) || continue
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      echo "$pid"
+      found=0
+    fi
+  done
+  return $found
+}
+
 pg_no_server_help() {
   cat >&2 <<'MSG'
 No PostgreSQL server found: DATABASE_URL is unset, nothing answers at 127.0.0.1:5432,
@@ -319,8 +547,15 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     stop) pg_private_stop "${2:?usage: pg.sh stop DIR}" ;;
     bouncer) pg_bouncer_start "${2:?usage: pg.sh bouncer UPSTREAM_DIR DIR MODE}" "${3:?usage: pg.sh bouncer UPSTREAM_DIR DIR MODE}" "${4:-transaction}" ;;
     bouncer-stop) pg_bouncer_stop "${2:?usage: pg.sh bouncer-stop DIR}" ;;
+    formation) pg_formation_start "${2:?usage: pg.sh formation DIR}" ;;
+    autoctl)
+      dir=$(cd "${2:?usage: pg.sh autoctl DIR ARGS...}" && pwd)
+      shift 2
+      pg_autoctl_in "$dir" "$@" --pgdata "$dir/monitor"
+      ;;
+    formation-stop) pg_formation_stop "${2:?usage: pg.sh formation-stop DIR}" ;;
     url) pg_resolve || { pg_no_server_help; exit 1; } ;;
-    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,/^# Sourced/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 fi
 

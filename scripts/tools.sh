@@ -30,3 +30,19 @@ need_wrk() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 ||
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 }
+
+# pg_auto_failover (Debian's postgresql-15-auto-failover and pg-auto-failover-cli, 2.0), for
+# `scripts/pg.sh formation` and the test of a failover under it, installed when missing and
+# apt-get can (as root); otherwise says how and fails, as need_wrk does.
+need_pg_auto_failover() {
+  if command -v pg_autoctl >/dev/null 2>&1; then return 0; fi
+  local packages=(postgresql-15-auto-failover pg-auto-failover-cli)
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    printf '==> pg_auto_failover is not installed: apt-get install %s (Debian, Ubuntu)\n' "${packages[*]}" >&2
+    return 1
+  fi
+  printf '==> installing pg_auto_failover (apt-get, once)\n' >&2
+  # A fresh image has no package lists yet: update only when the install cannot find it.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null; }
+}

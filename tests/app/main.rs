@@ -9,6 +9,7 @@
 mod support;
 
 mod app;
+mod autofailover;
 mod backup;
 mod bench;
 mod bench_script;
