@@ -3,6 +3,7 @@
 //! Everything that talks to a server goes through here.
 
 mod admin;
+mod committed;
 mod connect;
 pub mod fns;
 pub mod instrument;
@@ -15,6 +16,7 @@ mod tls;
 mod url;
 
 pub use admin::{drop_database, ensure_database, quote_ident, refuse_standby, table_counts};
+pub use committed::{CommittedDsl, one};
 pub(crate) use connect::driver_error;
 pub use connect::{close_connections, connect, connect_client, connect_timeout, connection_error};
 // Only the HTTP server cancels a request's statement from outside the pool.

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
+use crate::db::CommittedDsl;
 use crate::models::{NewTask, Task};
 use crate::schema::{bugs, tasks};
 use crate::{Error, Result};
@@ -75,7 +76,7 @@ impl Bug {
                     bugs::found_in_version.eq(bug.found_in_version),
                 ))
                 .returning(BugDetails::as_returning())
-                .get_result(conn)
+                .get_committed(conn)
                 .await?;
             Ok(Bug { task, details })
         })

@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
+use crate::db::CommittedDsl;
 use crate::schema::comments;
 use crate::{Error, Result};
 
@@ -74,7 +75,7 @@ impl Comment {
                 comments::body.eq(body),
             ))
             .returning(Comment::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 

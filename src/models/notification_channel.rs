@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
+use crate::db::CommittedDsl;
 use crate::models::Email;
 use crate::schema::notification_channels;
 use crate::{Error, Result};
@@ -116,7 +117,7 @@ impl NotificationChannel {
                 notification_channels::webhook_url.eq(url),
             ))
             .returning(Row::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?;
         row.try_into()
     }

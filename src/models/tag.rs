@@ -7,6 +7,7 @@ use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
+use crate::db::CommittedDsl;
 use crate::models::Task;
 use crate::schema::{tags, task_tags};
 use crate::{Error, Result};
@@ -80,7 +81,7 @@ impl Tag {
         Ok(diesel::insert_into(tags::table)
             .values(new)
             .returning(Tag::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 
@@ -93,7 +94,7 @@ impl Tag {
             .do_update()
             .set(tags::name.eq(excluded(tags::name)))
             .returning(Tag::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 
@@ -102,7 +103,7 @@ impl Tag {
         Ok(diesel::update(tags::table.find(id))
             .set(tags::name.eq(name))
             .returning(Tag::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 

@@ -14,6 +14,7 @@ use diesel::sql_types::{BigInt, Integer, SmallInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
+use crate::db::CommittedDsl;
 use crate::models::{Team, User};
 use crate::schema::{sql_types, tasks};
 use crate::{Error, Result};
@@ -301,7 +302,7 @@ impl Task {
         Ok(diesel::insert_into(tasks::table)
             .values(new)
             .returning(Task::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 
@@ -335,7 +336,7 @@ impl Task {
         Ok(diesel::update(Task::live().filter(tasks::id.eq(id)))
             .set(changes)
             .returning(Task::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 
@@ -344,7 +345,7 @@ impl Task {
         Ok(diesel::update(Task::live().filter(tasks::id.eq(id)))
             .set(tasks::deleted_at.eq(diesel::dsl::now))
             .returning(Task::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 
@@ -354,7 +355,7 @@ impl Task {
             .filter(tasks::deleted_at.is_not_null())
             .set(tasks::deleted_at.eq(None::<DateTime<Utc>>))
             .returning(Task::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 

@@ -13,6 +13,7 @@ use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
+use crate::db::CommittedDsl;
 use crate::models::User;
 use crate::schema::{team_members, teams, users};
 use crate::{Error, Result};
@@ -135,7 +136,7 @@ impl Team {
         Ok(diesel::insert_into(teams::table)
             .values(new)
             .returning(Team::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 
@@ -169,7 +170,7 @@ impl Team {
         Ok(diesel::update(teams::table.find(id))
             .set(changes)
             .returning(Team::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 
@@ -198,7 +199,7 @@ impl Team {
                 team_members::role.eq(role),
             ))
             .returning(TeamMember::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 

@@ -14,6 +14,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::db::CommittedDsl;
 use crate::db::fns::lower;
 use crate::schema::users;
 use crate::{Error, Result};
@@ -174,7 +175,7 @@ impl User {
         Ok(diesel::insert_into(users::table)
             .values(new)
             .returning(User::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 
@@ -241,7 +242,7 @@ impl User {
         Ok(diesel::update(users::table.find(id))
             .set(changes)
             .returning(User::as_returning())
-            .get_result(&mut conn)
+            .get_committed(&mut conn)
             .await?)
     }
 

@@ -15,6 +15,7 @@ mod bench;
 mod bench_script;
 mod bugs;
 mod bulk;
+mod committed;
 mod diesel_cli;
 mod failover;
 mod field_types;
