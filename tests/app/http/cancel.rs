@@ -68,16 +68,7 @@ async fn past_the_grace_period_a_write_is_cancelled_before_exit() {
     let flags = ["--shutdown-timeout", "1s", "--request-timeout", "60s"];
     let server = Server::start(&db.url, &flags);
     let (id, mut conn) = locked_task(&server, &db).await;
-    let url = server.url(&format!("/tasks/{id}"));
-    let patch = tokio::spawn(async move {
-        let change = json!({"title": "Moved"});
-        let client = reqwest::Client::new();
-        client
-            .request(Method::PATCH, url)
-            .json(&change)
-            .send()
-            .await
-    });
+    let patch = super::spawn_patch(&server, &format!("/tasks/{id}"), json!({"title": "Moved"}));
     super::until_blocked(&mut conn).await;
     server.terminate();
     let (exit, out) = server.exit_within(Duration::from_secs(15));
@@ -98,28 +89,11 @@ async fn a_second_signal_stops_at_once_and_cancels_what_runs() {
     let flags = ["--shutdown-timeout", "60s", "--request-timeout", "60s"];
     let server = Server::start(&db.url, &flags);
     let (id, mut conn) = locked_task(&server, &db).await;
-    let url = server.url(&format!("/tasks/{id}"));
-    let patch = tokio::spawn(async move {
-        let change = json!({"title": "Moved"});
-        let client = reqwest::Client::new();
-        client
-            .request(Method::PATCH, url)
-            .json(&change)
-            .send()
-            .await
-    });
+    let patch = super::spawn_patch(&server, &format!("/tasks/{id}"), json!({"title": "Moved"}));
     super::until_blocked(&mut conn).await;
     server.terminate();
     // The first signal is seen (the server stops accepting) before the second is sent.
-    let fresh = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fresh.get(server.url("/healthz")).send().await.is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::until_refusing(&server).await;
     let started = Instant::now();
     server.terminate();
     let (exit, out) = server.exit_within(Duration::from_secs(15));

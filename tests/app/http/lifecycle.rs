@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use diesel_async::SimpleAsyncConnection;
-use reqwest::Method;
 use serde_json::json;
 
 use super::{Server, get, post};
@@ -60,41 +59,18 @@ async fn sigterm_lets_a_request_in_flight_finish_and_leaves_no_session() {
     let lock = format!("BEGIN; SELECT 1 FROM tasks WHERE id = {id} FOR UPDATE");
     conn.batch_execute(&lock).await.unwrap();
     let path = format!("/tasks/{id}");
-    let slow = tokio::spawn({
-        let url = server.url(&path);
-        async move {
-            let client = reqwest::Client::new();
-            let done = json!({"status": "done"});
-            super::answer(
-                client
-                    .request(Method::PATCH, url)
-                    .json(&done)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }
-    });
+    let slow = super::spawn_patch(&server, &path, json!({"status": "done"}));
     super::until_blocked(&mut conn).await;
 
     server.terminate();
     // It stops accepting: a new connection is refused, while the PATCH still waits.
-    let fresh = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fresh.get(server.url("/healthz")).send().await.is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::until_refusing(&server).await;
     let mut server = server;
     assert!(server.running(), "exited with a request in flight");
     assert!(!slow.is_finished());
 
     conn.batch_execute("COMMIT").await.unwrap();
-    let (status, patched) = slow.await.unwrap();
+    let (status, patched) = super::answer(slow.await.unwrap().unwrap()).await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["status"], "done");
     let (exit, out) = server.exit_within(Duration::from_secs(15));

@@ -158,6 +158,38 @@ pub async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     send(server, reqwest::Method::POST, path, body).await
 }
 
+/// Sends `PATCH path` with this body on a task of its own, for a request that will wait
+/// (on a lock): its answer, or the error of one the server never answered.
+pub fn spawn_patch(
+    server: &Server,
+    path: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let url = server.url(path);
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        client
+            .request(reqwest::Method::PATCH, url)
+            .json(&body)
+            .send()
+            .await
+    })
+}
+
+/// Waits up to 5 s until the server refuses new connections, as it does once it has taken
+/// a stop signal.
+pub async fn until_refusing(server: &Server) {
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fresh.get(server.url("/healthz")).send().await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Asserts an error answer: this status, and the constraint named (or none).
 #[track_caller]
 pub fn refused(answer: (u16, Value), status: u16, constraint: Option<&str>) {
