@@ -26,10 +26,11 @@ fn is_user_migration(folder: &str) -> bool {
     folder == "00000000000000_diesel_initial_setup" || folder.contains("_users")
 }
 
-/// A bare project's lib.rs, with the copied files as the doc says: `db::fns` declared
-/// inline, since this project has no `db` module of its own.
-const LIB_RS: &str = "pub mod db {\n    pub mod fns;\n}\npub mod error;\npub mod schema;\npub mod user;\n\n\
-                      pub use error::{Error, Result};\n";
+/// A bare project's lib.rs, with the copied files as the doc says: `db::committed` and
+/// `db::fns` declared inline, since this project has no `db` module of its own.
+const LIB_RS: &str = "pub mod db {\n    pub mod committed;\n    pub mod fns;\n    \
+                      pub use committed::CommittedDsl;\n}\npub mod error;\npub mod schema;\n\
+                      pub mod user;\n\npub use error::{Error, Result};\n";
 
 const TEST_RS: &str = r#"use diesel_async::{AsyncConnection, AsyncPgConnection};
 use existing_app::user::{Email, NewUser, User};
@@ -107,6 +108,8 @@ fn the_user_model_copied_into_a_bare_project_migrates_builds_and_works() {
     std::fs::copy(source.join("src/error.rs"), app.join("src/error.rs")).unwrap();
     std::fs::create_dir_all(app.join("src/db")).unwrap();
     std::fs::copy(source.join("src/db/fns.rs"), app.join("src/db/fns.rs")).unwrap();
+    let committed = source.join("src/db/committed.rs");
+    std::fs::copy(committed, app.join("src/db/committed.rs")).unwrap();
     let mut copied = 0;
     for entry in std::fs::read_dir(source.join("migrations")).unwrap() {
         let from = entry.unwrap().path();
