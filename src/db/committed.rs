@@ -17,11 +17,9 @@ where
     Conn: AsyncConnectionCore,
     Q: LoadQuery<'query, Conn, U> + RunQueryDsl<Conn> + 'query,
     U: Send + 'conn,
+    'query: 'conn,
 {
-    let rows: Vec<U> = query.get_results(conn).await?;
-    rows.into_iter()
-        .next()
-        .ok_or(diesel::result::Error::NotFound)
+    query.get_committed(conn).await
 }
 
 /// [`one`] as a method, beside diesel-async's `get_result`:
