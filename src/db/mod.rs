@@ -30,4 +30,6 @@ pub use pooler::Pooler;
 pub use retry::{RetryPolicy, retry};
 pub use session::{ensure_session, is_transaction_pooler};
 pub(crate) use session::{standby, transaction_pooler};
-pub use url::{DatabaseUrl, MAX_NAME_BYTES, direct_url_from, mask, tool_connection, url_from};
+pub use url::{
+    DatabaseUrl, MAX_HOSTS, MAX_NAME_BYTES, direct_url_from, mask, tool_connection, url_from,
+};

@@ -7,6 +7,16 @@ use super::{connect_timeout, tls};
 use crate::settings;
 use crate::{Error, Result};
 
+mod hosts;
+mod mask;
+
+pub use hosts::MAX_HOSTS;
+use hosts::{host_list, split_host_list, with_hosts};
+pub use mask::mask;
+#[cfg(test)]
+use mask::mask_password_params;
+use mask::misplaced_at;
+
 /// A validated `postgres://` URL, with one host or libpq's host list
 /// (`postgres://u@h1:5432,h2:5433/db?target_session_attrs=read-write`). `Display` masks the
 /// password; [`DatabaseUrl::expose`] gives the real string to the driver and nowhere else.
@@ -33,10 +43,6 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
 
 /// PostgreSQL's limit on a name (NAMEDATALEN - 1), in bytes.
 pub const MAX_NAME_BYTES: usize = 63;
-
-/// The most hosts a URL's host list may name: each is tried in turn, each for up to the
-/// connect timeout, so a long list is a long wait.
-pub const MAX_HOSTS: usize = 16;
 
 impl DatabaseUrl {
     /// Parses and checks a URL: scheme postgres/postgresql, user info where it belongs, a
@@ -202,104 +208,6 @@ fn session_attrs(value: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// `raw` cut around its host list, `(before, list, after)`, when its authority names more
-/// than one host (a ',' after the last '@'). None for one host, and for a URL with an '@'
-/// past the authority: a password with a reserved character, refused (and masked) whole.
-fn split_host_list(raw: &str) -> Option<(&str, &str, &str)> {
-    let (_, rest) = raw.split_once("://")?;
-    let start = raw.len() - rest.len();
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if rest[end..].contains('@') {
-        return None;
-    }
-    let authority = &rest[..end];
-    let hosts_at = authority.rfind('@').map_or(0, |at| at + 1);
-    let list = &authority[hosts_at..];
-    list.contains(',')
-        .then(|| (&raw[..start + hosts_at], list, &raw[start + end..]))
-}
-
-/// The entries of a host list, each checked: a host (a name, an IPv4 address or an IPv6
-/// one in brackets) and an optional port from 1 to 65535; no empty entry.
-fn host_list(list: &str) -> std::result::Result<Vec<String>, String> {
-    let entries: Vec<&str> = list.split(',').collect();
-    if entries.len() > MAX_HOSTS {
-        return Err(format!(
-            "the host list names {} hosts; at most {MAX_HOSTS} (each is tried in turn, for up \
-             to the connect timeout)",
-            entries.len()
-        ));
-    }
-    for (i, entry) in entries.iter().enumerate() {
-        let n = i + 1;
-        if entry.is_empty() {
-            return Err(format!(
-                "host {n} of the list is empty (h1,,h2, or a ',' at an end): remove the extra ','"
-            ));
-        }
-        let (host, port) = match entry.strip_prefix('[') {
-            Some(inner) => {
-                let Some((addr, rest)) = inner.split_once(']') else {
-                    return Err(format!(
-                        "host {n} of the list, {entry:?}, has no closing ']'"
-                    ));
-                };
-                if addr.parse::<std::net::Ipv6Addr>().is_err() {
-                    return Err(format!(
-                        "host {n} of the list, {entry:?}: [{addr}] is not an IPv6 address"
-                    ));
-                }
-                match (rest, rest.strip_prefix(':')) {
-                    ("", _) => (addr, None),
-                    (_, Some(port)) => (addr, Some(port)),
-                    _ => {
-                        return Err(format!(
-                            "host {n} of the list, {entry:?}: only :port may follow ']'"
-                        ));
-                    }
-                }
-            }
-            None => match entry.split_once(':') {
-                Some((_, port)) if port.contains(':') => {
-                    return Err(format!(
-                        "host {n} of the list, {entry:?}, has more than one ':': an IPv6 \
-                         address goes in brackets, [::1]:5432"
-                    ));
-                }
-                Some((host, port)) => (host, Some(port)),
-                None => (*entry, None),
-            },
-        };
-        if host.is_empty() {
-            return Err(format!("host {n} of the list, {entry:?}, has no host name"));
-        }
-        if let Some(port) = port {
-            // Digits only: u16's parse would take "+5432".
-            let digits = port.bytes().all(|b| b.is_ascii_digit());
-            if !digits || !matches!(port.parse::<u16>(), Ok(1..)) {
-                return Err(format!(
-                    "host {n} of the list, {entry:?}: the port must be a number from 1 to 65535"
-                ));
-            }
-        }
-    }
-    Ok(entries.into_iter().map(str::to_owned).collect())
-}
-
-/// `url` with `hosts` in place of its host and port; `url` itself when there are none.
-fn with_hosts(url: &url::Url, hosts: &[String]) -> String {
-    use url::Position::{AfterPort, BeforeHost};
-    if hosts.is_empty() {
-        return url.as_str().to_owned();
-    }
-    format!(
-        "{}{}{}",
-        &url[..BeforeHost],
-        hosts.join(","),
-        &url[AfterPort..]
-    )
-}
-
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&mask(&self.full))
@@ -315,92 +223,6 @@ impl fmt::Debug for DatabaseUrl {
 /// Added to URL errors where a reserved character in the password is the likely cause.
 const ENCODE_HINT: &str = "; if the password holds @ : / ? # or %, percent-encode them \
                            (@ is %40, : is %3A, / is %2F, ? is %3F, # is %23, % is %25)";
-
-/// Masks every part of `raw` that may be a password, for any input. A URL that parses
-/// cleanly has its password and `password=` parameters masked. Of anything else only the
-/// scheme is shown: nothing tells where in it a password would end. A host list is shown
-/// as written: it follows the last '@', past any password.
-pub fn mask(raw: &str) -> String {
-    const STAND_IN: &str = "host-list.invalid";
-    let Some((before, list, after)) = split_host_list(raw) else {
-        return mask_one(raw);
-    };
-    let masked = mask_one(&format!("{before}{STAND_IN}{after}"));
-    match url::Url::parse(&masked) {
-        Ok(url) if url.host_str() == Some(STAND_IN) && url.port().is_none() => {
-            use url::Position::{AfterPort, BeforeHost};
-            format!("{}{list}{}", &url[..BeforeHost], &url[AfterPort..])
-        }
-        _ => masked,
-    }
-}
-
-/// [`mask`] for a URL with one host.
-fn mask_one(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) if !misplaced_at(&url, raw) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            // tokio-postgres decodes parameter names: `pass%77ord=` is a password too.
-            let secret = |key: &str| key.eq_ignore_ascii_case("password");
-            if url.query_pairs().any(|(key, _)| secret(&key)) {
-                let pairs: Vec<(String, String)> = (url.query_pairs())
-                    .map(|(key, value)| {
-                        let value = if secret(&key) {
-                            "***".into()
-                        } else {
-                            value.into()
-                        };
-                        (key.into_owned(), value)
-                    })
-                    .collect();
-                url.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            mask_password_params(url.as_str())
-        }
-        _ => match raw.split_once("://") {
-            Some((scheme, _))
-                if scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '+') =>
-            {
-                format!("{scheme}://(rest not shown: it does not parse)")
-            }
-            _ => "(not shown: not a URL)".to_owned(),
-        },
-    }
-}
-
-/// True when an `@` of `raw` did not end the user info: a reserved character in the
-/// password moved part of it into the host, port, path, query or fragment.
-fn misplaced_at(url: &url::Url, raw: &str) -> bool {
-    let outside = [
-        url.path(),
-        url.query().unwrap_or(""),
-        url.fragment().unwrap_or(""),
-    ];
-    (raw.contains('@') && url.username().is_empty() && url.password().is_none())
-        || outside.iter().any(|part| part.contains('@'))
-}
-
-/// Masks the value of every `password=` (query parameter or `key=value` form).
-fn mask_password_params(text: &str) -> String {
-    const KEY: &str = "password=";
-    let (mut out, mut rest) = (String::new(), text);
-    while let Some(at) = rest.to_ascii_lowercase().find(KEY) {
-        let value = &rest[at + KEY.len()..];
-        let end = match value.chars().next() {
-            Some(quote @ ('\'' | '"')) => value[1..].find(quote).map_or(value.len(), |e| e + 2),
-            _ => value.find(['&', ' ', '\t', '\n']).unwrap_or(value.len()),
-        };
-        out.push_str(&rest[..at + KEY.len()]);
-        out.push_str("***");
-        rest = &value[end..];
-    }
-    out.push_str(rest);
-    out
-}
 
 /// The URL given on the command line, else `DATABASE_URL` (also read from `.env`), with
 /// an error that says which is missing or unusable.
