@@ -1,11 +1,15 @@
 //! Host lists (`postgres://u@h1:5432,h2:5433/db`), as libpq writes them: a host that
 //! refuses is passed over, `target_session_attrs=read-write` finds the primary behind its
-//! replica, and `migrate` refuses a standby before it writes anything.
+//! replica, `migrate` refuses a standby before it writes anything, and COPY and the replica
+//! router take lists too.
 
 use std::process::{Command, Output};
 
 use crate::support::{Cluster, TestDb, flag, pg_binaries_present, table_exists, versions};
+use app::bulk;
+use app::db::replicas::{ReplicaConfig, Router, Server};
 use app::db::{self, DatabaseUrl, DbConfig};
+use app::models::{Email, User, UserRow};
 use diesel_async::AsyncPgConnection;
 
 /// `url` (one host) with `first` (one host or more) listed before its own host:
@@ -144,4 +148,55 @@ async fn read_write_finds_the_primary_behind_its_replica_and_migrate_refuses_a_s
         String::from_utf8_lossy(&migrated.stderr)
     );
     assert!(!versions(&mut on_primary).await.is_empty());
+}
+
+#[tokio::test]
+async fn copy_and_the_replica_router_take_host_lists() {
+    if !pg_binaries_present() {
+        return;
+    }
+    let primary = Cluster::new("multi-cp");
+    let primary_url = DatabaseUrl::parse(&primary.start(&[])).unwrap();
+    app::migrations::run_pending(&primary_url).await.unwrap();
+    let (_replica, replica_url) = primary.replica("multi-cr");
+    let replica_url = DatabaseUrl::parse(&replica_url).unwrap();
+    // Both lists name the other server first: each must pass it over.
+    let read_write = list(&[&replica_url, &primary_url], "read-write");
+    let read_only = list(&[&primary_url, &replica_url], "read-only");
+
+    // COPY opens its own session from the URL: through the list, on the primary.
+    let rows: Vec<UserRow> = (0..3)
+        .map(|i| UserRow {
+            email: Email::parse(&format!("copy{i}@example.com")).unwrap(),
+            display_name: format!("Copy {i}"),
+        })
+        .collect();
+    assert_eq!(bulk::copy_insert(&read_write, &rows).await.unwrap(), 3);
+    let mut on_primary = db::connect(&primary_url).await.unwrap();
+    assert_eq!(User::all(&on_primary).await.unwrap().len(), 3);
+
+    // The router: writes through the read-write list, reads through the read-only one.
+    let router = Router::new(
+        &DbConfig::new(read_write),
+        ReplicaConfig::new(vec![read_only]),
+    )
+    .unwrap();
+    let mut write = router.write().await.unwrap();
+    assert!(!in_recovery(&mut write).await);
+    drop(write);
+    // Until the replica has replayed a commit, reads may go to the primary: wait for one.
+    let start = std::time::Instant::now();
+    loop {
+        let mut read = router.read().await.unwrap();
+        if read.server != Server::Primary {
+            assert!(in_recovery(&mut read).await);
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never read a replica"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!in_recovery(&mut on_primary).await);
 }
