@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use diesel_async::AsyncPgConnection;
 
+mod benched;
+
 use super::pooler::{Pooler, for_transaction_pooler};
 use super::{DatabaseUrl, tls};
 use crate::settings;
@@ -86,7 +88,9 @@ pub(super) async fn connect_through(
 /// [`close_connections`] lets those tasks finish before a program exits.
 ///
 /// A host list (`h1:5432,h2:5433`) is tried host by host, in order, each attempt bounded by
-/// the connect timeout on its own, as libpq does. tokio-postgres tries a list too, but
+/// the connect timeout on its own, as libpq does; except that a host whose last attempt
+/// failed, or was given up by its caller, is tried after the others until it takes a
+/// session again (`benched.rs`). tokio-postgres tries a list too, but
 /// applies `connect_timeout` only to each TCP connect, not to the start-up and login that
 /// follow (its `connect_once`): one host that accepts and never answers would hold every
 /// later host back. So each host is handed to the driver alone, with the URL's
@@ -113,11 +117,21 @@ async fn open(url: &DatabaseUrl) -> Result<(tokio_postgres::Client, Duration, bo
     // read-write was asked): then the list as a whole is unavailable, worth a retry, as
     // during a failover. One host refusing the login makes it a configuration error.
     let mut passing = true;
-    for (host, one) in url.each_host().map_err(bad)? {
+    let attrs = (tls::params(url.first()).into_iter().rev())
+        .find(|(k, _)| k == "target_session_attrs")
+        .map_or_else(|| "any".to_owned(), |(_, v)| v);
+    for (host, one) in benched::order(&attrs, url.each_host().map_err(bad)?) {
+        let attempt = benched::Attempt::new(&attrs, &host);
         match open_host(url, &one, limit).await {
-            Ok((client, read_only)) => return Ok((client, limit, read_only)),
+            Ok((client, read_only)) => {
+                attempt.succeeded();
+                return Ok((client, limit, read_only));
+            }
             // The same for every host: said once.
-            Err(e @ Error::BadUrl { .. }) => return Err(e),
+            Err(e @ Error::BadUrl { .. }) => {
+                attempt.inconclusive();
+                return Err(e);
+            }
             Err(Error::Connection { reason, .. }) => {
                 passing = false;
                 failed.push(format!("{host}: {reason}"));
@@ -237,18 +251,20 @@ pub(crate) fn driver_error(url: &DatabaseUrl, err: &tokio_postgres::Error) -> Er
 
 /// Whether a failure to open a session may pass by itself: nothing listens (refused, no
 /// socket), the socket broke or closed, the server is starting or stopping (57P03, 57P01,
-/// 57P02), or it is a standby where `target_session_attrs=read-write` wants a primary
+/// 57P02) or full (53300, too many clients), or it is a standby where `target_session_attrs=read-write` wants a primary
 /// (tokio-postgres says so as an I/O error, "database does not allow writes"). A refused
 /// login, a missing database or a TLS failure will not pass.
 fn passing(err: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     if let Some(code) = err.code() {
-        let starting_or_stopping = [
+        let passing = [
             SqlState::CANNOT_CONNECT_NOW,
             SqlState::ADMIN_SHUTDOWN,
             SqlState::CRASH_SHUTDOWN,
+            // What a reconnect storm after a failover meets: a slot frees soon enough.
+            SqlState::TOO_MANY_CONNECTIONS,
         ];
-        return starting_or_stopping.contains(code);
+        return passing.contains(code);
     }
     let io = std::error::Error::source(err).and_then(|e| e.downcast_ref::<std::io::Error>());
     io.is_some() || err.is_closed() || err.to_string().starts_with("timeout waiting")

@@ -24,10 +24,15 @@ pub async fn ensure_session(url: &DatabaseUrl) -> Result<()> {
 /// session), and once while a second connection holds the server session just used (a LIFO
 /// pooler, PgBouncer's default, hands that one out first). On a real session the mark is
 /// there both times; through a transaction pooler it is gone at least once, or the read
-/// waits for the other's transaction. The whole probe is bounded by [`connect_timeout`](super::connect_timeout).
+/// waits for the other's transaction. Each connection is bounded as [`connect_client`]
+/// bounds it, host by host; the probe's statements together by
+/// [`connect_timeout`](super::connect_timeout). (One bound over both connections and the
+/// statements would run out on a frozen host first in a list, before the next host is
+/// tried.)
 pub async fn is_transaction_pooler(url: &DatabaseUrl) -> Result<bool> {
     let limit = connect_timeout(url)?;
-    match tokio::time::timeout(limit, probe_session(url, limit)).await {
+    let (this, other) = (connect_client(url).await?, connect_client(url).await?);
+    match tokio::time::timeout(limit, probe_session(url, limit, this, other)).await {
         Ok(answer) => answer,
         Err(_) => Err(Error::Connection {
             url: url.to_string(),
@@ -40,14 +45,18 @@ pub async fn is_transaction_pooler(url: &DatabaseUrl) -> Result<bool> {
     }
 }
 
-async fn probe_session(url: &DatabaseUrl, limit: Duration) -> Result<bool> {
+async fn probe_session(
+    url: &DatabaseUrl,
+    limit: Duration,
+    this: tokio_postgres::Client,
+    other: tokio_postgres::Client,
+) -> Result<bool> {
     // A read that waits is a read through a pooler whose sessions are all taken: it gets a
     // third of the bound, so the answer comes before the bound does.
     let wait = (limit / 3).min(Duration::from_secs(2));
     let failed = |e| driver_error(url, &e);
     // The simple protocol throughout: it works through any pooler, where a prepared
     // statement may not.
-    let (this, other) = (connect_client(url).await?, connect_client(url).await?);
     let mark = format!(
         "{}-{}",
         std::process::id(),

@@ -424,12 +424,19 @@ mod tests {
             ("h1,[::1", "no closing ']'"),
             ("h1,[db]:5432", "not an IPv6 address"),
             ("h1,[::1]x", "only :port may follow"),
-            ("h1,h 2", "host 2 of the list"),
+            ("h1,h 2", "host 2 of the list holds a space"),
+            (
+                "h1,h2\nINFO all good",
+                "host 2 of the list holds a space, a control",
+            ),
+            ("h1,\u{202e}h2", "a direction mark"),
             (too_many.as_str(), "at most 16"),
         ] {
             let err = refused(&format!("postgres://app:s3cret@{list}/db"));
             assert!(err.contains(reason), "{list}: {err}");
             assert!(!err.contains("s3cret"), "{list}: {err}");
+            // Shown escaped: one line, reading as what it is.
+            assert!(!err.contains(['\n', '\u{202e}']), "{list}: {err}");
         }
         for (rest, reason) in [
             ("h1,h2/db?port=5432", "port= may not be given too"),

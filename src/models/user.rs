@@ -33,7 +33,7 @@ impl Email {
         let valid = email.len() <= 254
             && !email
                 .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || bidi(c))
+                .any(|c| c.is_whitespace() || crate::text::hidden(c))
             && match email.split_once('@') {
                 Some((local, domain)) => {
                     !local.is_empty()
@@ -61,11 +61,6 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// Unicode's explicit direction marks, embeddings, overrides and isolates.
-fn bidi(c: char) -> bool {
-    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 impl ToSql<Text, Pg> for Email {

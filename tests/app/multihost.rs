@@ -200,3 +200,71 @@ async fn copy_and_the_replica_router_take_host_lists() {
     }
     assert!(!in_recovery(&mut on_primary).await);
 }
+
+/// A TCP port on 127.0.0.1 that accepts connections and never answers them (a frozen
+/// server, or one behind a dropped route), open while the returned task runs.
+async fn silent_host() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    (port, held)
+}
+
+#[tokio::test]
+async fn a_host_that_never_answers_costs_one_connect_timeout_not_one_per_connection() {
+    if !pg_binaries_present() {
+        return;
+    }
+    let primary = Cluster::new("multi-fz");
+    let primary_url = DatabaseUrl::parse(&primary.start(&[])).unwrap();
+    let (port, _held) = silent_host().await;
+    let list = behind(&format!("127.0.0.1:{port}"), &primary_url);
+    let list = DatabaseUrl::parse(&format!(
+        "{}?target_session_attrs=read-write&connect_timeout=2",
+        list.expose()
+    ))
+    .unwrap();
+
+    // A binary: its first connection waits out the silent host, the ones after it (the
+    // transaction pooler probe's two) go straight to the next.
+    let started = std::time::Instant::now();
+    let out = migrate(&["current"], &list);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One connect timeout (2 s), not three.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A pool whose create bound (1 s) is shorter than the connect timeout (2 s): the first
+    // checkout gives up on the silent host, which then goes last; the next ones connect.
+    let config = DbConfig {
+        wait_timeout: std::time::Duration::from_secs(1),
+        ..DbConfig::new(list)
+    };
+    let pool = db::build_pool(&config).unwrap();
+    let first = db::checkout(&pool).await;
+    assert!(
+        matches!(&first, Err(app::Error::Unavailable { .. })),
+        "{:?}",
+        first.err()
+    );
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let mut conn = db::checkout(&pool).await.unwrap();
+        assert!(!in_recovery(&mut conn).await);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Each one new: returned to the pool it would be reused, proving nothing.
+        drop(app::db::PooledConnection::take(conn));
+    }
+}

@@ -35,6 +35,15 @@ pub(super) fn host_list(list: &str) -> std::result::Result<Vec<String>, String> 
     }
     for (i, entry) in entries.iter().enumerate() {
         let n = i + 1;
+        // Refused, and not quoted: it would break the log line or display as another host.
+        if entry
+            .chars()
+            .any(|c| c.is_whitespace() || crate::text::hidden(c))
+        {
+            return Err(format!(
+                "host {n} of the list holds a space, a control character or a direction mark"
+            ));
+        }
         if entry.is_empty() {
             return Err(format!(
                 "host {n} of the list is empty (h1,,h2, or a ',' at an end): remove the extra ','"

@@ -5,7 +5,8 @@ use super::split_host_list;
 /// Masks every part of `raw` that may be a password, for any input. A URL that parses
 /// cleanly has its password and `password=` parameters masked. Of anything else only the
 /// scheme is shown: nothing tells where in it a password would end. A host list is shown
-/// as written: it follows the last '@', past any password.
+/// as written, past any password after the last '@', a control character or direction
+/// mark in it escaped.
 pub fn mask(raw: &str) -> String {
     const STAND_IN: &str = "host-list.invalid";
     let Some((before, list, after)) = split_host_list(raw) else {
@@ -15,6 +16,7 @@ pub fn mask(raw: &str) -> String {
     match url::Url::parse(&masked) {
         Ok(url) if url.host_str() == Some(STAND_IN) && url.port().is_none() => {
             use url::Position::{AfterPort, BeforeHost};
+            let list = crate::text::shown(list);
             format!("{}{list}{}", &url[..BeforeHost], &url[AfterPort..])
         }
         _ => masked,
