@@ -15,9 +15,10 @@
 #                                          start pgbouncer in DIR in front of that cluster
 #                scripts/pg.sh bouncer-stop DIR
 #                scripts/pg.sh formation DIR
-#                                          start a pg_auto_failover monitor and two nodes
-#                                          (primary + synchronous standby) in DIR, print
-#                                          the formation's multi-host URL
+#                                          start a pg_auto_failover monitor and three
+#                                          nodes (a primary, two standbys, one of them
+#                                          always synchronous) in DIR, print the
+#                                          formation's multi-host URL
 #                scripts/pg.sh autoctl DIR ARGS...
 #                                          run pg_autoctl ARGS against that formation's
 #                                          monitor (e.g. perform failover, show state)
@@ -82,6 +83,27 @@ pg_as_owner() {
   fi
 }
 
+# Makes DIR for servers whose Unix sockets live in it, owned by the clusters' account when
+# run as root (TOOL, initdb or pg_autoctl, refuses root), and prints its absolute path.
+pg_prepare_dir() {
+  local dir=$1 tool=$2
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  # .s.PGSQL.NNNNN under DIR must fit a Unix socket path.
+  if [ ${#dir} -gt 90 ]; then
+    echo "pg.sh: $dir is too long for a Unix socket path (90 characters at most)" >&2
+    return 1
+  fi
+  if [ "$(id -u)" -eq 0 ]; then
+    chown "$(pg_cluster_user)" "$dir"
+    if ! pg_as_owner test -w "$dir"; then
+      echo "pg.sh: $(pg_cluster_user) cannot reach $dir ($tool refuses to run as root); use a directory under /tmp" >&2
+      return 1
+    fi
+  fi
+  echo "$dir"
+}
+
 # Starts a private cluster in DIR (created if needed; reused if already initialised)
 # and prints its server URL. Socket only: nothing listens on TCP.
 pg_private_start() {
@@ -90,19 +112,7 @@ pg_private_start() {
     pg_no_server_help
     return 1
   fi
-  mkdir -p "$dir"
-  dir=$(cd "$dir" && pwd)
-  if [ ${#dir} -gt 90 ]; then
-    echo "pg.sh: $dir is too long for a Unix socket path (90 characters at most)" >&2
-    return 1
-  fi
-  if [ "$(id -u)" -eq 0 ]; then
-    chown "$(pg_cluster_user)" "$dir"
-    if ! pg_as_owner test -w "$dir"; then
-      echo "pg.sh: $(pg_cluster_user) cannot reach $dir (initdb refuses to run as root); use a directory under /tmp" >&2
-      return 1
-    fi
-  fi
+  dir=$(pg_prepare_dir "$dir" initdb) || return 1
   local auth=(-A trust) userinfo=postgres
   if [ -n "${PG_PASSWORD:-}" ]; then
     # A cluster that checks passwords, e.g. to test what a wrong one does.
@@ -243,7 +253,7 @@ pg_private_stop() {
 }
 
 # pg_auto_failover (Debian: postgresql-15-auto-failover, pg-auto-failover-cli): a monitor
-# and two nodes on one machine, each its own cluster on a free TCP port under one
+# and three nodes on one machine, each its own cluster on a free TCP port under one
 # directory. Everything pg_autoctl keeps (its config, state and pid files) stays under that
 # directory too, through the XDG variables it reads: formations started side by side share
 # nothing.
@@ -291,18 +301,39 @@ pg_formation_wait() {
   done
 }
 
-# True when the formation in DIR has a primary and a secondary, each in its assigned state.
+# The formation's nodes, in the order they are created.
+pg_formation_nodes=(node1 node2 node3)
+
+# Prints what COMMAND prints once it succeeds with some output, retried up to the
+# formation's deadline; on time out says WHAT was awaited and fails. pg_autoctl rewrites
+# its config file in place while it starts, and a `show` that reads it halfway fails
+# ("Failed to find section pg_autoctl"): its answers are taken this way, not once.
+pg_formation_output() {
+  local what=$1 out
+  shift
+  until out=$("$@" 2>/dev/null) && [ -n "$out" ]; do
+    if [ "$SECONDS" -ge "$pg_formation_deadline" ]; then
+      echo "pg.sh: $what within ${PAF_TIMEOUT}s" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+  printf '%s\n' "$out"
+}
+
+# True when the formation in DIR has a primary and every other node secondary, each in its
+# assigned state.
 pg_formation_healthy() {
   local dir=$1
-  pg_autoctl_in "$dir" show state --pgdata "$dir/monitor" 2>/dev/null | awk -F'|' '
+  pg_autoctl_in "$dir" show state --pgdata "$dir/monitor" 2>/dev/null | awk -F'|' -v nodes="${#pg_formation_nodes[@]}" '
     function trim(s) { gsub(/^ +| +$/, "", s); return s }
     NF >= 7 && trim($6) == trim($7) { seen[trim($6)]++ }
-    END { exit !(seen["primary"] == 1 && seen["secondary"] == 1) }'
+    END { exit !(seen["primary"] == 1 && seen["secondary"] == nodes - 1) }'
 }
 
 # An empty cluster in DIR for pg_autoctl to take over, with what it would choose otherwise
 # changed: shared_buffers (it sizes them from the machine's memory, gigabytes for each of
-# three servers) and the socket directory (the formation's own, not a shared one).
+# four servers) and the socket directory (the formation's own, not a shared one).
 # postgresql.auto.conf wins over pg_autoctl's own settings file, and pg_basebackup copies it
 # to the standby.
 pg_formation_initdb() {
@@ -327,9 +358,10 @@ pg_autoctl_service() {
     </dev/null >"$log" 2>&1 &
 }
 
-# Starts a pg_auto_failover formation in DIR (a monitor and two nodes; the standby
-# synchronous, pg_autoctl's default number_sync_standbys) and prints its URI, a host list
-# with target_session_attrs=read-write. Stops everything it started if it fails.
+# Starts a pg_auto_failover formation in DIR (a monitor and three nodes, with
+# number_sync_standbys = 1: every commit waits for one of the two standbys, and the monitor
+# never turns synchronous replication off) and prints its URI, a host list with
+# target_session_attrs=read-write. Stops everything it started if it fails.
 pg_formation_start() {
   local dir=$1 bindir
   if ! command -v pg_autoctl >/dev/null 2>&1; then
@@ -348,20 +380,7 @@ pg_formation_start() {
     echo "pg.sh: $dir already holds a formation (pg.sh formation-stop $dir first)" >&2
     return 1
   fi
-  mkdir -p "$dir"
-  dir=$(cd "$dir" && pwd)
-  # The nodes' sockets live in DIR: .s.PGSQL.NNNNN must fit a Unix socket path.
-  if [ ${#dir} -gt 90 ]; then
-    echo "pg.sh: $dir is too long for a Unix socket path (90 characters at most)" >&2
-    return 1
-  fi
-  if [ "$(id -u)" -eq 0 ]; then
-    chown "$(pg_cluster_user)" "$dir"
-    if ! pg_as_owner test -w "$dir"; then
-      echo "pg.sh: $(pg_cluster_user) cannot reach $dir (pg_autoctl refuses to run as root); use a directory under /tmp" >&2
-      return 1
-    fi
-  fi
+  dir=$(pg_prepare_dir "$dir" pg_autoctl) || return 1
   pg_formation_deadline=$((SECONDS + PAF_TIMEOUT))
   if ! pg_formation_create "$dir" "$bindir"; then
     local log
@@ -373,18 +392,25 @@ pg_formation_start() {
     pg_formation_stop "$dir"
     return 1
   fi
-  pg_autoctl_in "$dir" show uri --pgdata "$dir/monitor" --formation default
+  pg_formation_output "the formation did not give its URI" \
+    pg_autoctl_in "$dir" show uri --pgdata "$dir/monitor" --formation default
 }
 
-# The steps of pg_formation_start: the monitor, a first node (the primary), a second (its
-# standby), each waited for.
+# The steps of pg_formation_start: the monitor, a first node (the primary), the standbys,
+# then number_sync_standbys = 1, each waited for.
+#
+# Why three nodes and not two: with one standby, pg_auto_failover 2.0 chooses availability.
+# When the standby is unhealthy, or is the one being promoted, the monitor moves the primary
+# to wait_primary and turns synchronous replication off; in a race during `perform
+# failover` (hapostgres/pg_auto_failover#774) the old primary then acknowledged writes that
+# pg_rewind later discarded. With number_sync_standbys = 1 (which needs two standbys) the
+# monitor keeps it on and blocks writes instead: the durable choice.
 pg_formation_create() {
-  local dir=$1 bindir=$2 common monitor_uri port
+  local dir=$1 bindir=$2 common monitor_uri port node xdg
   common=(--pgctl "$bindir/pg_ctl" --hostname 127.0.0.1 --listen 127.0.0.1 --auth trust --no-ssl)
   # pg_autoctl makes these as it starts, and so does a `pg_autoctl show` run meanwhile:
   # two of them racing to make one fail with "File exists". Made first, they race no more.
-  local node xdg
-  for node in monitor node1 node2; do
+  for node in monitor "${pg_formation_nodes[@]}"; do
     for xdg in config share run; do
       pg_as_owner mkdir -p "$dir/$xdg/pg_autoctl$dir/$node"
     done
@@ -395,12 +421,11 @@ pg_formation_create() {
   pg_formation_initdb "$dir/monitor" "$bindir" "$dir" || return 1
   pg_autoctl_service "$dir" "$dir/monitor.log" create monitor --pgdata "$dir/monitor" \
     --pgport "$port" "${common[@]}"
-  pg_formation_wait "the monitor did not start" \
-    pg_autoctl_in "$dir" show uri --pgdata "$dir/monitor" --formation monitor || return 1
   pg_formation_wait "the monitor did not answer" "$bindir/pg_isready" -q -h 127.0.0.1 -p "$port" || return 1
-  monitor_uri=$(pg_autoctl_in "$dir" show uri --pgdata "$dir/monitor" --formation monitor) || return 1
+  monitor_uri=$(pg_formation_output "the monitor did not give its URI" \
+    pg_autoctl_in "$dir" show uri --pgdata "$dir/monitor" --formation monitor) || return 1
 
-  # The first node registers alone ("single") before the second joins as its standby.
+  # The first node registers alone ("single") before the others join as its standbys.
   port=$(pg_free_port) || return 1
   pg_as_owner mkdir "$dir/node1"
   pg_formation_initdb "$dir/node1" "$bindir" "$dir" || return 1
@@ -409,11 +434,36 @@ pg_formation_create() {
   pg_formation_wait "the first node did not become the primary" \
     pg_formation_state_is "$dir" node1 single || return 1
 
-  port=$(pg_free_port) || return 1
-  pg_autoctl_service "$dir" "$dir/node2.log" create postgres --pgdata "$dir/node2" \
-    --pgport "$port" --name node2 --monitor "$monitor_uri" "${common[@]}"
-  pg_formation_wait "the formation did not reach primary + secondary" \
+  # One at a time: two base backups at once on two cores slow both past the deadline.
+  for node in "${pg_formation_nodes[@]:1}"; do
+    port=$(pg_free_port) || return 1
+    pg_autoctl_service "$dir" "$dir/$node.log" create postgres --pgdata "$dir/$node" \
+      --pgport "$port" --name "$node" --monitor "$monitor_uri" "${common[@]}"
+    pg_formation_wait "$node did not become a secondary" \
+      pg_formation_state_is "$dir" "$node" secondary || return 1
+  done
+  pg_formation_wait "the formation did not reach a primary and its secondaries" \
+    pg_formation_healthy "$dir" || return 1
+
+  # What `pg_autoctl set formation number-sync-standbys 1` runs on the monitor. The command
+  # itself is not used: 2.0 reads a stale errno after strtol and may refuse the "1".
+  pg_as_owner "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -At "${monitor_uri/autoctl_node@/postgres@}" \
+    -c "SELECT pgautofailover.set_formation_number_sync_standbys('default', 1)" \
+    >>"$dir/monitor.log" 2>&1 || {
+    echo "pg.sh: setting number_sync_standbys = 1 on the monitor failed, see $dir/monitor.log" >&2
+    return 1
+  }
+  pg_formation_wait "the primary did not apply number_sync_standbys = 1" \
+    pg_formation_sync "$dir" || return 1
+  pg_formation_wait "the formation did not settle after number_sync_standbys = 1" \
     pg_formation_healthy "$dir"
+}
+
+# True when the monitor's settings for the formation in DIR have number_sync_standbys = 1.
+pg_formation_sync() {
+  local dir=$1
+  pg_autoctl_in "$dir" show settings --pgdata "$dir/monitor" 2>/dev/null |
+    grep -Eq '^ *formation *\| *default *\| *number_sync_standbys *\| *1 *$'
 }
 
 # True when NODE of the formation in DIR is in STATE, reported and assigned.
@@ -431,11 +481,12 @@ pg_formation_stop() {
   local dir=$1 node pid i
   [ -d "$dir" ] || return 0
   dir=$(cd "$dir" && pwd)
-  for node in node2 node1 monitor; do
+  local nodes=(node3 node2 node1 monitor)
+  for node in "${nodes[@]}"; do
     [ -d "$dir/$node" ] || continue
     pg_autoctl_in "$dir" stop --pgdata "$dir/$node" --fast >/dev/null 2>&1 || true
   done
-  for node in node2 node1 monitor; do
+  for node in "${nodes[@]}"; do
     for i in $(seq 100); do
       pg_formation_pids "$dir" "$node" >/dev/null || break
       sleep 0.1

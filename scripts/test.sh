@@ -23,9 +23,10 @@ need_diesel_cli
 need_pgbouncer
 need_wrk
 need_actionlint
-# Installed above: the checks that need them fail instead of skipping. (pg_auto_failover's
-# test is ignored for now, so its packages are not installed here: need_pg_auto_failover.)
-export REQUIRE_DIESEL_CLI=1 REQUIRE_CARGO_GENERATE=1 REQUIRE_ACTIONLINT=1 REQUIRE_WRK=1
+need_pg_auto_failover
+# Installed above: the checks that need them fail instead of skipping.
+export REQUIRE_DIESEL_CLI=1 REQUIRE_CARGO_GENERATE=1 REQUIRE_ACTIONLINT=1 REQUIRE_WRK=1 \
+  REQUIRE_PG_AUTO_FAILOVER=1
 
 PG_EXTRA_OPTS="-c fsync=off -c max_connections=200" pg_server_or_private
 export DATABASE_URL=$server

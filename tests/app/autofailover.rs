@@ -1,8 +1,9 @@
-//! pg_auto_failover (issue 28, must-show 2): a monitor and two nodes from `scripts/pg.sh
-//! formation`, the standby synchronous; one pool on the formation's URI (a host list with
+//! pg_auto_failover (issue 28, must-show 2): a monitor and three nodes from `scripts/pg.sh
+//! formation`, with `number_sync_standbys = 1`; one pool on the formation's URI (a host list with
 //! `target_session_attrs=read-write`) commits rows in a loop while the monitor performs a
-//! failover, then while the new primary's postmaster is killed (SIGKILL). Every acknowledged
-//! write is on the final primary; the time to the first write after each fault is printed.
+//! failover, then while the new primary's postmaster is killed (SIGKILL), then while its
+//! whole node is (service and PostgreSQL). Every acknowledged write is on the final primary;
+//! the time to the first write after each fault is printed.
 //!
 //! Needs pg_auto_failover (Debian: postgresql-15-auto-failover, pg-auto-failover-cli);
 //! without it the test says so and passes, unless REQUIRE_PG_AUTO_FAILOVER=1
@@ -21,17 +22,11 @@ use app::schema::users;
 use diesel::{ExpressionMethods, QueryDsl};
 
 /// How long writes may keep failing after a fault, and the formation stay unhealthy,
-/// before the test fails.
-const BOUND: Duration = Duration::from_secs(60);
-
-/// What the monitor says in pg_auto_failover 2.0's race during `perform failover`, and
-/// what follows: the primary, still reporting `primary` after it was told to drain, is set to
-/// `wait_primary` (synchronous replication off) while the standby is promoted; it cannot go
-/// from there to `demote_timeout` and keeps taking writes until the demote timeout (30 s)
-/// ends, then is rewound: what it acknowledged meanwhile is gone.
-const BUG_774: &str = "if the monitor set the primary to wait_primary \"because none of the \
-    standby nodes in the quorum are healthy\" during the failover, this is \
-    hapostgres/pg_auto_failover#774 (pg_auto_failover 2.0; fixed upstream after 2.0)";
+/// before the test fails. A lost primary node takes the longest: the monitor's defaults wait
+/// 20 s without news (`pgautofailover.node_considered_unhealthy_timeout`), then 30 s
+/// (`primary_demote_timeout`) for the old primary to have demoted itself, if it was only cut
+/// off, before a standby is promoted: about 52 s here.
+const BOUND: Duration = Duration::from_secs(120);
 
 /// Acknowledged writes written after a fault before its outage is measured.
 const AFTER_FAULT: usize = 20;
@@ -83,8 +78,9 @@ impl Formation {
         ok(pg_sh(&all, &[]))
     }
 
-    /// Whether the monitor reports one primary and one secondary, each in its assigned state.
-    fn healthy(&self) -> bool {
+    /// Whether the monitor reports one primary and `secondaries` secondaries, each in its
+    /// assigned state.
+    fn healthy(&self, secondaries: usize) -> bool {
         let out = pg_sh(&["autoctl", self.dir(), "show", "state"], &[]);
         let states: Vec<String> = (String::from_utf8_lossy(&out.stdout).lines())
             .map(|line| line.split('|').map(str::trim).collect::<Vec<_>>())
@@ -92,7 +88,7 @@ impl Formation {
             .map(|cols| cols[5].to_owned())
             .collect();
         let of = |state: &str| states.iter().filter(|s| *s == state).count();
-        out.status.success() && of("primary") == 1 && of("secondary") == 1
+        out.status.success() && of("primary") == 1 && of("secondary") == secondaries
     }
 
     /// The monitor's decisions so far, from its log: each "Setting goal state ..." line.
@@ -104,25 +100,53 @@ impl Formation {
             .join("\n")
     }
 
-    /// Sends SIGKILL to the postmaster of the node listening on `port` (its
-    /// `postmaster.pid` names its pid on the first line, its port on the fourth).
-    fn kill_postmaster(&self, port: i32) {
-        for node in ["node1", "node2"] {
+    /// The name and `postmaster.pid` lines of the node listening on `port` (the file names
+    /// the postmaster's pid on its first line, its port on the fourth).
+    fn node_on(&self, port: i32) -> (&'static str, Vec<String>) {
+        for node in ["node1", "node2", "node3"] {
             let Ok(file) = std::fs::read_to_string(self.0.join(node).join("postmaster.pid")) else {
                 continue;
             };
-            let lines: Vec<&str> = file.lines().collect();
-            if lines.get(3).map(|p| p.trim()) == Some(&port.to_string()) {
-                let killed = std::process::Command::new("kill")
-                    .args(["-KILL", lines[0].trim()])
-                    .status()
-                    .unwrap();
-                assert!(killed.success(), "kill -KILL {}", lines[0]);
-                return;
+            let lines: Vec<String> = file.lines().map(|l| l.trim().to_owned()).collect();
+            if lines.get(3) == Some(&port.to_string()) {
+                return (node, lines);
             }
         }
         panic!("no node of {} listens on {port}", self.dir());
     }
+
+    /// Sends SIGKILL to the postmaster of the node listening on `port`.
+    fn kill_postmaster(&self, port: i32) {
+        let (_, pid) = self.node_on(port);
+        kill(&["-KILL", &pid[0]]);
+    }
+
+    /// Kills the whole node listening on `port`, as a machine lost would: its pg_autoctl
+    /// service (all its processes, one process group: `pg.sh` starts each with `setsid`) and
+    /// its postmaster. The monitor must notice and promote a standby.
+    fn kill_node(&self, port: i32) {
+        let (node, postmaster) = self.node_on(port);
+        let service = self.0.join(format!(
+            "run/pg_autoctl{}/{node}/pg_autoctl.pid",
+            self.dir()
+        ));
+        let service = std::fs::read_to_string(&service).unwrap();
+        let service = service.lines().next().unwrap().trim();
+        kill(&["-KILL", "--", &format!("-{service}")]);
+        // The postmaster too, in case it left the service's group.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &postmaster[0]])
+            .status();
+    }
+}
+
+/// Runs `kill ARGS`, which must succeed.
+fn kill(args: &[&str]) {
+    let killed = std::process::Command::new("kill")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill {args:?}");
 }
 
 impl Drop for Formation {
@@ -176,7 +200,7 @@ async fn writer(pool: Pool, acks: Acks, failed: Arc<AtomicUsize>, stop: Arc<Atom
         })
         .await;
         acks.lock().unwrap().push((user.id, Instant::now()));
-        // Paced: the machine's two cores are shared with the three servers.
+        // Paced: the machine's two cores are shared with the four servers.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -258,11 +282,11 @@ async fn stored(pool: &Pool, ids: &[i64]) -> HashSet<i64> {
     found.into_iter().collect()
 }
 
-/// Waits for the monitor to report the formation whole again (a primary and a
-/// secondary), for up to [`BOUND`].
-async fn wait_healthy(formation: &Formation) {
+/// Waits for the monitor to report a primary and `secondaries` secondaries, for up to
+/// [`BOUND`].
+async fn wait_healthy(formation: &Formation, secondaries: usize) {
     let start = Instant::now();
-    while !formation.healthy() {
+    while !formation.healthy(secondaries) {
         assert!(
             start.elapsed() < BOUND,
             "not healthy after {BOUND:?}:\n{}",
@@ -272,11 +296,7 @@ async fn wait_healthy(formation: &Formation) {
     }
 }
 
-// Ignored until it holds: with pg_auto_failover 2.0 (Debian 12's) it lost acknowledged
-// writes in 2 of 8 runs, the monitor switching synchronous replication off on the draining
-// primary (hapostgres/pg_auto_failover#774). Run it with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pg_auto_failover 2.0 loses acknowledged writes in some runs (hapostgres/pg_auto_failover#774)"]
 async fn no_acknowledged_write_is_lost_through_a_failover_and_a_killed_primary() {
     if !pg_binaries_present() || !pg_auto_failover_present() {
         return;
@@ -319,10 +339,10 @@ async fn no_acknowledged_write_is_lost_through_a_failover_and_a_killed_primary()
     .await;
     let second = primary_port(&pool).await;
     assert_ne!(first, second, "the primary did not change");
-    wait_healthy(&formation).await;
+    wait_healthy(&formation, 2).await;
 
     // (b) The new primary's postmaster killed: pg_autoctl restarts it, or the monitor
-    // promotes the other node; the URI finds whichever is primary.
+    // promotes another node; the URI finds whichever is primary.
     let on = formation.clone();
     through_fault(
         "kill -9 of the primary's postmaster",
@@ -333,7 +353,19 @@ async fn no_acknowledged_write_is_lost_through_a_failover_and_a_killed_primary()
         },
     )
     .await;
-    wait_healthy(&formation).await;
+    wait_healthy(&formation, 2).await;
+
+    // (c) The primary's whole node killed (service and PostgreSQL), as a lost machine: the
+    // monitor notices it is gone and promotes one of the two standbys.
+    let now = primary_port(&pool).await;
+    let on = formation.clone();
+    through_fault("kill -9 of the primary's node", &acks, &failed, move || {
+        on.kill_node(now);
+    })
+    .await;
+    let third = primary_port(&pool).await;
+    assert_ne!(now, third, "the primary did not change");
+    wait_healthy(&formation, 1).await;
 
     stop.store(true, Ordering::Relaxed);
     writing.await.unwrap();
@@ -344,7 +376,7 @@ async fn no_acknowledged_write_is_lost_through_a_failover_and_a_killed_primary()
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged writes are not on the primary (port {last}): {:?}\n\
-         the monitor's decisions:\n{}\n{BUG_774}",
+         the monitor's decisions:\n{}",
         lost.len(),
         acked.len(),
         &lost[..lost.len().min(20)],
@@ -352,7 +384,7 @@ async fn no_acknowledged_write_is_lost_through_a_failover_and_a_killed_primary()
     );
     eprintln!(
         "{} acknowledged writes, all on the final primary (port {last}; first {first}, then \
-         {second}); {} failed attempts retried",
+         {second}, then {third}); {} failed attempts retried",
         acked.len(),
         failed.load(Ordering::Relaxed)
     );
