@@ -3,6 +3,7 @@
 //! throws away (closed by the server, left in a broken transaction, failing its check) is a
 //! `warn` event, which deadpool alone would drop without a word.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{HookError, Metrics};
@@ -113,6 +114,7 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
             settings::POOL_TIMEOUT_SECS.range.end()
         )));
     }
+    let silent = Silent::default();
     let mut setup = ManagerConfig::default();
     setup.recycling_method = match config.recycle {
         Recycle::Fast => RecyclingMethod::Fast,
@@ -120,10 +122,19 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
         // protocol: one message, so it works through a transaction pooler too, where a
         // prepare and its execute may reach two server sessions.
         Recycle::Verified => {
-            RecyclingMethod::CustomFunction(Box::new(|conn: &mut AsyncPgConnection| {
+            let silent = silent.clone();
+            RecyclingMethod::CustomFunction(Box::new(move |conn: &mut AsyncPgConnection| {
+                let silent = silent.clone();
                 Box::pin(async move {
                     use diesel_async::SimpleAsyncConnection;
-                    let checked = conn.batch_execute("SELECT 1").await;
+                    let checked = tokio::time::timeout(wait, conn.batch_execute("SELECT 1"));
+                    let checked = checked.await.unwrap_or_else(|_| {
+                        silent.heard_nothing();
+                        Err(diesel::result::Error::DatabaseError(
+                            diesel::result::DatabaseErrorKind::ClosedConnection,
+                            Box::new(format!("no answer within {wait:?}")),
+                        ))
+                    });
                     if let Err(e) = &checked {
                         tracing::warn!(error = %e, "pool: an idle connection failed its check; opening another");
                     }
@@ -165,13 +176,15 @@ pub fn build_pool(config: &DbConfig) -> Result<Pool> {
         .max_size(config.max_size)
         .wait_timeout(Some(config.wait_timeout))
         .create_timeout(Some(config.wait_timeout))
-        // The Verified check is a round trip: a frozen server must not hold a checkout.
-        .recycle_timeout(Some(config.wait_timeout))
-        .pre_recycle(Hook::sync_fn(move |conn, metrics| {
-            discard_broken(&url, conn, metrics)
+        // The Verified check is a round trip: a frozen server must not hold a checkout. It
+        // bounds itself by `wait` (to note the silence); this is the backstop.
+        .recycle_timeout(Some(config.wait_timeout + Duration::from_secs(1)))
+        .pre_recycle(Hook::sync_fn({
+            let silent = silent.clone();
+            move |conn, metrics| discard_broken(&url, conn, metrics, &silent)
         }))
         .pre_recycle(Hook::async_fn(move |conn, metrics| {
-            Box::pin(check_after_unavailable(conn, metrics, wait))
+            Box::pin(check_after_unavailable(conn, metrics, wait, silent.clone()))
         }))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
@@ -189,6 +202,7 @@ fn discard_broken(
     url: &DatabaseUrl,
     conn: &mut AsyncPgConnection,
     metrics: &Metrics,
+    silent: &Silent,
 ) -> std::result::Result<(), HookError<diesel_async::pooled_connection::PoolError>> {
     let in_flight = in_flight(conn);
     let why = if in_flight > 0 {
@@ -203,6 +217,8 @@ fn discard_broken(
         return Err(HookError::message("connection not reusable"));
     } else if conn.is_broken() {
         "the server closed it or a broken transaction left it unusable"
+    } else if silent.predates(metrics) {
+        "a check of an older connection got no answer: its server is likely frozen too"
     } else {
         return Ok(());
     };
@@ -267,6 +283,7 @@ async fn check_after_unavailable(
     conn: &mut AsyncPgConnection,
     metrics: &Metrics,
     limit: Duration,
+    silent: Silent,
 ) -> std::result::Result<(), HookError<diesel_async::pooled_connection::PoolError>> {
     let Some(tracing) = conn.instrumentation().downcast_mut::<QueryTracing>() else {
         return Ok(());
@@ -288,7 +305,10 @@ async fn check_after_unavailable(
         }
         Ok(Ok(_)) => return Ok(()),
         Ok(Err(e)) => format!("its server did not answer a check: {e}"),
-        Err(_) => format!("its server did not answer a check within {limit:?}"),
+        Err(_) => {
+            silent.heard_nothing();
+            format!("its server did not answer a check within {limit:?}")
+        }
     };
     tracing::warn!(
         age_s = metrics.age().as_secs(),
@@ -296,6 +316,26 @@ async fn check_after_unavailable(
         "pool: discarding a connection after a failover error: {why}"
     );
     Err(HookError::message("connection not reusable"))
+}
+
+/// When a check of an idle connection last got no answer in time. The connections opened
+/// before then are likely on the same frozen server: they go without a check of their
+/// own, which would each wait out the bound in turn (ten idle connections, fifty seconds
+/// for one checkout). Those opened since are checked as usual.
+#[derive(Clone, Default)]
+struct Silent(Arc<Mutex<Option<Instant>>>);
+
+impl Silent {
+    /// A check got no answer in time: now.
+    fn heard_nothing(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Whether the connection of `metrics` was opened before the last silence.
+    fn predates(&self, metrics: &Metrics) -> bool {
+        let since = *self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        since.is_some_and(|since| metrics.created < since)
+    }
 }
 
 /// The answer of [`check_after_unavailable`]'s question.

@@ -278,3 +278,46 @@ diesel::define_sql_function! {
     /// The server process of this session.
     fn pg_backend_pid() -> Integer;
 }
+
+/// A frozen server (a hung host, the old primary of a failover that was never killed) under
+/// `DATABASE_POOL_RECYCLE=verified`: the first idle connection's check waits out its bound;
+/// the others, opened before that silence, go without a check each. One checkout costs one
+/// bound, not one per idle connection.
+#[tokio::test]
+async fn one_check_that_gets_no_answer_discards_the_idle_connections_opened_before_it() {
+    if !pg_binaries_present() {
+        return;
+    }
+    let server = Cluster::new("fo-frozen");
+    let url = DatabaseUrl::parse(&server.start(&[])).unwrap();
+    let config = DbConfig {
+        max_size: 6,
+        wait_timeout: Duration::from_secs(1),
+        recycle: db::Recycle::Verified,
+        ..DbConfig::new(url)
+    };
+    let pool = db::build_pool(&config).unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..6 {
+        idle.push(db::checkout(&pool).await.unwrap());
+    }
+    drop(idle);
+    assert_eq!(pool.status().available, 6);
+
+    server.freeze();
+    let started = Instant::now();
+    let got = db::checkout(&pool).await;
+    let took = started.elapsed();
+    server.thaw();
+    assert!(
+        matches!(&got, Err(Error::Unavailable { .. })),
+        "{:?}",
+        got.err()
+    );
+    // One check (1 s) and one attempt at a new connection (1 s); six checks would be 7 s.
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(pool.status().available, 0);
+    // Thawed, the next checkout opens a new connection that works.
+    let mut conn = db::checkout(&pool).await.unwrap();
+    conn.batch_execute("SELECT 1").await.unwrap();
+}
