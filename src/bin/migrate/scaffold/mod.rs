@@ -126,3 +126,34 @@ pub fn rustfmt(source: String) -> String {
         _ => source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Plan;
+
+    #[test]
+    fn a_write_failing_halfway_takes_back_what_it_wrote() {
+        let dir = std::env::temp_dir().join(format!("scaffold-undo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(dir.join("src/mod.rs"), "old\n").unwrap();
+        let plan = Plan {
+            folder: "migrations_x".into(),
+            files: vec![
+                ("migrations_x/up.sql".into(), "CREATE TABLE x ();\n".into()),
+                ("src/x.rs".into(), "// x\n".into()),
+                // No such folder: this write fails.
+                ("missing/y.rs".into(), "// y\n".into()),
+            ],
+            edits: vec![("src/mod.rs".into(), "new\n".into(), "a line".into())],
+        };
+        assert!(plan.write(&dir).is_err());
+        assert!(!dir.join("migrations_x").exists());
+        assert!(!dir.join("src/x.rs").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("src/mod.rs")).unwrap(),
+            "old\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
