@@ -174,7 +174,7 @@ fn without_a_database_it_writes_the_files_and_says_what_to_run() {
     let again = generate(&dir.0, ISSUE);
     assert!(!again.status.success());
     assert!(
-        stderr(&again).contains("exists already"),
+        stderr(&again).contains("already creates a table `projects`"),
         "{}",
         stderr(&again)
     );
