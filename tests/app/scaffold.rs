@@ -70,8 +70,9 @@ fn generate(dir: &Path, args: &[&str]) -> Output {
         .expect("run migrate")
 }
 
+/// The issue's example under a name no project is likely to have taken already.
 const ISSUE: &[&str] = &[
-    "project",
+    "sample_widget",
     "name:string:120",
     "owner:references:users",
     "due:date?",
@@ -88,14 +89,15 @@ fn dry_run_prints_every_file_and_edit_and_writes_nothing() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     for part in [
-        "_create_projects/up.sql\n",
-        "CREATE TYPE project_status AS ENUM ('open', 'closed');",
-        "_create_projects/down.sql\nDROP TABLE projects;\nDROP TYPE project_status;\n",
-        "==> would write src/models/project.rs\n",
-        "pub async fn list(mut conn: &AsyncPgConnection, page: PageRequest) -> Result<Page<Project>>",
-        "==> would write tests/app/projects.rs\n",
-        "==> would edit src/models/mod.rs: `pub mod project;`",
-        "==> would edit tests/app/main.rs: `mod projects;`",
+        "_create_sample_widgets/up.sql\n",
+        "CREATE TYPE sample_widget_status AS ENUM ('open', 'closed');",
+        "_create_sample_widgets/down.sql\nDROP TABLE sample_widgets;\nDROP TYPE sample_widget_status;\n",
+        "==> would write src/models/sample_widget.rs\n",
+        "pub async fn list(",
+        "Result<Page<SampleWidget>>",
+        "==> would write tests/app/sample_widgets.rs\n",
+        "==> would edit src/models/mod.rs: `pub mod sample_widget;`",
+        "==> would edit tests/app/main.rs: `mod sample_widgets;`",
         "dry run: nothing written",
     ] {
         assert!(text.contains(part), "{part:?} not in:\n{text}");
@@ -110,7 +112,7 @@ fn each_refusal_says_why_and_writes_nothing() {
     for (args, says) in [
         (&["task", "name:text"][..], "table `tasks` exists already"),
         (&["tag", "name:text"], "table `tags` exists already"),
-        (&["bug", "name:text"], "exists already"),
+        (&["bug", "name:text"], "`bugs`"),
         (
             &["page", "name:text", "--table", "pages"],
             "src/models/page.rs exists already",
@@ -119,22 +121,25 @@ fn each_refusal_says_why_and_writes_nothing() {
         (&["type", "name:text"], "Rust keyword"),
         (&["Project", "name:text"], "snake_case"),
         (&["status", "name:text"], "--table"),
-        (&["project", "type:text"], "Rust keyword"),
-        (&["project", "id:bigint"], "writes `id` itself"),
-        (&["project", "a:text", "a:int"], "given twice"),
-        (&["project", "name:varchar"], "unknown type `varchar`"),
-        (&["project", "name:string:0"], "1 to 10485760"),
-        (&["project", "name:string:abc"], "1 to 10485760"),
-        (&["project", "owner:references:people"], "does not have"),
+        (&["sample_widget", "type:text"], "Rust keyword"),
+        (&["sample_widget", "id:bigint"], "writes `id` itself"),
+        (&["sample_widget", "a:text", "a:int"], "given twice"),
+        (&["sample_widget", "name:varchar"], "unknown type `varchar`"),
+        (&["sample_widget", "name:string:0"], "1 to 10485760"),
+        (&["sample_widget", "name:string:abc"], "1 to 10485760"),
         (
-            &["project", "owner:references:users:set-null"],
+            &["sample_widget", "owner:references:people"],
+            "does not have",
+        ),
+        (
+            &["sample_widget", "owner:references:users:set-null"],
             "nullable reference",
         ),
         (
-            &["project", "parent:references:projects"],
+            &["sample_widget", "parent:references:sample_widgets"],
             "make it nullable",
         ),
-        (&["project", "name:text", "--bulk"], "not yet"),
+        (&["sample_widget", "name:text", "--bulk"], "not yet"),
     ] {
         let out = generate(&dir.0, args);
         assert!(
@@ -154,27 +159,25 @@ fn without_a_database_it_writes_the_files_and_says_what_to_run() {
     let out = generate(&dir.0, ISSUE);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("wrote src/models/project.rs"), "{text}");
+    assert!(text.contains("wrote src/models/sample_widget.rs"), "{text}");
     assert!(text.contains("scripts/migrate.sh upgrade"), "{text}");
     assert!(
         text.contains("diesel print-schema > src/schema.rs"),
         "{text}"
     );
     let models = std::fs::read_to_string(dir.0.join("src/models/mod.rs")).unwrap();
+    assert!(models.contains("pub mod sample_widget;\n"), "{models}");
     assert!(
-        models.contains("pub mod project;\npub mod tag;"),
+        models.contains("pub use sample_widget::{") && models.contains("SampleWidgetStatus"),
         "{models}"
     );
-    assert!(
-        models.contains("pub use project::{NewProject, Project, ProjectChanges, ProjectStatus};")
-    );
-    assert!(dir.0.join("tests/app/projects.rs").is_file());
+    assert!(dir.0.join("tests/app/sample_widgets.rs").is_file());
     // Now the table exists in a migration: the same command is refused.
     let before = snapshot(&dir.0);
     let again = generate(&dir.0, ISSUE);
     assert!(!again.status.success());
     assert!(
-        stderr(&again).contains("already creates a table `projects`"),
+        stderr(&again).contains("already creates a table `sample_widgets`"),
         "{}",
         stderr(&again)
     );

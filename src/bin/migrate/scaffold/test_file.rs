@@ -48,7 +48,7 @@ fn sample(model: &Model, field: &Field, k: usize, owned: bool) -> String {
         Kind::Date => format!("NaiveDate::from_ymd_opt(2030, 1, {}).unwrap()", k + 1),
         Kind::Timestamptz => format!("DateTime::from_timestamp(1_900_000_00{k}, 0).unwrap()"),
         Kind::Uuid => format!("uuid::Uuid::from_u128({})", k + 1),
-        Kind::Jsonb => "&*DOCUMENT".into(),
+        Kind::Jsonb => "LazyLock::force(&DOCUMENT)".into(),
         Kind::TextArray => "&[]".into(),
         Kind::Enum(labels) => format!(
             "{}::{}",
