@@ -73,7 +73,13 @@ pub fn up(model: &Model) -> String {
     sql += &format!("CREATE TABLE {t} (\n");
     let mut lines = vec!["id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY".to_owned()];
     for f in &model.fields {
-        let mut line = format!("{} {}", f.column, sql_type(model, f));
+        let mut line = String::new();
+        if f.kind == Kind::Int {
+            // squawk's prefer-bigint-over-int: `int` was asked for by name.
+            line +=
+                "-- squawk-ignore prefer-bigint-over-int -- int asked for: 32 bits suffice\n    ";
+        }
+        line += &format!("{} {}", f.column, sql_type(model, f));
         if !f.nullable {
             line += " NOT NULL";
         }
