@@ -4,6 +4,8 @@
 //!
 //! The listing functions of the models are here, not in their files, so that a model file
 //! still copies alone (docs/advanced-models.md): `user.rs` needs nothing of this module.
+//! A model `migrate generate model` writes has its `list` in its own file, on the
+//! crate-visible helpers here (`after_id`, `fetch`, `from_rows`).
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -41,7 +43,7 @@ impl Limit {
     }
 
     /// Rows to fetch: one more than the page, to learn whether another follows.
-    fn fetch(self) -> i64 {
+    pub(crate) fn fetch(self) -> i64 {
         self.0 + 1
     }
 }
@@ -79,7 +81,7 @@ impl PageRequest {
 
     /// The lower bound of the ids. Without `after` it is the smallest bigint, which no
     /// identity column hands out, so every page is one statement shape (cached, prepared).
-    fn after_id(self) -> i64 {
+    pub(crate) fn after_id(self) -> i64 {
         self.after.unwrap_or(i64::MIN)
     }
 }
@@ -95,7 +97,11 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Cuts the `limit + 1` rows fetched to a page; the extra row, if any, says there is more.
-    fn from_rows(mut rows: Vec<T>, page: PageRequest, id: impl Fn(&T) -> i64) -> Page<T> {
+    pub(crate) fn from_rows(
+        mut rows: Vec<T>,
+        page: PageRequest,
+        id: impl Fn(&T) -> i64,
+    ) -> Page<T> {
         let limit = page.limit.get() as usize;
         let more = rows.len() > limit;
         rows.truncate(limit);

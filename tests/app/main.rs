@@ -37,6 +37,7 @@ mod queries;
 mod reliability;
 mod replica;
 mod restart;
+mod scaffold;
 mod secrets;
 mod tls;
 mod tracing;

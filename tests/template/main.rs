@@ -13,6 +13,7 @@ mod generate;
 mod helpers;
 mod quickstart;
 mod runbook;
+mod scaffold;
 
 // The databases, clusters and temp folders the application's tests use; this program needs
 // a few of them, the app program the rest.

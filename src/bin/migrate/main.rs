@@ -2,7 +2,8 @@
 //! timeouts, previews and checks. `migrate --help` and `migrate <verb> --help` explain each.
 //!
 //! One file per group of verbs, each with its own subcommands and `run`: [`authoring`]
-//! writes migration files, [`apply`] changes the database, [`status`] reads its state, and
+//! writes migration files, [`generate`] a model with its table (through [`scaffold`]),
+//! [`apply`] changes the database, [`status`] reads its state, and
 //! [`checks`] judges the migrations themselves.
 
 use std::path::PathBuf;
@@ -17,6 +18,8 @@ use clap::{Parser, Subcommand};
 mod apply;
 mod authoring;
 mod checks;
+mod generate;
+mod scaffold;
 mod status;
 
 /// Create, apply, revert and check database migrations (diesel_cli's folder format).
@@ -48,12 +51,14 @@ struct Globals {
 }
 
 /// The verbs, by group. Each verb's `display_order` keeps `migrate --help` listing them as
-/// before they were grouped: init, create, upgrade, downgrade, current, history, redo, stamp,
+/// before they were grouped: init, create, generate, upgrade, downgrade, current, history, redo, stamp,
 /// verify, lint, test, check, restore.
 #[derive(Debug, Subcommand)]
 enum Verb {
     #[command(flatten)]
     Authoring(authoring::Verb),
+    #[command(flatten)]
+    Generate(generate::Verb),
     #[command(flatten)]
     Apply(apply::Verb),
     #[command(flatten)]
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
 async fn run(verb: Verb, globals: &Globals) -> anyhow::Result<ExitCode> {
     match verb {
         Verb::Authoring(verb) => authoring::run(verb, globals).await,
+        Verb::Generate(verb) => generate::run(verb, globals).await,
         Verb::Apply(verb) => apply::run(verb, globals).await,
         Verb::Status(verb) => status::run(verb, globals).await,
         Verb::Checks(verb) => checks::run(verb, globals).await,
@@ -107,6 +113,15 @@ impl Globals {
     /// The migrations folder: `--dir`, else `migrations/` in the project.
     fn dir(&self) -> PathBuf {
         (self.dir.clone()).unwrap_or_else(|| project_dir().join("migrations"))
+    }
+
+    /// The migrations in the folder (never the compiled-in set), with the flags' timeouts
+    /// and lock wait: `generate` applies what it just wrote.
+    fn folder_migrator(&self) -> anyhow::Result<Migrator> {
+        let mut migrator = Migrator::from_dir(&self.dir())?;
+        self.timeouts.apply(&mut migrator.config);
+        migrator.config.wait = self.wait;
+        Ok(migrator)
     }
 
     /// The migrations to work on, with the runner's timeouts and lock wait from the flags.
@@ -149,6 +164,7 @@ mod tests {
         let expected = [
             "init",
             "create",
+            "generate",
             "upgrade",
             "downgrade",
             "current",
