@@ -213,26 +213,37 @@ async fn enum_columns(url: &DatabaseUrl) -> anyhow::Result<Vec<(String, String)>
     Ok(rows.into_iter().map(|r| (r.t, r.c)).collect())
 }
 
-/// Creates `<timestamp>_<slug>` with a version newer than every folder in `dir`: now, or one
-/// second past the newest when that is not older (two runs in a second, a clock behind).
-/// `create_dir` fails if the folder exists, so concurrent runs never share one.
-fn new_folder(dir: &Path, slug: &str) -> anyhow::Result<PathBuf> {
-    const FORMAT: &str = "%Y-%m-%d-%H%M%S";
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let newest = std::fs::read_dir(dir)?
+/// How a migration folder's version is written: `2025-01-01-120000`.
+pub(crate) const VERSION_FORMAT: &str = "%Y-%m-%d-%H%M%S";
+
+/// The version for a new migration in `dir`: now, or one second past the newest folder
+/// when that is not older (two runs in a second, a clock behind). Whole seconds, as
+/// versions are: a folder made earlier in this second is not older.
+pub(crate) fn first_free_version(dir: &Path) -> chrono::NaiveDateTime {
+    let newest = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
             let version = name.split('_').next()?.replace('-', "");
             chrono::NaiveDateTime::parse_from_str(&version, "%Y%m%d%H%M%S").ok()
         })
         .max();
-    // Whole seconds, as versions are: a folder made earlier in this second is not older.
-    let mut at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now().naive_utc(), 0);
+    let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now().naive_utc(), 0);
+    match newest.filter(|n| *n >= now) {
+        Some(newest) => newest + chrono::Duration::seconds(1),
+        None => now,
+    }
+}
+
+/// Creates `<timestamp>_<slug>` with a version newer than every folder in `dir`
+/// ([`first_free_version`]). `create_dir` fails if the folder exists, so concurrent runs
+/// never share one.
+fn new_folder(dir: &Path, slug: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut at = first_free_version(dir);
     loop {
-        if let Some(newest) = newest.filter(|n| *n >= at) {
-            at = newest + chrono::Duration::seconds(1);
-        }
-        let folder = dir.join(format!("{}_{slug}", at.format(FORMAT)));
+        let folder = dir.join(format!("{}_{slug}", at.format(VERSION_FORMAT)));
         match std::fs::create_dir(&folder) {
             Ok(()) => return Ok(folder),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

@@ -267,21 +267,8 @@ fn array_hunk(table: &str, column: &str, nullable: bool, line: usize) -> String 
 /// The version for a new migration: now, or one second past the newest folder when that is
 /// not older (as `migrate create` picks it).
 fn next_version(dir: &Path) -> Result<String> {
-    const FORMAT: &str = "%Y-%m-%d-%H%M%S";
-    let newest = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            let version = name.split('_').next()?.replace('-', "");
-            chrono::NaiveDateTime::parse_from_str(&version, "%Y%m%d%H%M%S").ok()
-        })
-        .max();
-    let mut at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now().naive_utc(), 0);
-    if let Some(newest) = newest.filter(|n| *n >= at) {
-        at = newest + chrono::Duration::seconds(1);
-    }
-    Ok(at.format(FORMAT).to_string())
+    let at = crate::authoring::first_free_version(dir);
+    Ok(at.format(crate::authoring::VERSION_FORMAT).to_string())
 }
 
 /// `source` with `line` put in alphabetical order into the last run of lines starting with
