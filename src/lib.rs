@@ -15,7 +15,6 @@ pub mod models;
 /// Tables as `diesel print-schema` prints them; regenerate, never edit.
 pub mod schema;
 pub mod settings;
-pub mod text;
 
 // Tools over it.
 pub mod backup;

@@ -33,7 +33,7 @@ impl Email {
         let valid = email.len() <= 254
             && !email
                 .chars()
-                .any(|c| c.is_whitespace() || crate::text::hidden(c))
+                .any(|c| c.is_whitespace() || c.is_control() || bidi(c))
             && match email.split_once('@') {
                 Some((local, domain)) => {
                     !local.is_empty()
@@ -61,6 +61,12 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Unicode's explicit direction marks, embeddings, overrides and isolates. (Here, not
+/// shared with `db::url`: this file is copied into other projects alone.)
+fn bidi(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 impl ToSql<Text, Pg> for Email {

@@ -36,10 +36,7 @@ pub(super) fn host_list(list: &str) -> std::result::Result<Vec<String>, String> 
     for (i, entry) in entries.iter().enumerate() {
         let n = i + 1;
         // Refused, and not quoted: it would break the log line or display as another host.
-        if entry
-            .chars()
-            .any(|c| c.is_whitespace() || crate::text::hidden(c))
-        {
+        if entry.chars().any(|c| c.is_whitespace() || hidden(c)) {
             return Err(format!(
                 "host {n} of the list holds a space, a control character or a direction mark"
             ));
@@ -110,4 +107,22 @@ pub(super) fn with_hosts(url: &url::Url, hosts: &[String]) -> String {
         hosts.join(","),
         &url[AfterPort..]
     )
+}
+
+/// A control character (a newline included) or one of Unicode's explicit direction marks,
+/// embeddings, overrides and isolates: `"\u{202e}oi.b@a"` displays as `a@b.io`.
+pub(super) fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with each [`hidden`] character written as its escape (`\u{202e}`), for showing
+/// input that may hold them.
+pub(super) fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| match hidden(c) {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }

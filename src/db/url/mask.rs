@@ -1,5 +1,6 @@
 //! Masking: what of a URL may be shown, for any input, well-formed or not.
 
+use super::hosts::shown;
 use super::split_host_list;
 
 /// Masks every part of `raw` that may be a password, for any input. A URL that parses
@@ -16,7 +17,7 @@ pub fn mask(raw: &str) -> String {
     match url::Url::parse(&masked) {
         Ok(url) if url.host_str() == Some(STAND_IN) && url.port().is_none() => {
             use url::Position::{AfterPort, BeforeHost};
-            let list = crate::text::shown(list);
+            let list = shown(list);
             format!("{}{list}{}", &url[..BeforeHost], &url[AfterPort..])
         }
         _ => masked,
