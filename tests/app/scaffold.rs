@@ -139,7 +139,32 @@ fn each_refusal_says_why_and_writes_nothing() {
             &["sample_widget", "parent:references:sample_widgets"],
             "make it nullable",
         ),
-        (&["sample_widget", "name:text", "--bulk"], "not yet"),
+        (
+            &["sample_widget", "tags:text[]?", "--bulk"],
+            "nullable text[]",
+        ),
+        (
+            &[
+                "sample_widget",
+                "a:int",
+                "b:int",
+                "c:int",
+                "d:int",
+                "e:int",
+                "f:int",
+                "g:int",
+                "h:int",
+                "i:int",
+                "j:int",
+                "k:int",
+                "l:int",
+                "m:int",
+                "n:int",
+                "o:int",
+                "--timestamps",
+            ],
+            "18 columns",
+        ),
     ] {
         let out = generate(&dir.0, args);
         assert!(

@@ -1,6 +1,7 @@
 //! The first must-show of `migrate generate model`: in a freshly generated project,
 //! the command docs/first-model.md shows first, then the project's own `scripts/ci.sh`
-//! (fmt, clippy, lint, migrate test, migrate check, cargo test with the new tests) passes.
+//! (fmt, clippy, lint, migrate test, migrate check, cargo test with the new tests) passes;
+//! with a second model made with `--bulk` beside it.
 
 use std::process::Command;
 
@@ -55,6 +56,33 @@ fn a_generated_model_passes_the_generated_projects_ci() {
     assert!(schema.contains("projects (id)"), "{schema}");
     // The patch still applied: the tasks checklist stays Array<Text>.
     assert!(schema.contains("checklist -> Array<Text>,"));
+
+    // A second model with every kind of column `--bulk` lays out, a reference to the first
+    // among them: its BulkRow impl in src/bulk/rows.rs, and its test, go through ci.sh too.
+    let bulk = run(
+        "scripts/migrate.sh",
+        &[
+            "generate",
+            "model",
+            "line_item",
+            "name:string:40:unique",
+            "note:text?",
+            "qty:int",
+            "paid:bool",
+            "at:timestamptz?",
+            "code:uuid:unique",
+            "meta:jsonb?",
+            "labels:text[]",
+            "state:enum(open,closed)",
+            "kind:enum(a,b)?",
+            "owner:references:users:cascade",
+            "project:references:projects?:set-null",
+            "--bulk",
+        ],
+    );
+    assert_success("migrate generate model --bulk", &bulk);
+    let rows = std::fs::read_to_string(project.join("src/bulk/rows.rs")).unwrap();
+    assert!(rows.contains("impl BulkRow for NewLineItem<'_>"), "{rows}");
 
     let ci = run("scripts/ci.sh", &[]);
     assert_success("scripts/ci.sh after generate model", &ci);

@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
 use app::migrations::Target;
 use app::{errln, outln};
 use clap::Subcommand;
@@ -44,7 +43,7 @@ pub enum What {
         /// Add deleted_at: delete sets it, find and list skip such rows.
         #[arg(long)]
         soft_delete: bool,
-        /// Also write the model's BulkRow impl (not yet: refused).
+        /// Also write the model's BulkRow impl (src/bulk/rows.rs) and a test of it.
         #[arg(long)]
         bulk: bool,
         /// The table name, when the plural of NAME is not NAME + s (person → people).
@@ -67,13 +66,11 @@ pub async fn run(verb: Verb, globals: &Globals) -> anyhow::Result<ExitCode> {
         table,
         dry_run,
     }) = verb;
+    let mut model = Model::parse(&name, &fields, table.as_deref(), timestamps, soft_delete)?;
     if bulk {
-        bail!(
-            "--bulk is not yet supported: write the BulkRow impl in src/bulk/rows.rs by hand \
-             (see the others there); nothing was written"
-        );
+        crate::scaffold::bulk::check(&model)?;
+        model.bulk = true;
     }
-    let model = Model::parse(&name, &fields, table.as_deref(), timestamps, soft_delete)?;
     let root = project_dir();
     let project = Project::read(&root, &globals.dir())?;
     project.check(&model)?;

@@ -3,6 +3,7 @@
 //! and plans every write, [`sql`], [`rust`] and [`test_file`] write the text; this module
 //! writes the plan (all or nothing) and then applies it.
 
+pub mod bulk;
 pub mod project;
 pub mod rust;
 pub mod spec;

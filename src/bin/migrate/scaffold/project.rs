@@ -201,6 +201,17 @@ impl Project {
             ));
         }
 
+        if model.bulk {
+            let path = "src/bulk/rows.rs";
+            let rows = std::fs::read_to_string(self.root.join(path))
+                .with_context(|| format!("read {path} (--bulk adds the BulkRow impl there)"))?;
+            plan.edits.push((
+                path.into(),
+                rustfmt(super::bulk::rows_file(model, &rows)),
+                format!("`impl BulkRow for New{}`", model.struct_name()),
+            ));
+        }
+
         let arrays: Vec<_> = (model.fields.iter())
             .filter(|f| f.kind == Kind::TextArray)
             .collect();

@@ -73,6 +73,9 @@ pub struct Field {
     pub index: bool,
 }
 
+/// The most columns Diesel's `table!` takes without its `32-column-tables` feature.
+const MAX_COLUMNS: usize = 16;
+
 /// The whole request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Model {
@@ -86,6 +89,8 @@ pub struct Model {
     pub timestamps: bool,
     /// `deleted_at`: delete sets it, find and list skip such rows.
     pub soft_delete: bool,
+    /// `--bulk`: a `BulkRow` impl in `src/bulk/rows.rs`, and a test of it.
+    pub bulk: bool,
 }
 
 impl Model {
@@ -122,7 +127,16 @@ impl Model {
             fields: parsed,
             timestamps,
             soft_delete,
+            bulk: false,
         };
+        let columns = 1 + model.fields.len() + 2 * timestamps as usize + soft_delete as usize;
+        if columns > MAX_COLUMNS {
+            bail!(
+                "the table would have {columns} columns (id and the options' included); \
+                 Diesel's table! takes at most {MAX_COLUMNS} without its `32-column-tables` \
+                 feature: split the table, or enable that feature in Cargo.toml (slower builds)"
+            );
+        }
         for ident in model.sql_names() {
             // PostgreSQL cuts longer names silently; errors would then name another.
             if ident.len() > 63 {
@@ -600,6 +614,13 @@ mod tests {
             assert!(e.contains(says), "{fields:?}: {e}");
         }
         assert!(parse(&[]).is_err());
+        // Diesel's table! stops at 16 columns: id and 15 fields fit, 16 do not.
+        let many: Vec<String> = (0..16).map(|i| format!("f{i}:int")).collect();
+        assert!(Model::parse("wide", &many[..15], None, false, false).is_ok());
+        let e = Model::parse("wide", &many, None, false, false).unwrap_err();
+        assert!(e.to_string().contains("17 columns"), "{e}");
+        let e = Model::parse("wide", &many[..14], None, true, false).unwrap_err();
+        assert!(e.to_string().contains("32-column-tables"), "{e}");
     }
 
     #[test]

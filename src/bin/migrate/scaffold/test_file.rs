@@ -94,6 +94,9 @@ pub fn test_file(model: &Model) -> String {
     if has(&|k| *k == Kind::Jsonb) {
         out += "use std::sync::LazyLock;\n\n";
     }
+    if model.bulk {
+        out += "use app::bulk;\n";
+    }
     out += "use app::Error;\n";
     let mut models = vec![
         format!("New{s}"),
@@ -237,6 +240,8 @@ pub fn test_file(model: &Model) -> String {
         ""
     };
     let conn_unused = !setup.contains("&mut conn") && !has(&|k| *k == Kind::TextArray);
+    // The bulk test writes through `&mut conn` whatever the others do.
+    let bulk_setup = setup.clone();
     let setup = if conn_unused {
         setup.replace("let mut conn", "let conn")
     } else {
@@ -284,6 +289,26 @@ pub fn test_file(model: &Model) -> String {
             ("__table__", t),
         ],
     );
+
+    if model.bulk {
+        out += &fill(
+            "\n#[tokio::test]\n__ignore__async fn __table___are_written_in_bulk_and_by_copy() {\n__setup__    \
+             let rows = [__v0__, __v1__];\n    \
+             assert_eq!(bulk::insert(&mut conn, &rows).await.unwrap(), 2);\n    \
+             assert_eq!(bulk::copy_insert(&db.url, &[__v2__]).await.unwrap(), 1);\n    \
+             let all = __Struct__::list(&conn, PageRequest::default()).await.unwrap();\n    \
+             assert_eq!(all.items.len(), 3);\n}\n",
+            &[
+                ("__ignore__", ignore),
+                ("__setup__", &bulk_setup),
+                ("__v0__", &call(0)),
+                ("__v1__", &call(1)),
+                ("__v2__", &call(2)),
+                ("__Struct__", &s),
+                ("__table__", t),
+            ],
+        );
+    }
 
     // Each constraint, by name.
     let mut hits = String::new();
