@@ -19,6 +19,9 @@ const UNSET_PREFIXES: &[&str] = &[
     "CARGO_TARGET_DIR",
     "RUST_LOG",
     "LOG_FORMAT",
+    // The failover test under pg_auto_failover (four servers, 90 s) runs once, in the
+    // template's own run, not again in every generated project.
+    "REQUIRE_PG_AUTO_FAILOVER",
 ];
 
 /// The environment names to remove so a block sees a new user's shell.
