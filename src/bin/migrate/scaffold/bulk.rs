@@ -5,7 +5,7 @@
 
 use anyhow::{Result, bail};
 
-use super::rust::{borrows, fill};
+use super::rust::{borrows, braced, fill};
 use super::spec::{Kind, Model};
 
 /// Refuses what the bulk paths cannot carry, before anything is written.
@@ -30,10 +30,8 @@ pub fn rows_file(model: &Model, rows: &str) -> String {
     let mut names: Vec<String> = model.enums().map(|(f, _)| model.enum_name(f)).collect();
     names.push(format!("New{s}"));
     names.sort();
-    let models = match names.as_slice() {
-        [one] => format!("use crate::models::{one};"),
-        many => String::from("use crate::models::{") + &many.join(", ") + "};",
-    };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let models = format!("use crate::models::{};", braced(&names));
     let mut out = super::project::with_line(rows, &models, "use crate::models");
     out = super::project::with_line(
         &out,

@@ -4,6 +4,8 @@
 //! writes the plan (all or nothing) and then applies it.
 
 pub mod bulk;
+pub mod enums;
+pub mod names;
 pub mod project;
 pub mod rust;
 pub mod spec;

@@ -1,8 +1,9 @@
 //! The test file, `tests/app/<table>.rs`: creates, finds, lists, updates and deletes rows,
 //! and hits each constraint the migration wrote, asserting the `Error` that names it.
 
+use super::names::camel;
 use super::rust::{borrows, fill};
-use super::spec::{Field, Kind, Model, camel};
+use super::spec::{Field, Kind, Model};
 
 /// How a test gets the id of a row a reference points at.
 enum Parent {
