@@ -53,7 +53,7 @@ async fn pair_with(
 /// Commits on the primary and waits for the replica to replay it. A replica that has
 /// replayed no commit since it started, with WAL waiting, counts as infinitely behind; a
 /// slow machine would otherwise catch the first test write in flight and skip the replica.
-async fn replayed_a_commit(primary: &DatabaseUrl, replica: &DatabaseUrl) {
+pub(crate) async fn replayed_a_commit(primary: &DatabaseUrl, replica: &DatabaseUrl) {
     let mut conn = app::db::connect(primary).await.unwrap();
     // An xid makes the commit a WAL record with a timestamp.
     conn.batch_execute("SELECT txid_current()").await.unwrap();
