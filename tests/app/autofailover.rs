@@ -6,8 +6,8 @@
 //! the time to the first write after each fault is printed.
 //!
 //! Runs when REQUIRE_PG_AUTO_FAILOVER=1, and then needs pg_auto_failover (Debian:
-//! postgresql-15-auto-failover, pg-auto-failover-cli); scripts/test.sh installs it and sets
-//! that. Otherwise it says how to run it and passes.
+//! postgresql-15-auto-failover, pg-auto-failover-cli); scripts/test.sh installs it and runs
+//! this test alone after the rest, with that set. Otherwise it says how to run it and passes.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
